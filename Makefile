@@ -1,0 +1,47 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both are idempotent.
+#
+# MS-Swift 4.6 and LLaMA-Factory 0.9.5 cannot share one environment (their `datasets` pins
+# conflict), so each host gets its own virtual environment, with this package installed
+# editable in both. A venv is (re)built only when its requirement files change.
+
+PYTHON ?= python3
+SWIFT_VENV := .venvs/swift
+LF_VENV := .venvs/llamafactory
+SWIFT_PY := $(SWIFT_VENV)/bin/python
+LF_PY := $(LF_VENV)/bin/python
+PIP_QUIET ?= -q
+PYTEST_ARGS ?=
+
+# Test directories per environment (core tests run in the MS-Swift env).
+SWIFT_TESTS := $(wildcard tests/core tests/data tests/swift)
+LF_TESTS := $(wildcard tests/llamafactory)
+
+.PHONY: test test-core demo bench venvs clean
+
+test: venvs
+	$(SWIFT_PY) -m pytest $(SWIFT_TESTS) $(PYTEST_ARGS)
+	$(if $(LF_TESTS),$(LF_PY) -m pytest $(LF_TESTS) $(PYTEST_ARGS))
+
+test-core: $(SWIFT_VENV)/.ready
+	$(SWIFT_PY) -m pytest tests/core $(PYTEST_ARGS)
+
+demo: $(SWIFT_VENV)/.ready
+	$(SWIFT_PY) examples/direct_call.py
+
+venvs: $(SWIFT_VENV)/.ready $(LF_VENV)/.ready
+
+$(SWIFT_VENV)/.ready: envs/swift.txt pyproject.toml
+	test -x $(SWIFT_PY) || $(PYTHON) -m venv $(SWIFT_VENV)
+	$(SWIFT_PY) -m pip install $(PIP_QUIET) -r envs/swift.txt -e '.[swift,test]'
+	touch $@
+
+$(LF_VENV)/.ready: envs/llamafactory.txt pyproject.toml
+	test -x $(LF_PY) || $(PYTHON) -m venv $(LF_VENV)
+	$(LF_PY) -m pip install $(PIP_QUIET) -r envs/llamafactory.txt
+	$(LF_PY) -m pip install $(PIP_QUIET) --no-deps torchaudio==2.11.0 llamafactory==0.9.5
+	$(LF_PY) -m pip install $(PIP_QUIET) --no-deps -e .
+	$(LF_PY) -m pip install $(PIP_QUIET) 'pytest>=8' 'hypothesis>=6.100'
+	touch $@
+
+clean:
+	rm -rf .venvs

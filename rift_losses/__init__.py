@@ -1,0 +1,31 @@
+"""rift-losses: the loss functions of RIFT (Reward-Informed Fine-Tuning, arXiv 2601.09253).
+
+Pure PyTorch functions over logits, labels and rewards. Importing this package imports torch
+and nothing else heavy (no transformers, MS-Swift or LLaMA-Factory).
+
+- :func:`token_logprobs`: float32 log p of each target token, chunked, lean in memory.
+- :func:`naive_loss` (eq. 1), :func:`rift_loss` (eq. 5), :func:`normalized_reward_loss` (eq. 6-8).
+- :func:`normalize_rewards` (eq. 6-8), :func:`constant_rewards` (the paper's +1.0 / -0.2).
+- :func:`shift_labels`: align Hugging Face causal-LM labels with their logits.
+"""
+
+from .logprobs import shift_labels, token_logprobs
+from .losses import LEVELS, LOSSES, REDUCTIONS, LossStats, naive_loss, normalized_reward_loss, rift_loss
+from .rewards import NORMALIZATIONS, constant_rewards, normalize_rewards
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LEVELS",
+    "LOSSES",
+    "NORMALIZATIONS",
+    "REDUCTIONS",
+    "LossStats",
+    "constant_rewards",
+    "naive_loss",
+    "normalize_rewards",
+    "normalized_reward_loss",
+    "rift_loss",
+    "shift_labels",
+    "token_logprobs",
+]

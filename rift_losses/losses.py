@@ -1,0 +1,271 @@
+"""Reward-weighted losses of the RIFT paper (arXiv 2601.09253) over logits, labels and rewards.
+
+Notation for shapes: B batch (samples), T tokens per sample, V vocabulary, G groups.
+
+Every loss is an elementwise function ("head") of the target-token log-probability
+``log p_t`` (:func:`rift_losses.token_logprobs`) and the reward ``r`` of its sample:
+
+=========  ====================================  ==================
+loss       per target token (``level="token"``)  paper
+=========  ====================================  ==================
+``naive``  ``-r * log p_t``                      eq. 1
+``rift``   ``-r * log p_t`` if r > 0;            eq. 5
+           ``-r * p_t`` if r < 0; 0 if r = 0
+=========  ====================================  ==================
+
+Why token level is the default. Eq. 5 is written over whole responses,
+``pi(y|x) = exp(sum_t log p_t)``. For a response of a few hundred tokens that product
+underflows to 0 in float32 (it is below 1e-38 once the mean log p_t is under -0.3 over 300
+tokens), and the gradient of the negative term, ``-r * pi(y|x) * grad log pi(y|x)``, vanishes
+with it: negative samples stop teaching anything. Applied per token, each negative term
+``-r * p_t`` lies in ``[r, 0]`` (Theorem 3.4's boundedness, token by token), its gradient
+``-r * p_t * grad log p_t`` never explodes (unlike the naive ``-r / p_t``, Theorem 3.2) and
+does not vanish for long responses. ``level="sequence"`` is eq. 5 read literally; use it for
+short responses (tens of tokens) or to reproduce the equation exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+from . import _checks
+from .logprobs import token_logprobs
+from .rewards import normalize_rewards
+
+REDUCTIONS = ("mean", "sum", "none")
+LEVELS = ("token", "sequence")
+
+
+def _naive_head(logp: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    return -r * logp
+
+
+def _rift_head(logp: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    # r > 0: -r log p; r < 0: -r p; r == 0: 0 (r * exp(.) is 0 there).
+    return -r * torch.where(r > 0, logp, logp.exp())
+
+
+#: The loss variants, by name: each maps (log p, reward) to its per-item term. The single
+#: source of truth for the names adapters register and error messages list.
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "naive": _naive_head,
+    "rift": _rift_head,
+}
+
+
+class LossStats(NamedTuple):
+    """Detached statistics of one loss call, for logging (0-dim tensors; no host sync).
+
+    ``pos_loss + neg_loss`` equals the loss (same denominator). Token counts and the negative
+    tokens' mean probability are token level whatever ``level`` is.
+    """
+
+    #: target tokens of samples with reward > 0
+    pos_tokens: torch.Tensor
+    #: target tokens of samples with reward < 0
+    neg_tokens: torch.Tensor
+    #: the part of the loss from positive rewards
+    pos_loss: torch.Tensor
+    #: the part of the loss from negative rewards
+    neg_loss: torch.Tensor
+    #: sum of p_t over negative target tokens (add across micro-batches, divide by neg_tokens)
+    neg_prob_sum: torch.Tensor
+    #: mean p_t over negative target tokens (0 when there are none)
+    neg_prob_mean: torch.Tensor
+
+
+def _reward_weighted_loss(
+    name: str,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    rewards: torch.Tensor,
+    *,
+    ignore_index: int,
+    reduction: str,
+    num_items_in_batch,
+    level: str,
+    return_stats: bool,
+):
+    head = LOSSES[_checks.one_of("loss", name, LOSSES)]
+    _checks.one_of("reduction", reduction, REDUCTIONS)
+    _checks.one_of("level", level, LEVELS)
+    _checks.check_num_items(num_items_in_batch)
+    logits = _checks.check_logits(logits)
+    labels = _checks.check_labels(labels, logits, ignore_index)
+    rewards = _checks.check_rewards(rewards, labels, logits, per_token_ok=(level == "token"))
+    if level == "sequence" and labels.dim() != 2:
+        raise ValueError(f"labels must have shape (B, T) when level='sequence', got {tuple(labels.shape)}")
+
+    logp = token_logprobs(logits, labels, ignore_index=ignore_index)
+    mask = labels != ignore_index
+    r_tok = rewards[:, None].expand_as(logp) if rewards.shape != logp.shape else rewards
+    r_tok = torch.where(mask, r_tok, 0.0)  # a reward at an ignored position never reaches a gradient
+
+    if level == "token":
+        terms = head(logp, r_tok) * mask
+        r_item, item_mask = r_tok, mask
+    else:
+        item_mask = mask.any(dim=-1)  # samples with at least one target token
+        r_item = torch.where(item_mask, rewards, 0.0)
+        terms = head(logp.sum(dim=-1), r_item) * item_mask
+
+    if num_items_in_batch is not None:
+        denom = torch.as_tensor(num_items_in_batch, dtype=torch.float32, device=terms.device)
+    else:
+        denom = item_mask.sum()
+    denom = denom.clamp(min=1)
+
+    if reduction == "none":
+        loss = terms
+    elif reduction == "sum":
+        loss = terms.sum()
+    else:
+        loss = terms.sum() / denom
+    if not return_stats:
+        return loss
+
+    with torch.no_grad():
+        scale = 1.0 / denom if reduction == "mean" else torch.ones((), device=terms.device)
+        pos_tok = mask & (r_tok > 0)
+        neg_tok = mask & (r_tok < 0)
+        neg_tokens = neg_tok.sum()
+        neg_prob_sum = (logp.exp() * neg_tok).sum()
+        stats = LossStats(
+            pos_tokens=pos_tok.sum(),
+            neg_tokens=neg_tokens,
+            pos_loss=(terms * (r_item > 0)).sum() * scale,
+            neg_loss=(terms * (r_item < 0)).sum() * scale,
+            neg_prob_sum=neg_prob_sum,
+            neg_prob_mean=neg_prob_sum / neg_tokens.clamp(min=1),
+        )
+    return loss, stats
+
+
+_SHAPES_DOC = """
+    Args:
+        logits: ``(B, T, V)`` (or ``(N, V)``) float32, bfloat16 or float16.
+        labels: ``(B, T)`` (or ``(N,)``) token ids aligned with ``logits`` (no hidden shift; see
+            :func:`rift_losses.shift_labels`), ``ignore_index`` at non-target positions.
+        rewards: ``(B,)`` one reward per sample, or ``(B, T)`` one per token (packed batches,
+            process rewards; ``level="token"`` only). Any real dtype; used as float32.
+        ignore_index: label value of non-target positions.
+        reduction: ``"mean"`` divides the sum by the number of target tokens (samples with
+            ``level="sequence"``) or by ``num_items_in_batch``; ``"sum"``; ``"none"`` returns
+            the per-token terms ``(B, T)`` with zeros at ignored positions (per-sample ``(B,)``
+            with ``level="sequence"``).
+        num_items_in_batch: the denominator of ``"mean"`` when given: Hugging Face's count of
+            target tokens over all micro-batches and ranks of one optimizer step, so that
+            gradient accumulation and data parallelism equal one large batch. With
+            ``level="sequence"`` it counts sequences. Number or one-element tensor.
+        level: ``"token"`` (default) or ``"sequence"``; see the module docstring.
+        return_stats: also return a :class:`LossStats` of detached statistics.
+
+    Returns:
+        The loss (0-dim unless ``reduction="none"``), or ``(loss, LossStats)``. A batch with no
+        target token gives a loss of 0 that is still connected to ``logits``.
+
+    Raises:
+        TypeError: non-tensor or wrongly typed inputs.
+        ValueError: shape mismatches (all shapes printed); unknown ``reduction``/``level``;
+            on CPU tensors, labels outside ``[0, V)`` and non-finite rewards (first bad index
+            printed). On accelerators the value checks are skipped to avoid a host sync: the
+            adapters validate rewards when the dataset is loaded.
+"""
+
+
+def naive_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    rewards: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    num_items_in_batch=None,
+    level: str = "token",
+    return_stats: bool = False,
+):
+    """Naive signed reward-weighted log-likelihood (paper eq. 1); unbounded below for r < 0.
+
+    Formula (eq. 1): ``L = -E[r * log pi(y|x)]``; per target token ``-r * log p_t``.
+    Kept as the baseline that Theorem 3.2 shows collapsing: as a negative sample's p -> 0 the
+    loss goes to -inf and its gradient ``-r / p`` explodes.
+
+    Reference: ``(-r[:, None] * log_softmax(logits.double(), -1).gather(-1, y[..., None])[..., 0])[mask].sum() / mask.sum()``
+    """
+    return _reward_weighted_loss(
+        "naive", logits, labels, rewards, ignore_index=ignore_index, reduction=reduction,
+        num_items_in_batch=num_items_in_batch, level=level, return_stats=return_stats,
+    )
+
+
+def rift_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    rewards: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    num_items_in_batch=None,
+    level: str = "token",
+    return_stats: bool = False,
+):
+    """RIFT loss (paper eq. 5): log-likelihood for positive rewards, linear in p for negative.
+
+    Formula (eq. 5): ``L = -E_{D+}[r * log pi(y|x)] - E_{D-}[r * pi(y|x)]``; per target token
+    ``-r * log p_t`` if r > 0, ``-r * p_t`` if r < 0, 0 if r = 0. Bounded below by the sum of
+    the negative rewards' terms (each in ``[r, 0]``, Theorem 3.4); with every r = 1 it is
+    standard cross-entropy.
+
+    Reference: ``lp = log_softmax(logits.double(), -1).gather(-1, y[..., None])[..., 0]; (-r * where(r > 0, lp, lp.exp()))[mask].sum() / mask.sum()``
+    """
+    return _reward_weighted_loss(
+        "rift", logits, labels, rewards, ignore_index=ignore_index, reduction=reduction,
+        num_items_in_batch=num_items_in_batch, level=level, return_stats=return_stats,
+    )
+
+
+def normalized_reward_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    rewards: torch.Tensor,
+    group_ids,
+    *,
+    method: str,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    num_items_in_batch=None,
+    level: str = "token",
+    return_stats: bool = False,
+):
+    """RIFT (eq. 5) on rewards normalized within the groups present in this call (eq. 6-8).
+
+    Formula: ``rift_loss(logits, labels, normalize_rewards(rewards, group_ids, method=method))``.
+    The paper normalizes over *all* responses of a problem; a batch usually holds only some of
+    them, so for training prefer normalizing the whole dataset once with
+    :func:`rift_losses.normalize_rewards` (the adapters do) and calling :func:`rift_loss`.
+
+    Reference: ``rift_loss(logits, labels, normalize_rewards(rewards, group_ids, method=method))``
+
+    Args:
+        group_ids: ``(B,)`` group of each sample (integer tensor, or a sequence of hashables).
+        method: ``"gaussian"`` (eq. 6), ``"gpg_mean"`` (eq. 7) or ``"gpg_scaled"`` (eq. 8).
+        rewards: ``(B,)`` one reward per sample (normalization is per sample).
+    """
+    rewards = _checks.check_real("rewards", rewards)
+    if rewards.dim() != 1:
+        raise ValueError(
+            f"rewards must have shape (B,) (one per sample) for normalized_reward_loss, "
+            f"got rewards {tuple(rewards.shape)}, labels {tuple(getattr(labels, 'shape', ()))}"
+        )
+    normalized = normalize_rewards(rewards, group_ids, method=method)
+    return _reward_weighted_loss(
+        "rift", logits, labels, normalized, ignore_index=ignore_index, reduction=reduction,
+        num_items_in_batch=num_items_in_batch, level=level, return_stats=return_stats,
+    )
+
+
+for _fn in (naive_loss, rift_loss, normalized_reward_loss):
+    _fn.__doc__ += _SHAPES_DOC
+del _fn
