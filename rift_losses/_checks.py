@@ -104,12 +104,14 @@ def check_rewards(rewards: object, labels: torch.Tensor, logits: torch.Tensor, *
     per_sample = labels.dim() == 2 and tuple(rewards.shape) == tuple(labels.shape[:1])
     per_token = tuple(rewards.shape) == tuple(labels.shape)
     if not (per_sample or (per_token and per_token_ok)):
-        if per_token_ok:
-            expected = "(B,) per sample or (B, T) per token" if labels.dim() == 2 else "the shape of labels (per token)"
+        if labels.dim() != 2:
+            constraint = "have the shape of labels (one reward per token)"
+        elif per_token_ok:
+            constraint = "have shape (B,) per sample or (B, T) per token"
         else:
-            expected = "(B,) per sample"
+            constraint = "have shape (B,) per sample"
         raise ValueError(
-            f"rewards must have shape {expected}, got logits {tuple(logits.shape)}, "
+            f"rewards must {constraint}, got logits {tuple(logits.shape)}, "
             f"labels {tuple(labels.shape)}, rewards {tuple(rewards.shape)}"
         )
     check_finite("rewards", rewards)

@@ -94,9 +94,9 @@ def _reward_weighted_loss(
     _checks.check_num_items(num_items_in_batch)
     logits = _checks.check_logits(logits)
     labels = _checks.check_labels(labels, logits, ignore_index)
-    rewards = _checks.check_rewards(rewards, labels, logits, per_token_ok=(level == "token"))
     if level == "sequence" and labels.dim() != 2:
-        raise ValueError(f"labels must have shape (B, T) when level='sequence', got {tuple(labels.shape)}")
+        raise ValueError(f"labels must have shape (B, T) when level='sequence', got labels {tuple(labels.shape)}")
+    rewards = _checks.check_rewards(rewards, labels, logits, per_token_ok=(level == "token"))
 
     logp = token_logprobs(logits, labels, ignore_index=ignore_index)
     mask = labels != ignore_index

@@ -1,0 +1,101 @@
+"""An independent float64 reference, written differently from the package: a plain loop.
+
+One token at a time: ``log p = z[y] - logsumexp(z)`` on the float64 row, the paper's per-token
+(or per-sequence) term by an ``if`` on the sign of the reward, summed in Python and divided
+at the end. Differentiable (autograd through float64 ops) so gradients can be compared too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _term(loss: str, r: float, logp: torch.Tensor) -> torch.Tensor:
+    if loss == "naive":
+        return -r * logp
+    if r > 0:
+        return -r * logp
+    if r < 0:
+        return -r * torch.exp(logp)
+    return logp * 0.0
+
+
+def reference_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    rewards: torch.Tensor,
+    *,
+    loss: str,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    num_items_in_batch=None,
+    level: str = "token",
+) -> torch.Tensor:
+    """The loss in float64 from ``logits`` (a float64 leaf is best for gradient checks).
+
+    Shapes: logits (B, T, V), labels (B, T), rewards (B,) or (B, T).
+    """
+    z = logits if logits.dtype == torch.float64 else logits.double()
+    B, T, _ = z.shape
+    per_token = rewards.dim() == 2
+    items = []  # (term, counted)
+    for b in range(B):
+        seq_logp = None
+        n_targets = 0
+        for t in range(T):
+            y = int(labels[b, t])
+            if y == ignore_index:
+                continue
+            row = z[b, t]
+            logp = row[y] - torch.logsumexp(row, dim=0)
+            n_targets += 1
+            if level == "token":
+                r = float(rewards[b, t]) if per_token else float(rewards[b])
+                items.append(_term(loss, r, logp))
+            else:
+                seq_logp = logp if seq_logp is None else seq_logp + logp
+        if level == "sequence" and n_targets:
+            items.append(_term(loss, float(rewards[b]), seq_logp))
+    total = sum(items, z.sum() * 0.0)
+    if reduction == "sum":
+        return total
+    denom = float(num_items_in_batch) if num_items_in_batch is not None else len(items)
+    return total / max(denom, 1.0)
+
+
+def reference_none(logits, labels, rewards, *, loss: str, ignore_index: int = -100) -> torch.Tensor:
+    """Per-token terms (B, T), float64, zeros at ignored positions (token level)."""
+    z = logits.double()
+    B, T, _ = z.shape
+    out = torch.zeros(B, T, dtype=torch.float64)
+    for b in range(B):
+        for t in range(T):
+            y = int(labels[b, t])
+            if y == ignore_index:
+                continue
+            row = z[b, t]
+            logp = row[y] - torch.logsumexp(row, dim=0)
+            r = float(rewards[b, t]) if rewards.dim() == 2 else float(rewards[b])
+            out[b, t] = _term(loss, r, logp)
+    return out
+
+
+def reference_normalize(rewards: list[float], groups: list, method: str) -> list[float]:
+    """Eq. 6-8 with Python floats and ``math``; all-equal groups give 0 (gaussian, gpg_mean)."""
+    out = []
+    for r, g in zip(rewards, groups):
+        members = [x for x, h in zip(rewards, groups) if h == g]
+        n = len(members)
+        mu = math.fsum(members) / n
+        sigma = math.sqrt(math.fsum((x - mu) ** 2 for x in members) / n)
+        alpha = sum(1 for x in members if x > 0) / n
+        equal = max(members) == min(members)
+        if method == "gaussian":
+            out.append(0.0 if equal else (r - mu) / sigma)
+        elif method == "gpg_mean":
+            out.append(0.0 if equal else alpha * (r - mu))
+        else:
+            out.append(alpha * r)
+    return out
