@@ -15,9 +15,9 @@ loss       per target token (``level="token"``)  paper
 
 Why token level is the default. Eq. 5 is written over whole responses,
 ``pi(y|x) = exp(sum_t log p_t)``. For a response of a few hundred tokens that product
-underflows to 0 in float32 (it is below 1e-38 once the mean log p_t is under -0.3 over 300
-tokens), and the gradient of the negative term, ``-r * pi(y|x) * grad log pi(y|x)``, vanishes
-with it: negative samples stop teaching anything. Applied per token, each negative term
+underflows: 300 tokens at p_t = 0.7 each give exp(-107), which is 0 in float32. The gradient
+of the negative term, ``-r * pi(y|x) * grad log pi(y|x)``, vanishes with it: wrong responses
+stop teaching anything. Applied per token, each negative term
 ``-r * p_t`` lies in ``[r, 0]`` (Theorem 3.4's boundedness, token by token), its gradient
 ``-r * p_t * grad log p_t`` never explodes (unlike the naive ``-r / p_t``, Theorem 3.2) and
 does not vanish for long responses. ``level="sequence"`` is eq. 5 read literally; use it for
@@ -143,13 +143,13 @@ def _reward_weighted_loss(
     return loss, stats
 
 
-_SHAPES_DOC = """
+_ARGS_DOC = """
     Args:
         logits: ``(B, T, V)`` (or ``(N, V)``) float32, bfloat16 or float16.
         labels: ``(B, T)`` (or ``(N,)``) token ids aligned with ``logits`` (no hidden shift; see
             :func:`rift_losses.shift_labels`), ``ignore_index`` at non-target positions.
         rewards: ``(B,)`` one reward per sample, or ``(B, T)`` one per token (packed batches,
-            process rewards; ``level="token"`` only). Any real dtype; used as float32.
+            process rewards; ``level="token"`` only). Any real dtype; used as float32.{extra}
         ignore_index: label value of non-target positions.
         reduction: ``"mean"`` divides the sum by the number of target tokens (samples with
             ``level="sequence"``) or by ``num_items_in_batch``; ``"sum"``; ``"none"`` returns
@@ -246,12 +246,10 @@ def normalized_reward_loss(
     them, so for training prefer normalizing the whole dataset once with
     :func:`rift_losses.normalize_rewards` (the adapters do) and calling :func:`rift_loss`.
 
-    Reference: ``rift_loss(logits, labels, normalize_rewards(rewards, group_ids, method=method))``
+    Grouping calls ``torch.unique`` (a host sync on accelerators): this is not the hot path
+    the adapters use.
 
-    Args:
-        group_ids: ``(B,)`` group of each sample (integer tensor, or a sequence of hashables).
-        method: ``"gaussian"`` (eq. 6), ``"gpg_mean"`` (eq. 7) or ``"gpg_scaled"`` (eq. 8).
-        rewards: ``(B,)`` one reward per sample (normalization is per sample).
+    Reference: ``rift_loss(logits, labels, normalize_rewards(rewards, group_ids, method=method))``
     """
     rewards = _checks.check_real("rewards", rewards)
     if rewards.dim() != 1:
@@ -266,6 +264,11 @@ def normalized_reward_loss(
     )
 
 
-for _fn in (naive_loss, rift_loss, normalized_reward_loss):
-    _fn.__doc__ += _SHAPES_DOC
-del _fn
+naive_loss.__doc__ += _ARGS_DOC.format(extra="")
+rift_loss.__doc__ += _ARGS_DOC.format(extra="")
+normalized_reward_loss.__doc__ += _ARGS_DOC.format(
+    extra="""
+            Here ``(B,)`` only: normalization is per sample.
+        group_ids: ``(B,)`` group of each sample (integer tensor, or a sequence of hashables).
+        method: ``"gaussian"`` (eq. 6), ``"gpg_mean"`` (eq. 7) or ``"gpg_scaled"`` (eq. 8)."""
+)
