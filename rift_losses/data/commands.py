@@ -1,0 +1,434 @@
+"""The four commands of ``rift-losses``, as functions: label, normalize, stats, convert.
+
+Each reads a JSONL buffer one row at a time and returns a summary dict (the command line prints
+it). Outputs are written atomically (:func:`~rift_losses.data._io.atomic_output`). Bad input
+raises :class:`~rift_losses.data._io.DataError` naming ``file:line`` and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from itertools import islice
+from pathlib import Path
+from typing import IO, Any
+
+from ._grade import GRADES, grade_pair
+from ._io import DataError, DigestTable, Progress, atomic_output, dumps, file_size, read_jsonl, short
+from ._rows import Fields, Grouper, answer, conversation, reward
+
+#: Hosts that ``convert --to`` writes for.
+HOSTS = ("swift", "llamafactory")
+
+#: Column names the host adapters read (MS-Swift: a dataset column; LLaMA-Factory: dataset_info.json "columns").
+REWARD_COLUMN = "reward"
+GROUP_COLUMN = "group"
+
+_MAX_LINES_LISTED = 20
+
+
+def _name(path) -> str:
+    return "<stdin>" if str(path) == "-" else str(path)
+
+
+def _check_rewards(positive: float, negative: float) -> None:
+    """Validate the constant rewards with the core's own checks (``constant_rewards``)."""
+    from rift_losses import constant_rewards
+
+    constant_rewards([True, False], positive=positive, negative=negative)
+
+
+# ----------------------------------------------------------------------------------- label
+
+
+def label(
+    src,
+    dst,
+    *,
+    fields: Fields = Fields(),
+    positive: float = 1.0,
+    negative: float = -0.2,
+    jobs: int = 1,
+    progress: str = "auto",
+    log: IO[str] | None = None,
+) -> dict[str, Any]:
+    """Grade each response against its reference answer and write the paper's constant rewards.
+
+    Formula (paper section 4.1): ``r = positive`` (+1.0) if math-verify finds the response's
+    final answer equal to the reference, else ``negative`` (-0.2). A response with no
+    extractable answer is wrong; its lines are listed in the summary.
+
+    Args:
+        src: input JSONL (chat or prompt/response rows, each with the reference answer).
+        dst: output JSONL: every input row with ``fields.reward`` set (an existing reward is
+            replaced and counted).
+        positive, negative: the constant rewards (``positive > 0``, ``negative <= 0``).
+        jobs: worker processes for grading (math-verify takes about 1 ms a response).
+
+    Returns:
+        Summary: rows, correct, wrong, no_answer (``no_answer`` is part of ``wrong``),
+        no_answer_lines (the first 20), replaced_rewards, output.
+    """
+    _check_rewards(positive, negative)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    name = _name(src)
+    counts = dict.fromkeys(GRADES, 0)
+    no_answer_lines: list[int] = []
+    replaced = 0
+    prog = Progress("label", file_size(src), stream=log, mode=progress)
+    pool = None
+    if jobs > 1:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("spawn").Pool(jobs)
+    chunk_rows = 1 if pool is None else 64 * jobs
+    rows = read_jsonl(src, prog)
+    try:
+        with atomic_output(dst) as out:
+            while True:
+                chunk = list(islice(rows, chunk_rows))
+                if not chunk:
+                    break
+                pairs, pending_error = [], None
+                for line, row in chunk:  # validate in order; grade the rows before a bad one first
+                    try:
+                        pairs.append((answer(row, fields, name, line), conversation(row, fields, name, line).response))
+                    except DataError as exc:
+                        pending_error = exc
+                        break
+                verdicts = pool.map(grade_pair, pairs, chunksize=16) if pool is not None else map(grade_pair, pairs)
+                for (line, row), (ans, _), (verdict, err) in zip(chunk, pairs, verdicts):
+                    if verdict == "error":
+                        raise DataError(name, line, f"field {fields.answer!r} = {short(ans)} cannot be graded: {err}")
+                    counts[verdict] += 1
+                    if verdict == "no_answer" and len(no_answer_lines) < _MAX_LINES_LISTED:
+                        no_answer_lines.append(line)
+                    replaced += fields.reward in row
+                    row[fields.reward] = positive if verdict == "correct" else negative
+                    out.write(dumps(row))
+                if pending_error is not None:
+                    raise pending_error
+    finally:
+        prog.close()
+        if pool is not None:
+            pool.terminate()
+    total = sum(counts.values())
+    return {
+        "command": "label",
+        "input": name,
+        "output": str(dst),
+        "rows": total,
+        "correct": counts["correct"],
+        "wrong": counts["wrong"] + counts["no_answer"],
+        "no_answer": counts["no_answer"],
+        "no_answer_lines": no_answer_lines,
+        "positive_reward": positive,
+        "negative_reward": negative,
+        "replaced_rewards": replaced,
+    }
+
+
+# ------------------------------------------------------------------------------- normalize
+
+
+def normalize(
+    src,
+    dst,
+    *,
+    method: str,
+    fields: Fields = Fields(),
+    raw_field: str = "raw_reward",
+    batch_rows: int = 4096,
+    progress: str = "auto",
+    log: IO[str] | None = None,
+) -> dict[str, Any]:
+    """Normalize rewards within whole groups with the core's ``normalize_rewards`` (eq. 6-8).
+
+    A group is one problem's responses: the rows sharing the group field, else the prompt.
+    Rows of a group must be next to each other (as samplers write them); the file streams
+    through one group at a time, several groups per call of the core.
+
+    Args:
+        method: one of :data:`rift_losses.NORMALIZATIONS` (gaussian: eq. 6, gpg_mean: eq. 7,
+            gpg_scaled: eq. 8).
+        raw_field: where each row keeps its reward before normalization (must be absent).
+
+    Returns:
+        Summary: rows, groups, flat_groups (all rewards equal: 0 after gaussian/gpg_mean),
+        positive, negative, zero (after normalization), output.
+    """
+    import torch
+
+    from rift_losses import normalize_rewards
+
+    normalize_rewards(torch.zeros(0), [], method=method)  # the core's own check of `method`, before reading
+    name = _name(src)
+    grouper = Grouper(fields, name)
+    closed = DigestTable()
+    summary = Counter()
+    prog = Progress("normalize", file_size(src), stream=log, mode=progress)
+
+    def flush(done: list, out) -> None:
+        if not done:
+            return
+        rewards = torch.tensor([r for _, r, _ in done], dtype=torch.float64)
+        values = normalize_rewards(rewards, torch.tensor([g for _, _, g in done]), method=method).tolist()
+        for (row, r, _), v in zip(done, values):
+            row[raw_field] = r
+            row[fields.reward] = v
+            summary["positive" if v > 0 else "negative" if v < 0 else "zero"] += 1
+            out.write(dumps(row))
+        done.clear()
+
+    try:
+        with atomic_output(dst) as out:
+            done: list = []  # rows of complete groups: (row, reward, group index in the batch)
+            current, current_rows, last_line, n_groups = None, [], 0, 0
+
+            def close_group() -> None:
+                nonlocal n_groups
+                closed[current] = last_line
+                rewards = [r for _, r in current_rows]
+                summary["flat_groups"] += min(rewards) == max(rewards)
+                n_groups += 1
+                done.extend((row, r, n_groups) for row, r in current_rows)
+                if len(done) >= batch_rows:
+                    flush(done, out)
+
+            for line, row in read_jsonl(src, prog):
+                conv = conversation(row, fields, name, line)
+                r = reward(row, fields, name, line)
+                if raw_field in row:
+                    raise DataError(
+                        name, line, f"field {raw_field!r} is already there: is this buffer normalized already? (choose another name with --raw-field)"
+                    )
+                key, desc = grouper.key(row, conv, line)
+                if key != current:
+                    if current is not None:
+                        close_group()
+                    earlier = closed.get(key)
+                    if earlier is not None:
+                        raise DataError(
+                            name,
+                            line,
+                            f"the rows of group {desc} are not next to each other (the group ran until line {earlier}); "
+                            f"normalize reads each group as one run of rows: sort the file by {grouper.what} first",
+                        )
+                    current, current_rows = key, []
+                current_rows.append((row, r))
+                last_line = line
+            if current is not None:
+                close_group()
+            flush(done, out)
+    finally:
+        prog.close()
+    return {
+        "command": "normalize",
+        "input": name,
+        "output": str(dst),
+        "method": method,
+        "rows": summary["positive"] + summary["negative"] + summary["zero"],
+        "groups": len(closed),
+        "grouped_by": grouper.what if grouper.by_field is not None else "the prompt",
+        "flat_groups": summary["flat_groups"],
+        "positive": summary["positive"],
+        "negative": summary["negative"],
+        "zero": summary["zero"],
+    }
+
+
+# ----------------------------------------------------------------------------------- stats
+
+_POS, _NEG, _ZERO, _FLAG_BITS = 1, 2, 4, 3
+
+
+def stats(src, *, fields: Fields = Fields(), progress: str = "auto", log: IO[str] | None = None) -> dict[str, Any]:
+    """The paper's Table 1 and Table 4 for a buffer.
+
+    Table 1: responses, positive (r > 0), negative (r < 0), % positive = positive / responses.
+    Table 4: problems (groups: the group field, else the prompt), problems with mixed rewards
+    (at least one r > 0 and one r < 0), % mixed = mixed / problems. Rows of a problem may be
+    anywhere in the file (16-32 bytes of memory per problem).
+
+    Returns:
+        A dict: problems, responses, positive, negative, zero, positive_pct, mixed, mixed_pct,
+        all_positive, none_positive, per_problem_min, per_problem_max, grouped_by.
+    """
+    name = _name(src)
+    grouper = Grouper(fields, name)
+    table = DigestTable()
+    counts = Counter()
+    prog = Progress("stats", file_size(src), stream=log, mode=progress)
+    try:
+        for line, row in read_jsonl(src, prog):
+            conv = conversation(row, fields, name, line)
+            r = reward(row, fields, name, line)
+            key, _ = grouper.key(row, conv, line)
+            flag = _POS if r > 0 else _NEG if r < 0 else _ZERO
+            counts[flag] += 1
+            table[key] = (table.get(key, 0) | flag) + (1 << _FLAG_BITS)
+    finally:
+        prog.close()
+    responses = sum(counts.values())
+    problems = len(table)
+    mixed = all_pos = none_pos = 0
+    sizes_min, sizes_max = None, 0
+    for value in table.values():
+        flags, size = value & ((1 << _FLAG_BITS) - 1), value >> _FLAG_BITS
+        mixed += (flags & _POS) and (flags & _NEG) and 1 or 0
+        all_pos += flags == _POS
+        none_pos += not flags & _POS
+        sizes_min = size if sizes_min is None else min(sizes_min, size)
+        sizes_max = max(sizes_max, size)
+
+    def pct(a: int, b: int) -> float | None:
+        return round(100.0 * a / b, 1) if b else None
+
+    return {
+        "input": name,
+        "problems": problems,
+        "responses": responses,
+        "positive": counts[_POS],
+        "negative": counts[_NEG],
+        "zero": counts[_ZERO],
+        "positive_pct": pct(counts[_POS], responses),
+        "mixed": mixed,
+        "mixed_pct": pct(mixed, problems),
+        "all_positive": all_pos,
+        "none_positive": none_pos,
+        "per_problem_min": sizes_min or 0,
+        "per_problem_max": sizes_max,
+        "grouped_by": grouper.what if grouper.by_field is not None else "the prompt",
+    }
+
+
+def format_stats(s: dict[str, Any]) -> str:
+    """``stats`` as the two small tables of the paper (Table 1 and Table 4)."""
+
+    def pct(v):
+        return "" if v is None else f"{v:5.1f}%"
+
+    k = s["per_problem_min"] if s["per_problem_min"] == s["per_problem_max"] else f"{s['per_problem_min']}-{s['per_problem_max']}"
+    lines = [
+        f"{s['input']}: {s['responses']:,} responses to {s['problems']:,} problems ({k} per problem; problems: {s['grouped_by']})",
+        "",
+        "  Table 1 (responses)   # Num.   # Pos.   # Neg.   % Pos.",
+        f"                      {s['responses']:>7,}  {s['positive']:>7,}  {s['negative']:>7,}   {pct(s['positive_pct'])}",
+        "",
+        "  Table 4 (problems)    # Num.   # Mixed-Reward   % Mixed",
+        f"                      {s['problems']:>7,}  {s['mixed']:>15,}   {pct(s['mixed_pct'])}",
+        "",
+        f"  all responses positive: {s['all_positive']:,} problems; no positive response: {s['none_positive']:,} problems",
+    ]
+    if s["zero"]:
+        lines.append(f"  zero rewards (neither positive nor negative): {s['zero']:,} responses")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------- convert
+
+_LF_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant", "system_tag": "system"}
+
+
+def _check_llamafactory_roles(messages: list, fields: Fields, path: str, line: int) -> None:
+    """LLaMA-Factory's sharegpt reader drops a conversation whose roles do not alternate: refuse it here."""
+    roles = [m["role"] for m in messages]
+    body = roles[1:] if roles[0] == "system" else roles
+    expected = ["user", "assistant"] * (len(body) // 2 + 1)
+    if body != expected[: len(body)] or len(body) % 2:
+        raise DataError(
+            path,
+            line,
+            f"field {fields.messages!r} must be an optional 'system' message then 'user'/'assistant' turns in turn "
+            f"(LLaMA-Factory drops any other conversation), got roles {roles}",
+        )
+
+
+def convert(
+    src,
+    dst,
+    *,
+    to: str,
+    fields: Fields = Fields(),
+    dataset_name: str | None = None,
+    dataset_info: str | os.PathLike | None = None,
+    progress: str = "auto",
+    log: IO[str] | None = None,
+) -> dict[str, Any]:
+    """Write a labelled buffer in a host's dataset layout.
+
+    Each output row is ``{"messages": [...], "reward": r, "group": g}``: chat messages ending
+    with the sampled response, its reward, and its group (the group field, else the prompt's
+    64-bit digest as 16 hex digits), which the hosts' group-normalized losses read. Other input
+    fields are not written; the summary names them with their counts.
+
+    - ``to="swift"``: the JSONL that ``swift sft --dataset FILE`` reads (``messages`` format;
+      the extra columns ``reward`` and ``group`` are read by the MS-Swift adapter).
+    - ``to="llamafactory"``: the JSONL, plus its entry in ``dataset_info.json`` (beside the
+      output unless ``dataset_info`` is given; other entries are kept): sharegpt formatting
+      with OpenAI-style role/content tags and the column mapping, ``"reward": "reward"`` and
+      ``"group": "group"`` included.
+
+    Returns:
+        Summary: rows, groups, not_written (field -> rows), output, dataset_info, dataset_name.
+    """
+    if to not in HOSTS:
+        raise ValueError(f"to must be one of {', '.join(map(repr, HOSTS))}, got {to!r}")
+    name = _name(src)
+    grouper = Grouper(fields, name)
+    used = {fields.messages, fields.prompt, fields.response, fields.reward}
+    not_written = Counter()
+    groups = DigestTable()
+    rows = 0
+    prog = Progress("convert", file_size(src), stream=log, mode=progress)
+    try:
+        with atomic_output(dst) as out:
+            for line, row in read_jsonl(src, prog):
+                conv = conversation(row, fields, name, line)
+                r = reward(row, fields, name, line)
+                key, _ = grouper.key(row, conv, line)
+                if to == "llamafactory":
+                    _check_llamafactory_roles(conv.messages, fields, name, line)
+                group = row[fields.group] if grouper.by_field else f"{key:016x}"
+                groups[key] = 1
+                for k in row:
+                    if k not in used and not (grouper.by_field and k == fields.group):
+                        not_written[k] += 1
+                out.write(dumps({"messages": conv.messages, REWARD_COLUMN: r, GROUP_COLUMN: group}))
+                rows += 1
+    finally:
+        prog.close()
+    summary: dict[str, Any] = {
+        "command": "convert",
+        "to": to,
+        "input": name,
+        "output": str(dst),
+        "rows": rows,
+        "groups": len(groups),
+        "not_written": dict(not_written),
+    }
+    if to == "llamafactory":
+        info_path = Path(dataset_info) if dataset_info is not None else Path(dst).parent / "dataset_info.json"
+        entry_name = dataset_name or Path(dst).stem
+        entry = {
+            "file_name": os.path.relpath(Path(dst).resolve(), info_path.resolve().parent),
+            "formatting": "sharegpt",
+            "columns": {"messages": "messages", "reward": REWARD_COLUMN, "group": GROUP_COLUMN},
+            "tags": dict(_LF_TAGS),
+        }
+        info: dict = {}
+        if info_path.exists():
+            try:
+                info = json.loads(info_path.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise DataError(str(info_path), 0, f"is not valid JSON ({exc}); fix or remove it, or pass --dataset-info") from None
+            if not isinstance(info, dict):
+                raise DataError(str(info_path), 0, f"must hold a JSON object of datasets, got {type(info).__name__}")
+        summary["replaced_entry"] = entry_name in info
+        info[entry_name] = entry
+        with atomic_output(info_path) as handle:
+            handle.write(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+        summary.update(dataset_info=str(info_path), dataset_name=entry_name)
+    return summary
