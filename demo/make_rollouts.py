@@ -18,6 +18,8 @@ from fractions import Fraction
 from pathlib import Path
 
 K = 8  # responses per problem, as in the paper
+#: Correct responses per problem: mostly mixed (as in the paper's Table 4), a few all right or all wrong.
+N_CORRECT = (8, 0, 6, 5, 4, 3, 2, 7, 5, 6, 1, 4, 8, 3, 5, 6, 2, 4, 0, 7, 5, 3, 6, 4)
 
 
 def _fmt(x) -> str:
@@ -143,15 +145,13 @@ def rollouts(seed: int = 0, problems: int = 24) -> list[dict]:
     """``problems`` problems x K responses; each problem's share of correct responses varies."""
     rng = random.Random(seed)
     rows = []
-    # Correct responses per problem: mostly mixed (as in the paper's Table 4), a few all-right or all-wrong.
-    n_correct = [8, 0, 6, 5, 4, 3, 2, 7, 5, 6, 1, 4, 8, 3, 5, 6, 2, 4, 0, 7, 5, 3, 6, 4]
     seen = set()
     for i in range(problems):
         prompt, answer, right, wrong = TEMPLATES[i % len(TEMPLATES)](rng)
         while prompt in seen:  # every problem distinct
             prompt, answer, right, wrong = TEMPLATES[i % len(TEMPLATES)](rng)
         seen.add(prompt)
-        samples = [rng.choice(OPENINGS) + rng.choice(right) for _ in range(n_correct[i % len(n_correct)])]
+        samples = [rng.choice(OPENINGS) + rng.choice(right) for _ in range(N_CORRECT[i % len(N_CORRECT)])]
         samples += [rng.choice(OPENINGS) + rng.choice(wrong) for _ in range(K - len(samples))]
         rng.shuffle(samples)
         rows += [{"prompt": prompt, "response": s, "answer": answer} for s in samples]

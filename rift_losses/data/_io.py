@@ -59,7 +59,7 @@ def read_jsonl(path: str | os.PathLike, progress: "Progress | None" = None) -> I
             if not text.strip():
                 continue
             try:
-                row = json.loads(text, parse_constant=_reject_constant)
+                row = json.loads(text.rstrip("\r\n"), parse_constant=_reject_constant)
             except ValueError as exc:
                 reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
                 where = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""

@@ -94,7 +94,8 @@ def label(
                 pairs, pending_error = [], None
                 for line, row in chunk:  # validate in order; grade the rows before a bad one first
                     try:
-                        pairs.append((answer(row, fields, name, line), conversation(row, fields, name, line).response))
+                        response = conversation(row, fields, name, line).response
+                        pairs.append((answer(row, fields, name, line), response))
                     except DataError as exc:
                         pending_error = exc
                         break
@@ -391,7 +392,11 @@ def convert(
                 key, _ = grouper.key(row, conv, line)
                 if to == "llamafactory":
                     _check_llamafactory_roles(conv.messages, fields, name, line)
-                group = row[fields.group] if grouper.by_field else f"{key:016x}"
+                if grouper.by_field:  # the hosts take string or integer ids
+                    group = row[fields.group]
+                    group = group if isinstance(group, (str, int)) and not isinstance(group, bool) else json.dumps(group)
+                else:
+                    group = f"{key:016x}"
                 groups[key] = 1
                 for k in row:
                     if k not in used and not (grouper.by_field and k == fields.group):
