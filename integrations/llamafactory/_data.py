@@ -1,0 +1,265 @@
+"""Carry each sample's reward through LLaMA-Factory's data pipeline, validated, in order.
+
+LLaMA-Factory drops unknown dataset columns twice (the format converter and the dataset
+processor keep only their own fields) and its processor silently skips malformed samples.
+So, only for a run parsed with ``use_rift_loss: true`` (``data_args.rift_config``):
+
+1. ``DatasetAttr.join`` also reads ``"reward"`` and ``"group"`` from a dataset's
+   ``dataset_info.json`` ``columns`` (alpaca, sharegpt and openai formats alike).
+2. ``align_dataset`` (per dataset, before merging): the reward column must be mapped and
+   present, and every value a finite number; the group column likewise when
+   ``rift_reward_normalization`` is set. Errors name the dataset, the column and the row.
+   The converted dataset (one row per input row, same order) gets ``_rift_reward`` (and
+   ``_rift_group``) added back.
+3. The dataset processor runs one sample at a time (:class:`RewardCarryingProcessor`): a
+   sample the processor drops takes its reward with it, so rewards can never shift onto
+   other samples. The processed rows carry ``rift_reward`` (and ``rift_group``); these are
+   what ``tokenized_path`` saves.
+4. ``get_dataset`` (the SFT workflow's, after loading or processing, cached or not):
+   normalizes the rewards over whole groups of each split with the core's
+   ``normalize_rewards`` (eq. 6-8), and drops the group column.
+
+Row numbers in errors are 0-based positions in the dataset as loaded (file order unless
+``num_samples`` re-sampled it).
+"""
+
+import math
+import os
+
+from ._args import config_of
+
+REWARD_IN, GROUP_IN = "_rift_reward", "_rift_group"  # after conversion, before processing
+REWARD, GROUP = "rift_reward", "rift_group"  # processed rows (and tokenized_path)
+
+
+# ---------------------------------------------------------------- host-independent helpers
+
+
+def reward_values(values, *, dataset: str, column: str) -> list:
+    """Validate a dataset's reward column; return it as a list of floats.
+
+    Raises:
+        ValueError: a value that is not a finite real number (bools, strings, None, NaN,
+            inf), naming the dataset, the row and the column.
+    """
+    out = []
+    for row, value in enumerate(values):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok:
+            raise ValueError(
+                f"reward must be a finite number, got {value!r} in dataset {dataset!r} row {row} (column {column!r})"
+            )
+        out.append(float(value))
+    return out
+
+
+def group_values(values, *, dataset: str, column: str) -> list:
+    """Validate a dataset's group column (str or int ids); return the ids as strings."""
+    out = []
+    for row, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError(
+                f"group must be a string or an integer id, got {value!r} in dataset {dataset!r} row {row} "
+                f"(column {column!r})"
+            )
+        out.append(str(value))
+    return out
+
+
+def normalize_over_groups(rewards: list, groups: list, *, method: str) -> list:
+    """Normalize rewards over whole groups (paper eq. 6-8) with the core; float64 math."""
+    import torch
+
+    from rift_losses import normalize_rewards
+
+    return normalize_rewards(torch.tensor(rewards, dtype=torch.float64), groups, method=method).tolist()
+
+
+# ---------------------------------------------------------------- LLaMA-Factory patches
+
+
+def _info_file(data_args) -> str:
+    if isinstance(data_args.dataset_dir, str) and not data_args.dataset_dir.startswith(("ONLINE", "REMOTE:")):
+        return os.path.join(data_args.dataset_dir, "dataset_info.json")
+    return "dataset_info.json"
+
+
+def _column(dataset, dataset_attr, data_args, role: str, why: str) -> str:
+    name = getattr(dataset_attr, "rift_dataset_name", repr(dataset_attr))
+    column = getattr(dataset_attr, f"rift_{role}_column", None)
+    if column is None:
+        raise ValueError(
+            f'columns must map "{role}" for dataset {name!r} in {_info_file(data_args)} {why}, got no "{role}" '
+            f'entry (e.g. "columns": {{..., "{role}": "<column of your data>"}})'
+        )
+    if column not in dataset.column_names:
+        raise ValueError(
+            f'columns.{role} of dataset {name!r} must name a column of its data, got {column!r}; the data has '
+            f"columns {dataset.column_names}"
+        )
+    return column
+
+
+def _align_dataset(original):
+    def align_dataset(dataset, dataset_attr, data_args, training_args):
+        config = config_of(data_args)
+        if config is None:
+            return original(dataset, dataset_attr, data_args, training_args)
+        name = getattr(dataset_attr, "rift_dataset_name", repr(dataset_attr))
+        column = _column(dataset, dataset_attr, data_args, "reward", "when use_rift_loss is true")
+        rewards = reward_values(dataset[column], dataset=name, column=column)
+        groups = None
+        if config.normalization != "none":
+            why = f"when rift_reward_normalization is {config.normalization!r} (a group is one prompt's responses)"
+            group_column = _column(dataset, dataset_attr, data_args, "group", why)
+            groups = group_values(dataset[group_column], dataset=name, column=group_column)
+        aligned = original(dataset, dataset_attr, data_args, training_args)
+        if len(aligned) != len(rewards):  # the converter maps one row to one row
+            raise RuntimeError(f"dataset {name!r}: format conversion changed the row count, rewards cannot follow")
+        aligned = aligned.add_column(REWARD_IN, rewards)
+        if groups is not None:
+            aligned = aligned.add_column(GROUP_IN, groups)
+        return aligned
+
+    return align_dataset
+
+
+class RewardCarryingProcessor:
+    """LLaMA-Factory's dataset processor, run one sample at a time so rewards follow samples.
+
+    The processor emits zero rows for a sample it drops (malformed turns) and one row
+    otherwise; the reward (and group) of exactly that sample is appended to each row it
+    emitted. Same work as the processor's own loop, which is per sample anyway.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def preprocess_dataset(self, examples: dict) -> dict:
+        if REWARD_IN not in examples:
+            raise ValueError(
+                f"examples must carry {REWARD_IN!r} when use_rift_loss is true, got columns {sorted(examples)}: "
+                "this dataset did not pass through rift-losses' format conversion"
+            )
+        rewards, groups = examples[REWARD_IN], examples.get(GROUP_IN)
+        out: dict = {}
+        for i in range(len(rewards)):
+            rows = self.inner.preprocess_dataset({k: v[i : i + 1] for k, v in examples.items()})
+            kept = len(rows.get("input_ids", ()))
+            if kept == 0:
+                continue  # dropped by the processor (it logs why); its reward goes with it
+            if kept != 1:
+                raise RuntimeError(f"the dataset processor made {kept} rows of one sample; rewards cannot follow")
+            for key, value in rows.items():
+                out.setdefault(key, []).extend(value)
+            out.setdefault(REWARD, []).append(rewards[i])
+            if groups is not None:
+                out.setdefault(GROUP, []).append(groups[i])
+        return out
+
+    def print_data_example(self, example) -> None:
+        self.inner.print_data_example(example)
+
+
+def _get_dataset_processor(original):
+    def get_dataset_processor(data_args, stage, template, tokenizer, processor, *args, **kwargs):
+        inner = original(data_args, stage, template, tokenizer, processor, *args, **kwargs)
+        if config_of(data_args) is None:
+            return inner
+        if "Packed" in type(inner).__name__:  # refused at parse time; never reached
+            raise ValueError("packing must be false with use_rift_loss, got a packed dataset processor")
+        return RewardCarryingProcessor(inner)
+
+    return get_dataset_processor
+
+
+def _get_dataset_list(original):
+    def get_dataset_list(dataset_names, dataset_dir):
+        attrs = original(dataset_names, dataset_dir)
+        for name, attr in zip(dataset_names or (), attrs):
+            attr.rift_dataset_name = name
+        return attrs
+
+    return get_dataset_list
+
+
+def _join(original):
+    def join(self, attr):
+        original(self, attr)
+        columns = attr.get("columns") or {}
+        self.rift_reward_column = columns.get("reward")
+        self.rift_group_column = columns.get("group")
+
+    return join
+
+
+def _finalize(dataset, split: str, config, data_args):
+    """Rewards of one processed split: present, then normalized over its whole groups."""
+    from llamafactory.extras import logging
+
+    source = f"tokenized_path {data_args.tokenized_path!r}" if data_args.tokenized_path else "the processed data"
+    if REWARD not in dataset.column_names:
+        raise ValueError(
+            f"{split} must carry a {REWARD!r} column when use_rift_loss is true, got columns "
+            f"{dataset.column_names} from {source}: it was saved by a run without use_rift_loss; delete it or "
+            "point tokenized_path elsewhere"
+        )
+    rewards = list(dataset[REWARD])
+    drop = [GROUP] if GROUP in dataset.column_names else []
+    note = ""
+    if config.normalization != "none":
+        if not drop:
+            raise ValueError(
+                f"{split} must carry a {GROUP!r} column when rift_reward_normalization is "
+                f"{config.normalization!r}, got columns {dataset.column_names} from {source}: it was saved "
+                "without groups; delete it or point tokenized_path elsewhere"
+            )
+        groups = list(dataset[GROUP])
+        rewards = normalize_over_groups(rewards, groups, method=config.normalization)
+        drop.append(REWARD)
+        note = f", normalized ({config.normalization}) over {len(set(groups))} whole groups"
+    if drop:
+        dataset = dataset.remove_columns(drop)
+    if REWARD in drop:
+        dataset = dataset.add_column(REWARD, rewards)
+    pos = sum(r > 0 for r in rewards)
+    neg = sum(r < 0 for r in rewards)
+    # A child of LLaMA-Factory's library logger, so it prints with LLaMA-Factory's handler and format.
+    logging.get_logger("llamafactory.rift_losses").info_rank0(
+        f"RIFT {split}: {len(rewards)} rewards ({pos} > 0, {neg} < 0, {len(rewards) - pos - neg} = 0){note}."
+    )
+    return dataset
+
+
+def _get_dataset(original):
+    def get_dataset(template, model_args, data_args, training_args, *args, **kwargs):
+        module = original(template, model_args, data_args, training_args, *args, **kwargs)
+        config = config_of(data_args)
+        if config is None:
+            return module
+        for key in ("train_dataset", "eval_dataset"):
+            data = module.get(key)
+            if isinstance(data, dict):
+                module[key] = {n: _finalize(d, f"{key} {n!r}", config, data_args) for n, d in data.items()}
+            elif data is not None:
+                module[key] = _finalize(data, key, config, data_args)
+        return module
+
+    return get_dataset
+
+
+_PATCHES = (
+    # (module, attribute, wrapper): each attribute is looked up at call time by LLaMA-Factory.
+    ("llamafactory.data.parser", "DatasetAttr.join", _join),
+    ("llamafactory.data.loader", "get_dataset_list", _get_dataset_list),
+    ("llamafactory.data.loader", "align_dataset", _align_dataset),
+    ("llamafactory.data.loader", "_get_dataset_processor", _get_dataset_processor),
+    ("llamafactory.train.sft.workflow", "get_dataset", _get_dataset),
+)
+
+
+def install() -> None:
+    """Wrap LLaMA-Factory's data hook points (idempotent; inert for runs without RIFT)."""
+    from ._patching import wrap_all
+
+    wrap_all(_PATCHES)
