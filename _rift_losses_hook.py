@@ -22,6 +22,8 @@ import sys
 #: trigger module -> "module:function" to call right after the trigger is imported.
 HOOKS = {
     "swift.loss": "rift_losses.integrations.swift._autoload:register",
+    "swift.template.base": "rift_losses.integrations.swift._autoload:patch_template",
+    "swift.pipelines.train.sft": "rift_losses.integrations.swift._autoload:patch_pipeline",
     "llamafactory.hparams.parser": "rift_losses.integrations.llamafactory._autoload:register",
 }
 

@@ -1,0 +1,62 @@
+"""Entry points of the zero-flag registration (called by ``_rift_losses_hook``, see its HOOKS).
+
+Each function runs right after its MS-Swift trigger module has been imported, in every
+process (``swift sft`` re-executes itself and runs under torchrun):
+
+- ``swift.loss`` -> :func:`register`: the RIFT loss types in ``loss_map``.
+- ``swift.template.base`` -> :func:`patch_template`: rewards from the row to the batch (also in
+  dataloader workers started with spawn/forkserver, which import the template but not the pipeline).
+- ``swift.pipelines.train.sft`` -> :func:`patch_pipeline`: activation, datasets, args.json.
+
+The hook keeps any exception in ``_rift_losses_hook.errors`` (MS-Swift itself keeps working);
+a RIFT run re-raises it (:func:`config.raise_registration_errors`).
+"""
+
+from __future__ import annotations
+
+
+def register() -> None:
+    """Put the RIFT loss types in ``swift.loss.loss_map``; on failure, loud placeholders."""
+    try:
+        from .loss import register_loss_types
+
+        register_loss_types()
+    except Exception as exc:
+        _register_placeholders(exc)
+        raise
+
+
+def patch_template() -> None:
+    from ._patches import install_template_patches
+
+    install_template_patches()
+
+
+def patch_pipeline() -> None:
+    from ._patches import install_pipeline_patches
+
+    install_pipeline_patches()
+
+
+def _register_placeholders(error: BaseException) -> None:
+    """Loss types that raise ``error`` when used, so ``--loss_type rift`` fails with the cause."""
+    from swift.loss import BaseLoss, loss_map
+
+    try:
+        from .config import LOSS_TYPES
+
+        names = list(LOSS_TYPES)
+    except Exception:  # the core itself is broken: the names come from it, so only the main one
+        names = ["rift"]
+
+    class BrokenRiftLoss(BaseLoss):
+        def __init__(self, args, trainer):
+            raise RuntimeError(
+                f"rift-losses failed to register its MS-Swift loss types: {type(error).__name__}: {error}"
+            ) from error
+
+        def __call__(self, *args, **kwargs):  # pragma: no cover - __init__ always raises
+            raise NotImplementedError
+
+    for name in names:
+        loss_map.setdefault(name, BrokenRiftLoss)

@@ -1,0 +1,176 @@
+"""The RIFT loss types in MS-Swift's ``swift.loss.loss_map`` (imported only once MS-Swift is).
+
+MS-Swift's trainer instantiates ``loss_map[args.loss_type](args, trainer)`` and calls it per
+micro-batch as ``loss(outputs, labels, num_items_in_batch=..., loss_scale=..., trainer=...)``
+with the *unshifted* labels ``(B, T)`` and without the batch. The batch's rewards reach it
+through the trainer (see :mod:`._patches`): ``(B,)`` one per sample, or ``(1, T)`` one per
+token for ``padding_free``/``packing``, aligned with the labels.
+
+Per target token (paper eq. 5 / eq. 1), with r the reward of the token's response:
+``-r * log p_t`` if r > 0, ``-r * p_t`` if r < 0 (``rift``); ``-r * log p_t`` (``rift_naive``).
+The normalized variants train ``rift`` on rewards normalized over whole groups of the dataset
+when it is loaded (eq. 6-8), not within a batch. The sum over target tokens is divided by
+``num_items_in_batch`` (all target tokens of the optimizer step, over gradient-accumulation
+micro-batches and data-parallel ranks), so accumulation and data parallelism equal one large
+batch; with ``RIFT_LEVEL=sequence`` by the number of responses of the step instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from swift.loss import BaseLoss, loss_map
+
+import rift_losses
+
+from .._common import StatsAccumulator, stats_summary
+from . import config
+
+#: Trainer attribute holding the current batch's rewards while its loss is computed.
+REWARDS_ATTR = "_rift_batch_rewards"
+#: Trainer attribute holding the number of responses of the optimizer step (sequence level).
+NUM_SEQUENCES_ATTR = "_rift_num_sequences"
+#: The key of the RIFT statistics in the trainer's ``custom_metrics`` (logged as ``rift_*``).
+METRIC_KEY = "rift"
+
+
+class RiftMetric:
+    """RIFT's loss parts and token counts for MS-Swift's logs (``rift_pos_loss`` ...).
+
+    Duck-types MS-Swift's ``Metric`` (``compute``/``reset``), kept in
+    ``trainer.custom_metrics[mode]["rift"]`` so that ``Trainer.log`` adds ``rift_pos_loss``,
+    ``rift_neg_loss``, ``rift_pos_tokens``, ``rift_neg_tokens`` and ``rift_neg_prob`` (``eval_``
+    prefixed in evaluation). Training values are per optimizer step, averaged over the logging
+    interval and summed over ranks like the logged ``loss`` (so ``rift_pos_loss + rift_neg_loss
+    == loss``); evaluation values are per evaluation batch. Statistics stay on the device until
+    the host logs (one all-reduce then, no sync per step).
+    """
+
+    def __init__(self, trainer, mode: str):
+        self.trainer, self.mode = trainer, mode
+        self.acc = StatsAccumulator()
+        self._last_step = None
+
+    def _global_step(self) -> int:
+        state = getattr(self.trainer, "state", None)
+        return int(getattr(state, "global_step", 0) or 0)
+
+    def add(self, stats, *, scale: float) -> None:
+        if self._last_step is None:
+            self._last_step = self._global_step()
+        self.acc.add(stats, scale=scale)
+
+    def compute(self) -> dict:
+        device = getattr(getattr(self.trainer, "args", None), "device", None)
+        totals = self.acc.totals(device).clone()
+        world = 1
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+            world = dist.get_world_size()
+        values = totals.tolist()
+        if self.mode == "train":
+            units = self._global_step() - self._last_step if self._last_step is not None else 0
+        else:
+            units = values[-1] / world  # evaluation batches per rank
+        return stats_summary(values, units=units, world_size=world)
+
+    def reset(self) -> None:
+        self.acc.reset()
+        self._last_step = None
+
+
+class RiftLoss(BaseLoss):
+    """A RIFT loss for ``swift sft --loss_type <name>``; one subclass per :data:`config.LOSS_TYPES`."""
+
+    loss_type = "rift"
+    core_loss = "rift"
+    normalization = None
+    #: marks the RIFT losses for the trainer patches
+    is_rift_loss = True
+
+    def __init__(self, args, trainer):
+        super().__init__(args, trainer)
+        config.raise_registration_errors()
+        self.knobs = config.read_knobs()
+        config.check_args(args, self.knobs)
+        self.level = self.knobs.level
+        self._loss_fn = getattr(rift_losses, f"{self.core_loss}_loss")
+        self.metrics = {mode: RiftMetric(trainer, mode) for mode in ("train", "eval")}
+        custom_metrics = getattr(trainer, "custom_metrics", None)
+        if isinstance(custom_metrics, dict):
+            for mode, metric in self.metrics.items():
+                if mode in custom_metrics:
+                    custom_metrics[mode][METRIC_KEY] = metric
+
+    def __call__(self, outputs, labels, *, num_items_in_batch=None, loss_scale=None, trainer=None, **kwargs):
+        trainer = trainer if trainer is not None else self.trainer
+        rewards = getattr(trainer, REWARDS_ATTR, None)
+        if rewards is None:
+            raise RuntimeError(
+                f"--loss_type {self.loss_type}: this batch carries no rewards. They are added when MS-Swift "
+                "loads the dataset in `swift sft` with rift-losses' adapter installed (the rift_losses.pth "
+                "hook, or --external_plugins $(python -m rift_losses.integrations.swift)); a custom trainer "
+                f"or template that bypasses `Template.data_collator` does not carry them. {config.ENV_AUTOLOAD}="
+                f"{os.environ.get(config.ENV_AUTOLOAD, '<unset>')}"
+            )
+        logits = outputs.logits
+        target = rift_losses.shift_labels(labels)
+        rewards = rewards.to(device=logits.device, dtype=torch.float32)
+        if rewards.dim() == 2:  # one per token, aligned with the unshifted labels: shift like them
+            rewards = rift_losses.shift_labels(rewards, ignore_index=0.0)
+        if loss_scale is not None:
+            if self.level == "sequence":
+                raise ValueError(
+                    f"{config.ENV_LEVEL}=sequence cannot be combined with MS-Swift's per-token loss_scale "
+                    "(--loss_scale with non-binary weights): a response-level term has no per-token weight"
+                )
+            # MS-Swift's per-token loss weights, already shifted: token terms scale linearly in r
+            # for a fixed sign, so a weight s >= 0 on the term is a reward r * s.
+            scale = loss_scale.to(device=logits.device, dtype=torch.float32).reshape(target.shape)
+            rewards = (rewards[:, None] if rewards.dim() == 1 else rewards) * scale
+        denominator = num_items_in_batch
+        if self.level == "sequence" and num_items_in_batch is not None:
+            denominator = getattr(trainer, NUM_SEQUENCES_ATTR, None)
+            if denominator is None:
+                raise RuntimeError(
+                    f"{config.ENV_LEVEL}=sequence needs the number of responses of the optimizer step, which "
+                    "rift-losses counts in Trainer._get_num_items_in_batch; this transformers version does not call it"
+                )
+        loss, stats = self._loss_fn(
+            logits, target, rewards, num_items_in_batch=denominator, level=self.level, return_stats=True
+        )
+        mode = "train" if getattr(getattr(trainer, "model", None), "training", True) else "eval"
+        scale = 1
+        args = getattr(trainer, "args", None)
+        if (getattr(args, "average_tokens_across_devices", False) and getattr(trainer, "model_accepts_loss_kwargs", False)
+                and num_items_in_batch is not None):
+            scale = trainer.accelerator.num_processes  # the trainer scales the loss it logs the same way
+        self.metrics[mode].add(stats, scale=scale)
+        return loss
+
+
+def loss_classes() -> dict[str, type]:
+    """One :class:`RiftLoss` subclass per ``--loss_type`` name of :data:`config.LOSS_TYPES`."""
+    classes = {}
+    for name, (core_loss, normalization) in config.LOSS_TYPES.items():
+        what = f"RIFT on rewards normalized over whole groups ({normalization})" if normalization else f"the {core_loss!r} loss"
+        classes[name] = type(
+            f"RiftLoss_{name}",
+            (RiftLoss,),
+            {"loss_type": name, "core_loss": core_loss, "normalization": normalization,
+             "__doc__": f"``--loss_type {name}``: {what}.", "__module__": __name__},
+        )
+    return classes
+
+
+def register_loss_types() -> None:
+    """Put the RIFT loss types in ``swift.loss.loss_map`` (idempotent)."""
+    for name, cls in loss_classes().items():
+        current = loss_map.get(name)
+        if current is not None and getattr(current, "is_rift_loss", False):
+            continue
+        if current is not None:
+            raise RuntimeError(f"swift.loss.loss_map already has a loss type {name!r} ({current!r}) that is not rift-losses'")
+        loss_map[name] = cls
