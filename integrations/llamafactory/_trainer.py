@@ -134,7 +134,7 @@ class RiftSeq2SeqTrainer(CustomSeq2SeqTrainer):
         # sum (and gather over ranks) it as it does tokens, from one "label" per such sample.
         proxies = []
         for batch in batch_samples:
-            labels = batch.get("labels") if isinstance(batch, dict) else None
+            labels = batch.get("labels") if hasattr(batch, "get") else None  # a BatchEncoding, not a dict
             if labels is not None:
                 has_target = (shift_labels(labels, ignore_index=IGNORE_INDEX) != IGNORE_INDEX).any(-1, keepdim=True)
                 proxies.append({"labels": torch.where(has_target, 0, IGNORE_INDEX)})

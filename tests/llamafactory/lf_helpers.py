@@ -1,0 +1,174 @@
+"""Helpers of the LLaMA-Factory tests: a tiny model, datasets, and a runner for the real CLI.
+
+Everything is built offline in one session directory: the tiny Qwen2-shaped model and
+tokenizer (``rift_losses.testing``), alpaca and sharegpt datasets whose prompts carry a
+marker (``Q3``, ``E1``) so a processed row can be traced back to its source row, and a
+``dataset_info.json`` that maps the same files under several names (reward column "score",
+"one" or "two"; broken mappings for the error tests).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+BIN = Path(sys.executable).parent
+
+#: alpaca rows: marker Q{i}; groups of 3 rows ("a0", "a1")
+ALPACA_SCORES = [1.0, -0.2, 0.5, -1.0, 1.0, 0.0]
+#: sharegpt rows: marker Q{10 + i}; row 2 is malformed (no assistant turn): LLaMA-Factory drops it
+SHAREGPT_SCORES = [2.0, -0.5, 7.0, 0.3, -1.0, 1.0]
+SHAREGPT_GROUPS = [0, 0, 1, 1, 1, 2]
+MALFORMED = "Q12"
+#: eval rows (alpaca): marker E{i}
+EVAL_SCORES = [1.0, -0.5, 0.8, -0.2]
+EVAL_GROUPS = ["e0", "e0", "e1", "e1"]
+
+
+def _alpaca_row(marker, i, score, group):
+    return {"instruction": f"{marker}: What is {i} + {i}?", "output": f"The answer is {2 * i}.",
+            "score": score, "one": 1.0, "two": 2.0, "pid": group}
+
+
+def source_rows() -> dict:
+    """marker -> (raw reward, group id as the adapter stores it) of every well-formed source row."""
+    rows = {f"Q{i}": (s, f"a{i // 3}") for i, s in enumerate(ALPACA_SCORES)}
+    rows.update({f"Q{10 + i}": (s, str(g)) for i, (s, g) in enumerate(zip(SHAREGPT_SCORES, SHAREGPT_GROUPS))})
+    rows.update({f"E{i}": (s, g) for i, (s, g) in enumerate(zip(EVAL_SCORES, EVAL_GROUPS))})
+    del rows[MALFORMED]
+    return rows
+
+
+def _write_data(data: Path) -> None:
+    data.mkdir()
+    alpaca = [_alpaca_row(f"Q{i}", i, s, f"a{i // 3}") for i, s in enumerate(ALPACA_SCORES)]
+    sharegpt = []
+    for i, (score, group) in enumerate(zip(SHAREGPT_SCORES, SHAREGPT_GROUPS)):
+        turns = [{"from": "human", "value": f"Q{10 + i}: Add {i} and 3."},
+                 {"from": "gpt", "value": f"So the result is {i + 3}."}]
+        if f"Q{10 + i}" == MALFORMED:
+            turns = turns[:1]
+        sharegpt.append({"conversations": turns, "score": score, "one": 1.0, "two": 2.0, "pid": group})
+    evals = [_alpaca_row(f"E{i}", i + 20, s, g) for i, (s, g) in enumerate(zip(EVAL_SCORES, EVAL_GROUPS))]
+    nulls = [_alpaca_row(f"N{i}", i, s, "n") for i, s in enumerate([1.0, 0.5, None, -0.2])]
+    strings = [_alpaca_row(f"S{i}", i, s, "s") for i, s in enumerate(["1.0", "high"])]
+    for name, rows in (("alp.json", alpaca), ("sg.json", sharegpt), ("eval.json", evals),
+                       ("nulls.json", nulls), ("strings.json", strings)):
+        (data / name).write_text(json.dumps(rows))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    nonfinite = [_alpaca_row(f"F{i}", i, s, "f") for i, s in enumerate([1.0, float("nan"), -0.2])]
+    pq.write_table(pa.Table.from_pylist(nonfinite), data / "nonfinite.parquet")
+
+    alpaca_columns = {"prompt": "instruction", "response": "output"}
+    sharegpt = {"file_name": "sg.json", "formatting": "sharegpt"}
+    info = {
+        "alp": {"file_name": "alp.json", "columns": {**alpaca_columns, "reward": "score", "group": "pid"}},
+        "sg": {**sharegpt, "columns": {"messages": "conversations", "reward": "score", "group": "pid"}},
+        "eval": {"file_name": "eval.json", "columns": {**alpaca_columns, "reward": "score", "group": "pid"}},
+        "unmapped": {"file_name": "alp.json", "columns": alpaca_columns},
+        "missing_col": {"file_name": "alp.json", "columns": {**alpaca_columns, "reward": "reward"}},
+        "no_group_col": {"file_name": "alp.json", "columns": {**alpaca_columns, "reward": "score", "group": "problem"}},
+        "nulls": {"file_name": "nulls.json", "columns": {**alpaca_columns, "reward": "score"}},
+        "strings": {"file_name": "strings.json", "columns": {**alpaca_columns, "reward": "score"}},
+        "nonfinite": {"file_name": "nonfinite.parquet", "columns": {**alpaca_columns, "reward": "score"}},
+    }
+    for column in ("one", "two"):
+        info[f"alp_{column}"] = {"file_name": "alp.json", "columns": {**alpaca_columns, "reward": column}}
+        info[f"sg_{column}"] = {**sharegpt, "columns": {"messages": "conversations", "reward": column}}
+        info[f"eval_{column}"] = {"file_name": "eval.json", "columns": {**alpaca_columns, "reward": column}}
+    (data / "dataset_info.json").write_text(json.dumps(info, indent=1))
+
+
+class Run:
+    """One finished ``llamafactory-cli`` (or launcher) subprocess."""
+
+    def __init__(self, proc: subprocess.CompletedProcess, output_dir: Path, config: dict):
+        self.rc = proc.returncode
+        self.output = proc.stdout
+        self.output_dir = output_dir
+        self.config = config
+        log = output_dir / "trainer_log.jsonl"
+        self.log = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    @property
+    def train_logs(self) -> list:
+        return [e for e in self.log if "loss" in e]
+
+    def eval_loss(self, step: int) -> float:
+        return next(e["eval_loss"] for e in self.log if "eval_loss" in e and e["current_steps"] == step)
+
+    def tail(self, n: int = 3000) -> str:
+        return self.output[-n:]
+
+
+class Workspace:
+    def __init__(self, root: Path):
+        from rift_losses.testing import build_tiny_qwen2
+
+        self.root = root
+        self.model = build_tiny_qwen2(root / "model")
+        self.data = root / "data"
+        _write_data(self.data)
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # torchrun of this venv
+            "HF_HOME": str(root / "hf"),
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "CUDA_VISIBLE_DEVICES": "",  # CPU: no automatic torchrun, deterministic
+            "TOKENIZERS_PARALLELISM": "false",
+            "WANDB_DISABLED": "true",
+        }
+        for name in ("FORCE_TORCHRUN", "NPROC_PER_NODE", "ALLOW_EXTRA_ARGS", "RIFT_LOSSES_AUTOLOAD", "USE_MCA"):
+            self.env.pop(name, None)
+
+    def config(self, name: str, **overrides) -> dict:
+        """A small full-SFT config on CPU (3 steps, batch 2, fixed order), with ``overrides``."""
+        config = {
+            "model_name_or_path": str(self.model),
+            "stage": "sft",
+            "do_train": True,
+            "finetuning_type": "full",
+            "template": "qwen",
+            "dataset": "alp,sg",
+            "dataset_dir": str(self.data),
+            "cutoff_len": 128,
+            "preprocessing_num_workers": 1,
+            "output_dir": str(self.root / "runs" / name),
+            "overwrite_output_dir": True,
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 1,
+            "learning_rate": 1.0e-2,
+            "max_steps": 3,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "report_to": "none",
+            "disable_shuffling": True,
+            "seed": 0,
+        }
+        config.update(overrides)
+        return {k: v for k, v in config.items() if v is not None}
+
+    def train(self, config: dict, *, command=("llamafactory-cli", "train"), env=None, timeout=600) -> Run:
+        output_dir = Path(config["output_dir"])
+        output_dir.mkdir(parents=True, exist_ok=True)
+        cfg = output_dir.parent / f"{output_dir.name}.yaml"
+        cfg.write_text(yaml.safe_dump(config))
+        proc = subprocess.run(
+            [str(BIN / command[0]), *command[1:], str(cfg)],
+            cwd=self.root, env={**self.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, timeout=timeout,
+        )
+        return Run(proc, output_dir, config)
+
+    def python(self, code: str, *, env=None, timeout=600) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", code], cwd=self.root, env={**self.env, **(env or {})},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+        )
