@@ -63,7 +63,7 @@ def _install_guard(parser_module) -> None:
             if not getattr(parser_module, _REGISTERED, False):
                 error = _registration_error()
                 raise RuntimeError(
-                    f"{', '.join(rift_keys)} need rift-losses' LLaMA-Factory adapter, which failed to "
+                    f"the RIFT options {rift_keys} need rift-losses' LLaMA-Factory adapter, which failed to "
                     f"register with this LLaMA-Factory: {error!r}"
                 ) from error
             known = {f.name for dtype in parser.dataclass_types for f in dataclasses.fields(dtype)}

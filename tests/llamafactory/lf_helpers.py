@@ -167,8 +167,15 @@ class Workspace:
         )
         return Run(proc, output_dir, config)
 
-    def python(self, code: str, *, env=None, timeout=600) -> subprocess.CompletedProcess:
+    def python(self, code: str, *args: str, env=None, timeout=600) -> subprocess.CompletedProcess:
+        """``python -c code *args`` in this venv, with the workspace's offline environment."""
         return subprocess.run(
-            [sys.executable, "-c", code], cwd=self.root, env={**self.env, **(env or {})},
+            [sys.executable, "-c", code, *args], cwd=self.root, env={**self.env, **(env or {})},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
         )
+
+
+def ok(run: Run) -> Run:
+    """``run``, asserting it exited 0 (its output's tail is the failure message otherwise)."""
+    assert run.rc == 0, run.tail()
+    return run

@@ -12,7 +12,7 @@ import statistics
 
 import pytest
 import torch
-from lf_helpers import MALFORMED, source_rows
+from lf_helpers import MALFORMED, ok, source_rows
 
 pytestmark = pytest.mark.slow
 
@@ -22,18 +22,6 @@ STATS = ("rift/pos_loss", "rift/neg_loss", "rift/pos_tokens", "rift/neg_tokens",
 TRAIN_MARKERS = ["Q0", "Q1", "Q2", "Q3", "Q4", "Q5", "Q10", "Q11", "Q13", "Q14", "Q15"]
 
 
-def _ok(run):
-    assert run.rc == 0, run.tail()
-    return run
-
-
-@pytest.fixture(scope="session")
-def plain(lf):
-    """Plain LoRA SFT, no RIFT: the baseline (evaluated after step 3)."""
-    evaluation = {"eval_dataset": "eval", "per_device_eval_batch_size": 4, "eval_strategy": "steps", "eval_steps": 3}
-    return _ok(lf.train(lf.config("plain", finetuning_type="lora", **evaluation)))
-
-
 @pytest.fixture(scope="session")
 def rift_a(lf):
     """Full RIFT, gaussian over whole groups, 2 tokenizer workers, eval before training, tokenized_path saved."""
@@ -41,7 +29,7 @@ def rift_a(lf):
         "rift_a", **RIFT, preprocessing_num_workers=2, tokenized_path=str(lf.root / "tok_a"),
         eval_dataset="eval", per_device_eval_batch_size=4, eval_strategy="steps", eval_steps=100, eval_on_start=True,
     )
-    return _ok(lf.train(config))
+    return ok(lf.train(config))
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +82,7 @@ def test_all_rewards_one_equal_plain_sft(lf, plain):
         "ones", finetuning_type="lora", dataset="alp_one,sg_one", eval_dataset="eval_one", use_rift_loss=True,
         preprocessing_num_workers=2, per_device_eval_batch_size=4, eval_strategy="steps", eval_steps=3,
     )
-    ones = _ok(lf.train(config))
+    ones = ok(lf.train(config))
     base = [e["loss"] for e in plain.train_logs]
     got = [e["loss"] for e in ones.train_logs]
     assert len(base) == len(got) == 3
@@ -161,7 +149,7 @@ def test_gradient_accumulation_equals_large_batch(lf, rift_a):
         "ga", **RIFT, per_device_train_batch_size=1, gradient_accumulation_steps=2,
         tokenized_path=rift_a.config["tokenized_path"],
     )
-    run = _ok(lf.train(config))
+    run = ok(lf.train(config))
     assert "Loaded tokenized dataset" in run.output
     _same_run(run, rift_a)
 
@@ -169,7 +157,7 @@ def test_gradient_accumulation_equals_large_batch(lf, rift_a):
 def test_torchrun_two_processes_equal_one(lf, rift_a):
     """2 CPU processes x batch 1 under torchrun (zero-flag activation in the workers): same as batch 2."""
     config = lf.config("ddp", **RIFT, per_device_train_batch_size=1, tokenized_path=rift_a.config["tokenized_path"])
-    run = _ok(lf.train(config, env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}))
+    run = ok(lf.train(config, env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}))
     assert "world size: 2" in run.output
     _same_run(run, rift_a)
 
@@ -178,7 +166,7 @@ def test_explicit_launcher_without_pth_hook(lf, plain):
     """rift-llamafactory-cli with RIFT_LOSSES_AUTOLOAD=0, through torchrun: reward 2.0 doubles the first loss."""
     config = lf.config("launcher", dataset="alp_two,sg_two", use_rift_loss=True)
     env = {"RIFT_LOSSES_AUTOLOAD": "0", "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "1"}
-    run = _ok(lf.train(config, command=("rift-llamafactory-cli", "train"), env=env))
+    run = ok(lf.train(config, command=("rift-llamafactory-cli", "train"), env=env))
     assert "distributed training: True" in run.output  # the worker ran under torchrun
     first = run.train_logs[0]
     assert _close(first["loss"], 2 * plain.train_logs[0]["loss"], 2 * TOL), (first, plain.train_logs[0])
@@ -192,7 +180,7 @@ def test_sequence_level_naive_counts_sequences(lf, rift_a, reference):
         "sequence", use_rift_loss=True, rift_loss="naive", rift_level="sequence", per_device_train_batch_size=1,
         gradient_accumulation_steps=2, max_steps=1, tokenized_path=rift_a.config["tokenized_path"],
     )
-    run = _ok(lf.train(config))
+    run = ok(lf.train(config))
     rows = source_rows()
     train = tokenized["train"]
     total = sum(-rows[m][0] * float(_logprobs(model, train[i]).sum()) for i, m in enumerate(TRAIN_MARKERS[:2]))

@@ -1,0 +1,121 @@
+"""Every bad input fails before training, naming what is wrong; nothing falls back to cross-entropy.
+
+The argument and data errors run in one subprocess through LLaMA-Factory's own entry point
+(``llamafactory.train.tuner.run_exp``, what ``llamafactory-cli train`` calls), one config after
+the other, to pay LLaMA-Factory's import once; a misspelt key also goes through the CLI.
+"""
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+_SCRIPT = r"""
+import json, os, sys, traceback
+spec = json.loads(sys.argv[1])
+cases = spec["cases"]
+from llamafactory.hparams import get_train_args
+import llamafactory.train.sft.workflow as workflow
+from llamafactory.train.tuner import run_exp
+
+out = {}
+# A config without RIFT parses into LLaMA-Factory's own classes and patches nothing at run time.
+finetuning_args = get_train_args(spec["plain"])[3]
+out["plain"] = [type(finetuning_args).__name__, finetuning_args.use_rift_loss, workflow.CustomSeq2SeqTrainer.__module__]
+
+for name, config, env in cases:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        run_exp(config)
+        out[name] = "no error"
+    except Exception as error:
+        out[name] = f"{type(error).__name__}: {error}"
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+# The collator keeps rewards float32 under a bf16 compute dtype (LLaMA-Factory casts float columns).
+import torch
+from llamafactory.data import get_template_and_fix_tokenizer
+from llamafactory.hparams import DataArguments, ModelArguments
+from llamafactory.model import load_tokenizer
+from rift_losses.integrations.llamafactory._trainer import REWARD_BITS, RiftSFTDataCollator
+
+tokenizer_module = load_tokenizer(ModelArguments(model_name_or_path=spec["plain"]["model_name_or_path"]))
+template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], DataArguments(template="qwen"))
+collator = RiftSFTDataCollator(template=template, model=None, label_pad_token_id=-100, compute_dtype=torch.bfloat16,
+                               **tokenizer_module)
+features = [{"input_ids": [5, 6, 7][:n], "attention_mask": [1] * n, "labels": [-100, 6, 7][:n], "images": None,
+             "videos": None, "audios": None, "rift_reward": r, "extra": 0.1} for n, r in ((3, -0.2), (2, 0.3))]
+batch = collator(features)
+out["collator"] = [batch[REWARD_BITS].view(torch.float32).tolist(), str(batch["extra"].dtype), sorted(batch)]
+print("RESULTS " + json.dumps(out))
+"""
+
+
+def _expected_errors(lf):
+    rift = {"use_rift_loss": True}
+    gaussian = {**rift, "rift_reward_normalization": "gaussian"}
+    return {
+        # name: (overrides, environment, fragments the message must contain)
+        "misspelt_allowed": ({**rift, "rift_los": "naive"}, {"ALLOW_EXTRA_ARGS": "1"},
+                             ["RIFT options must be spelt as one of", "'rift_loss'", "got ['rift_los']"]),
+        "bad_choice": ({**rift, "rift_loss": "bogus"}, {}, ["rift_loss must be one of 'naive', 'rift', got 'bogus'"]),
+        "bad_normalization": ({**rift, "rift_reward_normalization": "zscore"}, {},
+                              ["rift_reward_normalization must be one of 'none', 'gaussian', 'gpg_mean', 'gpg_scaled'"]),
+        "dft": ({**rift, "use_dft_loss": True}, {}, ["must not be combined with another loss option", "use_dft_loss"]),
+        "label_smoothing": ({**rift, "label_smoothing_factor": 0.1}, {}, ["label_smoothing_factor must be 0"]),
+        "packing": ({**rift, "packing": True}, {}, ["packing must be false", "which tokens came from which sample"]),
+        "neat_packing": ({**rift, "neat_packing": True}, {}, ["packing must be false", "neat_packing: True"]),
+        "streaming": ({**rift, "streaming": True}, {}, ["streaming must be false", "whole dataset"]),
+        "stage": ({**rift, "stage": "pt"}, {}, ["use_rift_loss must be used with stage: sft, got stage: pt"]),
+        "unmapped": ({**rift, "dataset": "alp,unmapped"}, {},
+                     ['columns must map "reward" for dataset \'unmapped\'', "dataset_info.json"]),
+        "missing_col": ({**rift, "dataset": "missing_col"}, {},
+                        ["columns.reward of dataset 'missing_col' must name a column of its data, got 'reward'",
+                         "'score'"]),
+        "nulls": ({**rift, "dataset": "nulls"}, {},
+                  ["reward must be a finite number, got None in dataset 'nulls' row 2 (column 'score')"]),
+        "strings": ({**rift, "dataset": "strings"}, {},
+                    ["reward must be a finite number, got '1.0' in dataset 'strings' row 0 (column 'score')"]),
+        "nonfinite": ({**rift, "dataset": "nonfinite"}, {},
+                      ["reward must be a finite number, got nan in dataset 'nonfinite' row 1 (column 'score')"]),
+        "group_unmapped": ({**gaussian, "dataset": "alp_one"}, {},
+                           ['columns must map "group" for dataset \'alp_one\'', "'gaussian'"]),
+        "group_missing": ({**gaussian, "dataset": "no_group_col"}, {},
+                          ["columns.group of dataset 'no_group_col' must name a column of its data, got 'problem'"]),
+        "stale_tokenized_path": ({**rift, "tokenized_path": str(lf.root / "tok_plain")}, {},
+                                 ["train_dataset must carry a 'rift_reward' column", "tok_plain",
+                                  "saved by a run without use_rift_loss"]),
+    }
+
+
+def test_bad_inputs_fail_before_training(lf, plain):
+    expected = _expected_errors(lf)
+    cases = [[name, lf.config(f"bad_{name}", **overrides), env] for name, (overrides, env, _) in expected.items()]
+    proc = lf.python(_SCRIPT, json.dumps({"plain": lf.config("bad_plain"), "cases": cases}))
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULTS ")), None)
+    assert line is not None, proc.stdout[-3000:]
+    results = json.loads(line[len("RESULTS "):])
+
+    assert results["plain"] == ["RiftFinetuningArguments", False, "llamafactory.train.sft.trainer"]
+    for name, (_, _, fragments) in expected.items():
+        message = results[name]
+        assert message.startswith(("ValueError", "TypeError")), (name, message)
+        for fragment in fragments:
+            assert fragment in message, (name, fragment, message)
+        assert not (lf.root / "runs" / f"bad_{name}" / "trainer_log.jsonl").exists(), name
+
+    rewards, extra_dtype, keys = results["collator"]
+    assert rewards == [pytest.approx(-0.2, abs=0, rel=1e-7), pytest.approx(0.3, abs=0, rel=1e-7)]
+    assert extra_dtype == "torch.bfloat16"  # what LLaMA-Factory does to a float column the adapter did not take
+    assert "rift_reward" not in keys and "rift_reward_bits" in keys
+
+
+def test_misspelt_key_fails_in_the_cli(lf):
+    run = lf.train(lf.config("misspelt", use_rift_loss=True, rift_reward_normalisation="gaussian"))
+    assert run.rc != 0
+    assert "Some keys are not used by the HfArgumentParser: ['rift_reward_normalisation']" in run.output, run.tail()
+    assert not run.log
