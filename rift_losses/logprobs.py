@@ -1,17 +1,52 @@
 """The one primitive every loss here is built on: the log-probability of each target token.
 
 Notation for shapes: B batch, T tokens, V vocabulary, N = B*T flattened rows.
+
+Two implementations with the same contract (results equal within the core's error budget):
+
+- ``"triton"``: two Triton kernels (``rift_losses/_triton_logprobs.py``), one program per row;
+  chosen automatically for CUDA logits when Triton is importable.
+- ``"torch"``: chunked PyTorch, everywhere else (CPU, CUDA without Triton, other devices).
+
+Both keep one float per row between forward and backward (its log-sum-exp) and write the
+logits gradient ``g * (onehot(y) - softmax(logits))`` in the logits' dtype: three passes over
+the logits in all (read in forward, read + write in backward), or in place over the logits
+buffer with ``inplace_grad=True``.
 """
 
 from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
 
 import torch
 
 from . import _checks
 
-# Rows are processed in chunks of about this many logits, so the float32 working copy stays
-# small (4 MiB here) however large N*V is: the full logits are never upcast at once.
-_CHUNK_ELEMENTS = 1 << 20
+#: Implementations of :func:`token_logprobs`, by name (the single source of truth for the
+#: ``impl`` option and its error message).
+IMPLS = ("auto", "torch", "triton")
+
+# The chunked path works on this many logits at a time (per chunk of whole rows), in float32
+# scratch buffers allocated once per call and reused for every chunk. On CPU, 2**17 floats
+# (512 KiB per buffer) keep a chunk in the per-core L2 cache, so each of the few elementwise
+# passes over a chunk runs from cache and the logits cross main memory once per direction;
+# reusing the buffers also avoids a page fault per chunk. On accelerators larger chunks amortise
+# kernel launches. Either way the full logits are never upcast at once.
+_CHUNK_ELEMENTS = {"cpu": 1 << 17}
+_CHUNK_ELEMENTS_DEFAULT = 1 << 24
+
+
+@dataclass(frozen=True)
+class _Options:
+    impl: str  # "torch" or "triton", resolved
+    inplace_grad: bool
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 accumulation for float32/bfloat16/float16 logits; float64 stays float64."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _row_blocks(x: torch.Tensor) -> list[torch.Tensor]:
@@ -26,95 +61,292 @@ def _row_blocks(x: torch.Tensor) -> list[torch.Tensor]:
         return [block for part in x.unbind(0) for block in _row_blocks(part)]
 
 
-def _chunks(rows: int, vocab: int):
-    step = max(1, _CHUNK_ELEMENTS // max(vocab, 1))
-    for start in range(0, rows, step):
-        yield start, min(start + step, rows)
+@functools.lru_cache(maxsize=None)
+def _triton_backend():
+    """The Triton module, or None when Triton cannot be imported (imported once, lazily)."""
+    try:
+        from . import _triton_logprobs
+    except ImportError:
+        return None
+    return _triton_logprobs
+
+
+def _triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _resolve_impl(impl: str, logits: torch.Tensor) -> str:
+    _checks.one_of("impl", impl, IMPLS)
+    kernel_dtype = logits.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    if impl == "auto":
+        return "triton" if logits.is_cuda and kernel_dtype and _triton_backend() is not None else "torch"
+    if impl == "triton":
+        if _triton_backend() is None:
+            raise ValueError("impl must be 'auto' or 'torch' when the triton package is not importable, got 'triton'")
+        if not (logits.is_cuda or _triton_interpreted()):
+            raise ValueError(
+                f"logits must be on a CUDA device for impl='triton', got device {logits.device} "
+                "(TRITON_INTERPRET=1 runs the kernels in Triton's CPU interpreter, for tests)"
+            )
+        if not kernel_dtype:
+            raise ValueError(f"logits must be float32, bfloat16 or float16 for impl='triton', got dtype {logits.dtype}")
+    return impl
+
+
+# --------------------------------------------------------------------------------------------
+# The chunked PyTorch implementation.
+# --------------------------------------------------------------------------------------------
+
+
+class _Scratch:
+    """Chunk-sized buffers reused by every chunk of one call: two in the compute dtype and,
+    for gathered (non-contiguous) row sets in another dtype, one staging buffer in the logits'
+    dtype (allocated on first use)."""
+
+    def __init__(self, rows: int, logits: torch.Tensor):
+        self.rows = rows
+        self.dtype = logits.dtype
+        self.compute = _compute_dtype(logits.dtype)
+        shape = (rows, logits.shape[-1])
+        self.a = torch.empty(shape, dtype=self.compute, device=logits.device)
+        self.b = torch.empty(shape, dtype=self.compute, device=logits.device)
+        self._stage = None
+
+    def stage(self, n: int) -> torch.Tensor:
+        if self._stage is None:
+            self._stage = torch.empty((self.rows, self.a.shape[1]), dtype=self.dtype, device=self.a.device)
+        return self._stage[:n]
+
+    def load(self, block: torch.Tensor, sel) -> torch.Tensor:
+        """Rows ``sel`` of ``block`` in the compute dtype, to be read only (never written)."""
+        if isinstance(sel, slice):
+            rows = block[sel]
+            if rows.dtype == self.compute:
+                return rows  # read in place: the caller's logits are never written here
+            buf = self.a[: rows.shape[0]]
+            buf.copy_(rows)
+            return buf
+        n = sel.shape[0]
+        if block.dtype == self.compute:
+            return torch.index_select(block, 0, sel, out=self.a[:n])
+        stage = torch.index_select(block, 0, sel, out=self.stage(n))
+        buf = self.a[:n]
+        buf.copy_(stage)
+        return buf
+
+    def store(self, out_block: torch.Tensor, sel, values: torch.Tensor) -> None:
+        """Write ``values`` (compute dtype) into rows ``sel`` of ``out_block`` (its dtype)."""
+        if isinstance(sel, slice):
+            out_block[sel].copy_(values)
+        elif out_block.dtype == values.dtype:
+            out_block.index_copy_(0, sel, values)
+        else:
+            stage = self.stage(values.shape[0])
+            stage.copy_(values)
+            out_block.index_copy_(0, sel, stage)
+
+
+def _selections(block_mask: torch.Tensor, step: int, skip_ignored: bool):
+    """Row selectors covering one block's rows, ``step`` rows at a time.
+
+    Without ``skip_ignored`` every row is covered by slices (no host read: accelerators).
+    With it (CPU tensors, where reading the mask is free) only target rows are: a run of
+    consecutive target rows is a slice, any other set of rows a 1-D index tensor.
+    """
+    n = block_mask.shape[0]
+    if not skip_ignored:
+        for start in range(0, n, step):
+            yield slice(start, min(start + step, n))
+        return
+    idx = block_mask.nonzero().squeeze(1)
+    pos = idx.tolist()
+    for s in range(0, len(pos), step):
+        e = min(s + step, len(pos))
+        if pos[e - 1] - pos[s] == e - 1 - s:
+            yield slice(pos[s], pos[e - 1] + 1)
+        else:
+            yield idx[s:e]
+
+
+def _take(x: torch.Tensor, sel) -> torch.Tensor:
+    return x[sel] if isinstance(sel, slice) else x.index_select(0, sel)
+
+
+def _chunk_rows(logits: torch.Tensor) -> int:
+    elements = _CHUNK_ELEMENTS.get(logits.device.type, _CHUNK_ELEMENTS_DEFAULT)
+    rows = max(1, elements // logits.shape[-1])
+    return min(rows, max(1, logits.numel() // logits.shape[-1]))
+
+
+def _torch_forward(logits: torch.Tensor, safe_labels: torch.Tensor, mask: torch.Tensor):
+    """Per-row ``log_softmax`` of one chunk at a time in float32; returns (logp (N,), lse (N,))."""
+    flat_y = safe_labels.reshape(-1)
+    flat_mask = mask.reshape(-1)
+    step = _chunk_rows(logits)
+    scratch = _Scratch(step, logits)
+    skip = _checks.values_checkable(mask)
+    logp = torch.zeros(flat_y.shape[0], dtype=scratch.compute, device=logits.device)
+    offset = 0
+    for block in _row_blocks(logits):
+        rows = block.shape[0]
+        ys = flat_y[offset : offset + rows]
+        for sel in _selections(flat_mask[offset : offset + rows], step, skip):
+            src = scratch.load(block, sel)
+            out = torch.log_softmax(src, -1, out=scratch.b[: src.shape[0]])
+            lp = out.gather(1, _take(ys, sel)[:, None]).squeeze(1)
+            if isinstance(sel, slice):
+                logp[offset + sel.start : offset + sel.stop] = lp
+            else:
+                logp.index_copy_(0, sel + offset, lp)
+        offset += rows
+    # lse = z_y - log p_y, from the target logit itself (N scattered reads, no copy)
+    z_y = logits.gather(-1, safe_labels[..., None]).reshape(-1).to(scratch.compute)
+    lse = torch.where(flat_mask, z_y - logp, 0.0)
+    return torch.where(flat_mask, logp, 0.0), lse  # where, not *: an ignored row may hold inf/NaN
+
+
+def _torch_backward(logits, safe_labels, mask, lse, g, out) -> None:
+    """Write ``g * (onehot(y) - softmax(logits))`` into ``out`` (logits' shape and dtype).
+
+    Per chunk: ``softmax`` in float32 (``exp(z - lse)``, recomputed by PyTorch's fused kernel
+    from the chunk in cache), times ``-g``, cast into ``out``; then, per block of rows, the
+    target column is overwritten with ``g * (1 - p_y) = -g * expm1(z_y - lse)`` (no cancellation
+    when p_y is close to 1), by ``index_put_`` (``scatter_`` would upcast a whole bfloat16
+    ``out`` to float32 on CPU). Ignored rows are zero-filled without being read (CPU) or
+    masked (elsewhere). ``out`` may be ``logits`` itself (in-place gradient): every chunk is
+    read before it is written, and the target logits are read before the loop.
+    """
+    flat_y = safe_labels.reshape(-1)
+    flat_mask = mask.reshape(-1)
+    z_y = logits.gather(-1, safe_labels[..., None]).reshape(-1).to(lse.dtype)
+    target_grad = torch.where(flat_mask, g * -torch.expm1(z_y - lse), 0.0).to(out.dtype)
+    neg_g = (-g)[:, None]
+    step = _chunk_rows(logits)
+    scratch = _Scratch(step, logits)
+    skip = _checks.values_checkable(mask)
+    inplace = out is logits
+    out_rows = None if inplace else out.view(-1, out.shape[-1])
+    offset = 0
+    for block in _row_blocks(logits):
+        rows = block.shape[0]
+        out_block = block if inplace else out_rows[offset : offset + rows]
+        block_mask = flat_mask[offset : offset + rows]
+        block_neg_g = neg_g[offset : offset + rows]
+        for sel in _selections(block_mask, step, skip):
+            src = scratch.load(block, sel)
+            p = torch.softmax(src, -1, out=scratch.b[: src.shape[0]])
+            p.mul_(_take(block_neg_g, sel))
+            if not skip:  # ignored rows were computed too: zero them (0 * inf would be NaN)
+                p.masked_fill_(~block_mask[sel][:, None], 0.0)
+            scratch.store(out_block, sel, p)
+        if skip:
+            ignored = (~block_mask).nonzero().squeeze(1)
+            if ignored.numel():
+                out_block.index_fill_(0, ignored, 0)
+        # index_put_, not scatter_: on CPU scatter_ upcasts a bfloat16 tensor whole to float32.
+        row_ids = torch.arange(rows, device=out.device)
+        out_block.index_put_((row_ids, flat_y[offset : offset + rows]), target_grad[offset : offset + rows])
+        offset += rows
+
+
+# --------------------------------------------------------------------------------------------
+# Autograd glue.
+# --------------------------------------------------------------------------------------------
 
 
 class _TokenLogprobs(torch.autograd.Function):
-    """log p(y_t) = logits[t, y_t] - logsumexp(logits[t, :]), chunked, float32 accumulation.
+    """log p(y_t) = logits[t, y_t] - logsumexp(logits[t, :]), float32 accumulation.
 
     Forward keeps only the per-row log-sum-exp (N floats); backward writes
-    ``dlogits = g * (onehot(y) - softmax(logits))`` chunk by chunk in the logits' dtype, so the
-    only large allocation of the backward is the logits gradient itself.
+    ``dlogits = g * (onehot(y) - softmax(logits))`` in the logits' dtype, into a new tensor or,
+    with ``inplace_grad``, over the logits buffer.
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, safe_labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        vocab = logits.shape[-1]
-        flat_labels = safe_labels.reshape(-1)
-        lse = torch.empty(flat_labels.shape[0], dtype=torch.float32, device=logits.device)
-        target = torch.empty_like(lse)
-        offset = 0
-        for block in _row_blocks(logits):
-            for start, stop in _chunks(block.shape[0], vocab):
-                rows = slice(offset + start, offset + stop)
-                x = block[start:stop].float()
-                torch.logsumexp(x, dim=-1, out=lse[rows])
-                target[rows] = x.gather(1, flat_labels[rows, None]).squeeze(1)
-            offset += block.shape[0]
-        logp = (target - lse).view(safe_labels.shape) * mask
+    def forward(ctx, logits: torch.Tensor, safe_labels: torch.Tensor, mask: torch.Tensor, opts: _Options) -> torch.Tensor:
+        if opts.impl == "triton":
+            logp, lse = _triton_backend().forward(logits, safe_labels, mask)
+        else:
+            logp, lse = _torch_forward(logits, safe_labels, mask)
         ctx.save_for_backward(logits, safe_labels, mask, lse)
-        return logp
+        ctx.opts = opts
+        return logp.view(safe_labels.shape).to(torch.float32)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_logp: torch.Tensor):
         logits, safe_labels, mask, lse = ctx.saved_tensors
-        vocab = logits.shape[-1]
-        g = (grad_logp.float() * mask).reshape(-1)
-        flat_labels = safe_labels.reshape(-1)
-        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-        grad_rows = grad.view(-1, vocab)
-        offset = 0
-        for block in _row_blocks(logits):
-            for start, stop in _chunks(block.shape[0], vocab):
-                rows = slice(offset + start, offset + stop)
-                # copy=True: for float32 logits .float() would alias them and the in-place ops below
-                # would overwrite the caller's logits.
-                p = block[start:stop].to(torch.float32, copy=True).sub_(lse[rows, None]).exp_()
-                g_rows = g[rows, None]
-                p.mul_(g_rows.neg())
-                p.scatter_add_(1, flat_labels[rows, None], g_rows)
-                grad_rows[rows].copy_(p)
-            offset += block.shape[0]
-        return grad, None, None
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        g = (grad_logp.to(lse.dtype) * mask).reshape(-1)
+        if ctx.opts.inplace_grad:
+            out = logits
+        else:
+            out = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        if ctx.opts.impl == "triton":
+            _triton_backend().backward(logits, safe_labels, mask, lse, g, out)
+        else:
+            _torch_backward(logits, safe_labels, mask, lse, g, out)
+        return out, None, None, None
 
 
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100) -> torch.Tensor:
+def token_logprobs(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    impl: str = "auto",
+    inplace_grad: bool = False,
+) -> torch.Tensor:
     """Log-probability of each target token, in float32, 0 at ignored positions.
 
     Formula: ``log p_t = logits[t, y_t] - logsumexp_v logits[t, v]`` for every position t whose
-    label ``y_t != ignore_index``; 0 elsewhere.
+    label ``y_t != ignore_index``; 0 elsewhere. Gradient:
+    ``dlogits_t = g_t * (onehot(y_t) - softmax(logits_t))``, 0 at ignored positions.
 
     Reference: ``torch.log_softmax(logits.double(), -1).gather(-1, labels.clamp_min(0)[..., None])[..., 0] * (labels != ignore_index)``
 
     Labels are aligned with logits (``labels[t]`` is the token predicted by ``logits[t]``): no
     hidden shift. For Hugging Face causal-LM labels, call :func:`shift_labels` first.
 
-    Memory: the logits are read in row chunks and upcast to float32 one chunk at a time; the
-    forward keeps one float per row (its log-sum-exp) and the backward allocates only the
-    logits gradient, in the logits' dtype. No host synchronisation on accelerators.
+    Memory and time: the log-sum-exp of each row is accumulated in float32 (float64 for
+    float64 logits) without a float32 copy of the logits; the forward keeps one float per row;
+    the backward's only large allocation is the logits gradient, in the logits' dtype (none
+    with ``inplace_grad``). Sliced logits such as ``logits[:, :-1]`` are read where they lie.
+    No host synchronisation on accelerators (on CPU, rows whose label is ``ignore_index`` are
+    skipped outright).
 
     Args:
         logits: ``(..., V)`` float32, bfloat16 or float16; any leading shape, e.g. ``(B, T, V)``.
         labels: ``(...)`` integer token ids in ``[0, V)`` or ``ignore_index``; ``logits.shape[:-1]``.
         ignore_index: label value of positions that are not targets.
+        impl: ``"auto"`` (Triton kernels for CUDA logits when Triton is importable, else the
+            chunked PyTorch path), ``"torch"`` or ``"triton"``.
+        inplace_grad: write the logits gradient over the logits buffer instead of a new tensor,
+            saving one logits-sized allocation. Only for callers that do not use ``logits``
+            after this call, in forward or backward (no other loss, metric or saved tensor on
+            the same logits): after backward their values are gone. Gradients are unchanged.
+            Autograd's version counter turns a later backward that needed the old values into
+            an error rather than a wrong result.
 
     Returns:
         ``(...)`` float32, the shape of ``labels``, differentiable with respect to ``logits``.
 
     Raises:
-        TypeError: non-tensor inputs, non-floating logits, non-integer labels.
+        TypeError: non-tensor inputs, non-floating logits, non-integer labels, non-bool
+            ``inplace_grad``.
         ValueError: shape mismatch (all shapes printed); on CPU, a label outside ``[0, V)``
-            other than ``ignore_index`` (its index printed).
+            other than ``ignore_index`` (its index printed); ``impl`` not in ``IMPLS``;
+            ``impl="triton"`` without Triton, without CUDA logits, or with float64 logits.
     """
     logits = _checks.check_logits(logits)
     labels = _checks.check_labels(labels, logits, ignore_index)
+    if not isinstance(inplace_grad, bool):
+        raise TypeError(f"inplace_grad must be a bool, got {inplace_grad!r}")
+    opts = _Options(impl=_resolve_impl(impl, logits), inplace_grad=inplace_grad)
     mask = labels != ignore_index
     safe_labels = torch.where(mask, labels, 0).long()
-    return _TokenLogprobs.apply(logits, safe_labels, mask)
+    return _TokenLogprobs.apply(logits, safe_labels, mask, opts)
 
 
 def shift_labels(labels: torch.Tensor, *, ignore_index: int | float = -100) -> torch.Tensor:
