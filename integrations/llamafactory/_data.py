@@ -8,7 +8,8 @@ So, only for a run parsed with ``use_rift_loss: true`` (``data_args.rift_config`
    ``dataset_info.json`` ``columns`` (alpaca, sharegpt and openai formats alike).
 2. ``align_dataset`` (per dataset, before merging): the reward column must be mapped and
    present, and every value a finite number; the group column likewise when
-   ``rift_reward_normalization`` is set. Errors name the dataset, the column and the row.
+   ``rift_reward_normalization`` is set (ids: strings or numbers). Errors name the dataset,
+   the column and the row (the checks are ``integrations/_common.py``'s, shared with MS-Swift).
    The converted dataset (one row per input row, same order) gets ``_rift_reward`` (and
    ``_rift_group``) added back.
 3. The dataset processor runs one sample at a time (:class:`RewardCarryingProcessor`): a
@@ -23,56 +24,13 @@ Row numbers in errors are 0-based positions in the dataset as loaded (file order
 ``num_samples`` re-sampled it).
 """
 
-import math
 import os
 
+from .._common import normalize_dataset_rewards, read_group, read_rewards
 from ._args import config_of
 
 REWARD_IN, GROUP_IN = "_rift_reward", "_rift_group"  # after conversion, before processing
 REWARD, GROUP = "rift_reward", "rift_group"  # processed rows (and tokenized_path)
-
-
-# ---------------------------------------------------------------- host-independent helpers
-
-
-def reward_values(values, *, dataset: str, column: str) -> list:
-    """Validate a dataset's reward column; return it as a list of floats.
-
-    Raises:
-        ValueError: a value that is not a finite real number (bools, strings, None, NaN,
-            inf), naming the dataset, the row and the column.
-    """
-    out = []
-    for row, value in enumerate(values):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok:
-            raise ValueError(
-                f"reward must be a finite number, got {value!r} in dataset {dataset!r} row {row} (column {column!r})"
-            )
-        out.append(float(value))
-    return out
-
-
-def group_values(values, *, dataset: str, column: str) -> list:
-    """Validate a dataset's group column (str or int ids); return the ids as strings."""
-    out = []
-    for row, value in enumerate(values):
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise ValueError(
-                f"group must be a string or an integer id, got {value!r} in dataset {dataset!r} row {row} "
-                f"(column {column!r})"
-            )
-        out.append(str(value))
-    return out
-
-
-def normalize_over_groups(rewards: list, groups: list, *, method: str) -> list:
-    """Normalize rewards over whole groups (paper eq. 6-8) with the core; float64 math."""
-    import torch
-
-    from rift_losses import normalize_rewards
-
-    return normalize_rewards(torch.tensor(rewards, dtype=torch.float64), groups, method=method).tolist()
 
 
 # ---------------------------------------------------------------- LLaMA-Factory patches
@@ -107,12 +65,15 @@ def _align_dataset(original):
             return original(dataset, dataset_attr, data_args, training_args)
         name = getattr(dataset_attr, "rift_dataset_name", repr(dataset_attr))
         column = _column(dataset, dataset_attr, data_args, "reward", "when use_rift_loss is true")
-        rewards = reward_values(dataset[column], dataset=name, column=column)
+        rewards = read_rewards(list(dataset[column]), column=column, dataset=name)
         groups = None
         if config.normalization != "none":
             why = f"when rift_reward_normalization is {config.normalization!r} (a group is one prompt's responses)"
             group_column = _column(dataset, dataset_attr, data_args, "group", why)
-            groups = group_values(dataset[group_column], dataset=name, column=group_column)
+            groups = [  # group keys as JSON text: 1 and "1" stay different groups
+                read_group(value, column=group_column, where=f"row {row} of dataset {name!r}")
+                for row, value in enumerate(dataset[group_column])
+            ]
         aligned = original(dataset, dataset_attr, data_args, training_args)
         if len(aligned) != len(rewards):  # the converter maps one row to one row
             raise RuntimeError(f"dataset {name!r}: format conversion changed the row count, rewards cannot follow")
@@ -215,7 +176,7 @@ def _finalize(dataset, split: str, config, data_args):
                 "without groups; delete it or point tokenized_path elsewhere"
             )
         groups = list(dataset[GROUP])
-        rewards = normalize_over_groups(rewards, groups, method=config.normalization)
+        rewards = normalize_dataset_rewards(rewards, groups, method=config.normalization)
         drop.append(REWARD)
         note = f", normalized ({config.normalization}) over {len(set(groups))} whole groups"
     if drop:

@@ -19,7 +19,8 @@ each acts only for a RIFT run and is LLaMA-Factory's own class otherwise:
 Logged per optimizer step (means over the logging window, summed over ranks):
 ``rift/pos_loss`` and ``rift/neg_loss`` (the parts of ``loss`` from positive and negative
 rewards; they add up to ``loss``), ``rift/pos_tokens`` and ``rift/neg_tokens`` (target tokens
-of samples with r > 0 and r < 0), ``rift/neg_prob`` (mean p of negative target tokens).
+of samples with r > 0 and r < 0), ``rift/neg_prob`` (mean p of negative target tokens; absent
+when there were none). Accumulation and summary: ``integrations/_common.py``, shared with MS-Swift.
 """
 
 import torch
@@ -30,6 +31,7 @@ from llamafactory.train.sft.trainer import CustomSeq2SeqTrainer
 import rift_losses
 from rift_losses import shift_labels
 
+from .._common import StatsAccumulator, stats_summary
 from ._data import GROUP, REWARD
 from ._patching import wrap_all
 
@@ -38,8 +40,6 @@ IGNORE_INDEX = -100  # LLaMA-Factory's and Hugging Face's label padding
 
 #: loss name -> core function, from the core's registry.
 LOSS_FUNCTIONS = {name: getattr(rift_losses, f"{name}_loss") for name in rift_losses.LOSSES}
-
-_STATS = ("pos_loss", "neg_loss", "pos_tokens", "neg_tokens", "neg_prob_sum")
 
 
 class RiftSFTDataCollator(SFTDataCollatorWith4DAttentionMask):
@@ -63,15 +63,17 @@ class RiftLoss:
     The trainer hands over each batch's rewards (:meth:`take`) right before the model call;
     the Trainer then calls this with the outputs, the unshifted labels and
     ``num_items_in_batch``. Training batches add their :class:`rift_losses.LossStats` to
-    :attr:`totals` (detached, on device).
+    :attr:`stats` (detached, on device), scaled like the loss the Trainer logs.
     """
 
-    def __init__(self, loss: str, *, level: str):
+    def __init__(self, loss: str, *, level: str, items_scale: float = 1.0):
         self.function = LOSS_FUNCTIONS[loss]
         self.level = level
+        #: what the Trainer multiplies a loss over ``num_items_in_batch`` by before logging it
+        self.items_scale = items_scale
         self.rewards = None
         self.training = False
-        self.totals = None
+        self.stats = StatsAccumulator()
 
     def take(self, inputs: dict, *, training: bool) -> None:
         bits = inputs.pop(REWARD_BITS, None)
@@ -98,9 +100,7 @@ class RiftLoss:
             num_items_in_batch=num_items_in_batch, level=self.level, return_stats=True,
         )
         if self.training:
-            dtype = torch.float32 if logits.device.type == "mps" else torch.float64
-            row = torch.stack([getattr(stats, name).to(dtype) for name in _STATS])
-            self.totals = row if self.totals is None else self.totals + row
+            self.stats.add(stats, scale=self.items_scale if num_items_in_batch is not None else 1.0)
         return loss
 
 
@@ -112,7 +112,11 @@ class RiftSeq2SeqTrainer(CustomSeq2SeqTrainer):
         self._rift = None
         self._rift_last_step = None
         if getattr(self.finetuning_args, "use_rift_loss", False):
-            self._rift = RiftLoss(self.finetuning_args.rift_loss, level=self.finetuning_args.rift_level)
+            # The Trainer multiplies a custom loss by the number of processes when it averages
+            # num_items_in_batch across devices (then the mean over ranks it logs is sum / N).
+            scale = float(self.accelerator.num_processes) if self.args.average_tokens_across_devices else 1.0
+            self._rift = RiftLoss(self.finetuning_args.rift_loss, level=self.finetuning_args.rift_level,
+                                  items_scale=scale)
             self.compute_loss_func = self._rift
 
     def compute_loss(self, model, inputs, *args, **kwargs):
@@ -149,23 +153,15 @@ class RiftSeq2SeqTrainer(CustomSeq2SeqTrainer):
         """The RIFT statistics of the optimizer steps since the last training log."""
         last, self._rift_last_step = self._rift_last_step, self.state.global_step
         steps = self.state.global_step - (last if last is not None else 0)
-        totals, self._rift.totals = self._rift.totals, None
+        totals = self._rift.stats.totals(device=self.args.device)
+        self._rift.stats.reset()
         if steps <= 0:
             return {}
-        if totals is None:
-            totals = torch.zeros(len(_STATS), dtype=torch.float64, device=self.args.device)
-        if self.accelerator.num_processes > 1:  # every rank logs at the same steps: collective is safe
+        world = self.accelerator.num_processes
+        if world > 1:  # every rank logs at the same steps: the collective is safe
             totals = self.accelerator.reduce(totals, reduction="sum")
-            if not self.args.average_tokens_across_devices:  # the logged loss is then a mean over ranks
-                totals[:2] /= self.accelerator.num_processes
-        pos_loss, neg_loss, pos_tokens, neg_tokens, neg_prob_sum = totals.tolist()
-        return {
-            "rift/pos_loss": pos_loss / steps,
-            "rift/neg_loss": neg_loss / steps,
-            "rift/pos_tokens": pos_tokens / steps,
-            "rift/neg_tokens": neg_tokens / steps,
-            "rift/neg_prob": neg_prob_sum / max(neg_tokens, 1.0),
-        }
+        summary = stats_summary(totals.tolist(), units=steps, world_size=world)
+        return {f"rift/{key}": value for key, value in summary.items() if value is not None}
 
 
 class RiftLogCallback(LogCallback):

@@ -34,10 +34,10 @@ def _alpaca_row(marker, i, score, group):
 
 
 def source_rows() -> dict:
-    """marker -> (raw reward, group id as the adapter stores it) of every well-formed source row."""
-    rows = {f"Q{i}": (s, f"a{i // 3}") for i, s in enumerate(ALPACA_SCORES)}
-    rows.update({f"Q{10 + i}": (s, str(g)) for i, (s, g) in enumerate(zip(SHAREGPT_SCORES, SHAREGPT_GROUPS))})
-    rows.update({f"E{i}": (s, g) for i, (s, g) in enumerate(zip(EVAL_SCORES, EVAL_GROUPS))})
+    """marker -> (raw reward, group key as the adapter stores it: JSON text) of every well-formed source row."""
+    rows = {f"Q{i}": (s, json.dumps(f"a{i // 3}")) for i, s in enumerate(ALPACA_SCORES)}
+    rows.update({f"Q{10 + i}": (s, json.dumps(g)) for i, (s, g) in enumerate(zip(SHAREGPT_SCORES, SHAREGPT_GROUPS))})
+    rows.update({f"E{i}": (s, json.dumps(g)) for i, (s, g) in enumerate(zip(EVAL_SCORES, EVAL_GROUPS))})
     del rows[MALFORMED]
     return rows
 
