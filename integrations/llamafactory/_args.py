@@ -42,13 +42,13 @@ class RiftFinetuningArguments(FinetuningArguments):
     )
     rift_loss: _LossName = field(
         default="rift",
-        metadata={"help": "Per target token with reward r: 'rift' (eq. 5): -r log p if r > 0, -r p if r < 0; "
-                  "'naive' (eq. 1): -r log p (unbounded below for r < 0)."},
+        metadata={"help": f"One of {', '.join(map(repr, LOSSES))}; per target token with reward r: 'rift' "
+                  "(eq. 5): -r log p if r > 0, -r p if r < 0; 'naive' (eq. 1): -r log p (unbounded below)."},
     )
     rift_reward_normalization: _NormalizationName = field(
         default="none",
         metadata={"help": "Normalize rewards over whole groups of the dataset (eq. 6-8; needs a 'group' "
-                  "column): 'none', 'gaussian', 'gpg_mean' or 'gpg_scaled'."},
+                  f"column): one of {', '.join(map(repr, NORMALIZATION_CHOICES))}."},
     )
     rift_level: _LevelName = field(
         default="token",
