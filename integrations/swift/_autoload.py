@@ -14,28 +14,48 @@ a RIFT run re-raises it (:func:`config.raise_registration_errors`).
 
 from __future__ import annotations
 
+import sys
+
+
+def _succeeded(trigger: str) -> None:
+    """Forget an earlier failure of ``trigger``'s registration once a later one succeeded."""
+    hook = sys.modules.get("_rift_losses_hook")
+    if hook is not None:
+        hook.errors.pop(trigger, None)
+
 
 def register() -> None:
     """Put the RIFT loss types in ``swift.loss.loss_map``; on failure, loud placeholders."""
     try:
+        # Import the host module first: if it was not imported yet, the hook runs this function
+        # for it right then (idempotent), instead of in the middle of importing .loss.
+        import swift.loss  # noqa: F401
+
         from .loss import register_loss_types
 
         register_loss_types()
     except Exception as exc:
         _register_placeholders(exc)
         raise
+    _succeeded("swift.loss")
 
 
 def patch_template() -> None:
+    import swift.template.base  # noqa: F401  (see register)
+
     from ._patches import install_template_patches
 
     install_template_patches()
+    _succeeded("swift.template.base")
 
 
 def patch_pipeline() -> None:
+    import swift.pipelines.train.sft  # noqa: F401  (see register)
+
     from ._patches import install_pipeline_patches
 
     install_pipeline_patches()
+    _succeeded("swift.pipelines.train.sft")
 
 
 def _register_placeholders(error: BaseException) -> None:
@@ -50,6 +70,8 @@ def _register_placeholders(error: BaseException) -> None:
         names = ["rift"]
 
     class BrokenRiftLoss(BaseLoss):
+        is_rift_placeholder = True
+
         def __init__(self, args, trainer):
             raise RuntimeError(
                 f"rift-losses failed to register its MS-Swift loss types: {type(error).__name__}: {error}"

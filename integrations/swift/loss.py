@@ -171,6 +171,6 @@ def register_loss_types() -> None:
         current = loss_map.get(name)
         if current is not None and getattr(current, "is_rift_loss", False):
             continue
-        if current is not None:
+        if current is not None and not getattr(current, "is_rift_placeholder", False):
             raise RuntimeError(f"swift.loss.loss_map already has a loss type {name!r} ({current!r}) that is not rift-losses'")
         loss_map[name] = cls

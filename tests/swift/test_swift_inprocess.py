@@ -1,0 +1,122 @@
+"""The reward's way through MS-Swift's own dataset loader and template, in this process.
+
+Real MS-Swift objects (``load_dataset``, ``get_template``, ``Template.data_collator``) with the
+adapter installed and a RIFT run activated by hand; no training.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import PROMPTS, RESPONSES, rows, write_jsonl
+from swift_reference import normalized
+
+pytestmark = pytest.mark.slow
+
+REWARDS = [r for _, _, r, _ in RESPONSES]
+
+
+def sft_args(loss_type, **kw):
+    base = dict(loss_type=loss_type, task_type="causal_lm", rlhf_type=None, sequence_parallel_size=1,
+                enable_dft_loss=False, enable_channel_loss=False, streaming=False, cached_dataset=[],
+                cached_val_dataset=[], padding_free=False, packing=False)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+@pytest.fixture
+def patches(monkeypatch, tmp_path):
+    from rift_losses.integrations.swift import _patches, install
+
+    install()
+    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "cache"))
+    for name in ("RIFT_LEVEL", "RIFT_REWARD_COLUMN", "RIFT_GROUP_COLUMN"):
+        monkeypatch.delenv(name, raising=False)
+    yield _patches
+    _patches.STATE.run = _patches.STATE.args = None
+
+
+def load(path, **kw):
+    from swift.dataset import load_dataset
+
+    train, _ = load_dataset([str(path)], **kw)
+    return train
+
+
+def test_groups_default_to_the_prompt(patches, tmp_path):
+    path = write_jsonl(tmp_path / "no_group.jsonl", rows(group=False))
+    patches.activate(sft_args("rift_gpg_mean"))
+    train = load(path)
+    want = normalized(REWARDS, [p for p, *_ in RESPONSES], "gpg_mean")
+    assert train["_rift_reward"] == pytest.approx(want, abs=1e-12)
+    assert "reward" not in train.column_names and "group" not in train.column_names  # like any unused column
+
+
+def test_group_column_must_name_every_row(patches, tmp_path):
+    bad = rows()
+    bad[3]["group"] = None
+    path = write_jsonl(tmp_path / "hole.jsonl", bad)
+    patches.activate(sft_args("rift_gaussian"))
+    with pytest.raises(ValueError, match=r"group must be a string or a number in every row when the column exists, "
+                                         r"got None in row 3 of dataset '.*hole.jsonl'"):
+        load(path)
+
+
+def test_plain_rift_ignores_groups_and_keeps_columns_when_asked(patches, tmp_path):
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows())
+    patches.activate(sft_args("rift"))
+    train = load(path, remove_unused_columns=False)
+    assert train["_rift_reward"] == pytest.approx(REWARDS)
+    assert train["reward"] == pytest.approx(REWARDS) and "group" in train.column_names
+
+
+def test_run_without_rift_loss_warns_and_drops_the_column(patches, tmp_path, capfd, caplog):
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows())
+    patches.activate(sft_args(None))
+    train = load(path)
+    assert train.column_names == ["messages", "dataset"]  # MS-Swift's own behaviour is unchanged
+    err = capfd.readouterr().err + caplog.text
+    assert "has 3 of 6 rows with reward < 0" in err and "the default cross-entropy" in err
+
+
+@pytest.fixture
+def template(tiny_model):
+    from swift import get_processor, get_template
+
+    def make(**kw):
+        t = get_template(get_processor(str(tiny_model), model_type="qwen2"), template_type="qwen", max_length=128, **kw)
+        t.set_mode("train")
+        return t
+
+    return make
+
+
+def test_collator_gives_one_reward_per_sample_or_per_packed_token(patches, template):
+    samples = [dict(r, _rift_reward=r["reward"]) for r in rows()[:3]]
+    padded = template()
+    encoded = [padded.encode(s, return_length=True) for s in samples]
+    assert [e["_rift_reward"] for e in encoded] == [s["reward"] for s in samples]
+    batch = padded.data_collator(encoded)
+    assert batch["_rift_reward"].tolist() == pytest.approx([s["reward"] for s in samples])
+    assert batch["_rift_reward"].shape == batch["labels"].shape[:1]
+
+    free = template(padding_free=True)
+    encoded = [free.encode(s, return_length=True) for s in samples]  # as MS-Swift's datasets call it
+    want = [s["reward"] for s, e in zip(samples, encoded) for _ in e["input_ids"]]
+    batch = free.data_collator(list(encoded))  # (the collator packs the list it is given in place)
+    assert batch["_rift_reward"].shape == batch["labels"].shape == (1, len(want))
+    assert batch["_rift_reward"][0].tolist() == pytest.approx(want)
+    run = patches.Run("rift", "rift", None, patches.config.Knobs())
+    patches.preflight(free, [encoded], run=run)  # one sample collates with its rewards
+
+    with pytest.raises(ValueError, match="every sample of a RIFT batch must carry a reward, got none in sample 1 of 2"):
+        padded.data_collator([padded.encode(samples[0]), padded.encode(rows()[1])])
+
+
+def test_rows_without_rewards_collate_exactly_as_before(patches, template):
+    padded = template()
+    batch = padded.data_collator([padded.encode(r) for r in rows()[:2]])
+    assert "_rift_reward" not in batch and set(batch) == {"input_ids", "labels", "attention_mask"}
+    assert PROMPTS  # the rows above are the tests' shared dataset

@@ -1,0 +1,189 @@
+"""The host-free parts: integrations/_common.py and the adapter's knobs and refusals (no MS-Swift import)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import rift_losses
+from rift_losses.integrations import _common
+from rift_losses.integrations.swift import config
+
+
+# --- loss type names come from the core registries ---------------------------------------------
+
+
+def test_loss_types_are_built_from_the_core_registries():
+    assert config.LOSS_TYPES == {
+        "rift": ("rift", None),
+        "rift_naive": ("naive", None),
+        "rift_gaussian": ("rift", "gaussian"),
+        "rift_gpg_mean": ("rift", "gpg_mean"),
+        "rift_gpg_scaled": ("rift", "gpg_scaled"),
+    }
+    for core, method in config.LOSS_TYPES.values():
+        assert core in rift_losses.LOSSES and (method is None or method in rift_losses.NORMALIZATIONS)
+    assert len(config.LOSS_TYPES) == len(rift_losses.LOSSES) + len(rift_losses.NORMALIZATIONS)
+
+
+# --- rewards and groups per row --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, expected", [(1, 1.0), (-0.2, -0.2), (np.float32(0.5), 0.5), (np.int64(-1), -1.0), (0, 0.0)])
+def test_read_reward_accepts_numbers(value, expected):
+    assert _common.read_reward(value, column="reward", where="row 0") == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("value", [True, "1.0", None, float("nan"), float("inf"), -math.inf, [1.0], {"r": 1}])
+def test_read_reward_refuses_what_is_not_a_finite_number(value):
+    with pytest.raises(ValueError, match=r"reward must be a finite number in every row, got .* in row 7 of x"):
+        _common.read_reward(value, column="reward", where="row 7 of x")
+
+
+def test_read_rewards_names_the_first_bad_row_and_the_dataset():
+    with pytest.raises(ValueError, match=r"score must be a finite number in every row, got None in row 2 of dataset 'd.jsonl'"):
+        _common.read_rewards([1.0, -0.2, None, "x"], column="score", dataset="d.jsonl")
+    assert _common.read_rewards([1, -0.2], column="score", dataset="d") == [1.0, -0.2]
+
+
+def test_prompt_key_is_every_message_before_the_last_assistant_turn():
+    system = {"role": "system", "content": "s"}
+    user = {"role": "user", "content": "q"}
+    a = [system, user, {"role": "assistant", "content": "right"}]
+    b = [system, {"content": "q", "role": "user"}, {"role": "assistant", "content": "wrong"}]
+    assert _common.prompt_key(a) == _common.prompt_key(b)  # key order inside a message does not matter
+    assert _common.prompt_key(a) != _common.prompt_key(a[1:])  # the system prompt is part of the prompt
+    multi = [user, {"role": "assistant", "content": "x"}, {"role": "user", "content": "more"}, {"role": "assistant", "content": "y"}]
+    assert _common.prompt_key(multi) == _common.prompt_key(multi[:3] + [{"role": "assistant", "content": "z"}])
+    assert _common.prompt_key(a, {"images": ["a.png"]}) != _common.prompt_key(a, {"images": ["b.png"]})
+    assert _common.prompt_key(a, {"images": [{"bytes": b"\x00", "path": None}]})  # bytes are hashed
+    with pytest.raises(ValueError, match="must hold an assistant turn"):
+        _common.prompt_key([user])
+
+
+@pytest.mark.parametrize("value", [None, True, [1], {"g": 1}, float("nan")])
+def test_read_group_refuses_non_ids(value):
+    with pytest.raises(ValueError, match=r"group must be a string or a number in every row when the column exists, got .* in row 3"):
+        _common.read_group(value, column="group", where="row 3")
+
+
+def test_read_group_keeps_strings_and_numbers_apart():
+    keys = [_common.read_group(v, column="group", where="") for v in ("1", 1, "a", 1)]
+    assert keys[0] != keys[1] and keys[1] == keys[3]
+
+
+@pytest.mark.parametrize("method", sorted(rift_losses.NORMALIZATIONS))
+def test_normalize_dataset_rewards_over_whole_groups(method):
+    rewards = [1.0, -0.2, -0.2, 1.0, 1.0, -0.2, 0.5, 0.5]
+    groups = ["a", "a", "b", "a", "b", "b", "c", "c"]  # groups interleaved; "c" all equal
+    got = _common.normalize_dataset_rewards(rewards, groups, method=method)
+    for i, (r, g) in enumerate(zip(rewards, groups)):
+        members = [x for x, h in zip(rewards, groups) if h == g]
+        mu, sigma, alpha = statistics.fmean(members), statistics.pstdev(members), sum(x > 0 for x in members) / len(members)
+        want = {"gaussian": (r - mu) / sigma if sigma else 0.0, "gpg_mean": alpha * (r - mu) if sigma else 0.0,
+                "gpg_scaled": alpha * r}[method]
+        assert got[i] == pytest.approx(want, abs=1e-12), (i, g)
+
+
+def test_per_token_rewards_and_negative_counts():
+    assert _common.per_token_rewards([1.0, -0.2], [2, 3]) == [1.0, 1.0, -0.2, -0.2, -0.2]
+    with pytest.raises(ValueError, match="one value per packed sample"):
+        _common.per_token_rewards([1.0], [2, 3])
+    assert _common.count_negative([1.0, -0.2, "x", None, -1, float("nan")]) == (2, 3)
+
+
+def test_stats_accumulator_sums_calls_like_one_batch():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 6, 11)
+    labels = torch.randint(0, 11, (4, 6))
+    labels[:, :2] = -100
+    rewards = torch.tensor([1.0, -0.2, 0.5, -1.0])
+    n = int((labels != -100).sum())
+    acc = _common.StatsAccumulator()
+    total = 0.0
+    for rows in (slice(0, 1), slice(1, 4)):  # two micro-batches, one global denominator
+        loss, stats = rift_losses.rift_loss(logits[rows], labels[rows], rewards[rows], num_items_in_batch=n, return_stats=True)
+        acc.add(stats, scale=2.0)
+        total += float(loss)
+    full, full_stats = rift_losses.rift_loss(logits, labels, rewards, return_stats=True)
+    summary = _common.stats_summary(acc.totals().tolist(), units=1, world_size=2)
+    assert summary["pos_loss"] + summary["neg_loss"] == pytest.approx(float(full), rel=1e-6)
+    assert summary["pos_loss"] == pytest.approx(float(full_stats.pos_loss), rel=1e-6)
+    assert (summary["pos_tokens"], summary["neg_tokens"]) == (float(full_stats.pos_tokens), float(full_stats.neg_tokens))
+    assert summary["neg_prob"] == pytest.approx(float(full_stats.neg_prob_mean), rel=1e-6)
+    assert _common.stats_summary(acc.totals().tolist(), units=0)["pos_loss"] is None
+    acc.reset()
+    assert acc.totals().sum() == 0
+
+
+def test_negative_reward_warning_says_what_happens():
+    text = _common.negative_reward_warning(dataset="d.jsonl", column="reward", negatives=3, rows=6, loss="x", hint="h")
+    assert "3 of 6 rows with reward < 0" in text and "WRONG responses" in text and "d.jsonl" in text
+
+
+# --- knobs ------------------------------------------------------------------------------------
+
+
+def test_knob_defaults_need_no_environment():
+    assert config.read_knobs({}) == config.Knobs(reward_column="reward", group_column="group", level="token")
+    assert set(config.KNOBS) == {"RIFT_REWARD_COLUMN", "RIFT_GROUP_COLUMN", "RIFT_LEVEL"}
+
+
+def test_knob_values_are_read_and_checked():
+    knobs = config.read_knobs({"RIFT_REWARD_COLUMN": "score", "RIFT_GROUP_COLUMN": "problem", "RIFT_LEVEL": "sequence"})
+    assert (knobs.reward_column, knobs.group_column, knobs.level) == ("score", "problem", "sequence")
+    with pytest.raises(ValueError, match="RIFT_LEVEL must be one of 'token', 'sequence', got 'tokens'"):
+        config.read_knobs({"RIFT_LEVEL": "tokens"})
+    with pytest.raises(ValueError, match="RIFT_REWARD_COLUMN must be a non-empty column name"):
+        config.read_knobs({"RIFT_REWARD_COLUMN": " reward"})
+    with pytest.raises(ValueError, match="RIFT_GROUP_COLUMN must differ from RIFT_REWARD_COLUMN"):
+        config.read_knobs({"RIFT_REWARD_COLUMN": "x", "RIFT_GROUP_COLUMN": "x"})
+
+
+def test_misspelt_knob_names_are_caught_but_other_rift_variables_are_not():
+    with pytest.raises(ValueError, match="environment variable RIFT_LEVL must be one of the rift-losses knobs.*did you mean RIFT_LEVEL"):
+        config.read_knobs({"RIFT_LEVL": "sequence"})
+    with pytest.raises(ValueError, match="did you mean RIFT_REWARD_COLUMN"):
+        config.read_knobs({"RIFT_REWARDS_COLUMN": "score"})
+    assert config.read_knobs({"RIFT_LOSSES_AUTOLOAD": "0", "RIFT_SOMETHING_ELSE": "1"}).level == "token"
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+def args(**kw):
+    base = dict(loss_type="rift", task_type="causal_lm", rlhf_type=None, sequence_parallel_size=1, enable_dft_loss=False,
+                enable_channel_loss=False, streaming=False, cached_dataset=[], cached_val_dataset=[], padding_free=False,
+                packing=False)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_defaults_are_not_refused():
+    assert config.refusals(args(), config.Knobs()) == []
+    assert config.refusals(args(padding_free=True), config.Knobs()) == []
+    config.check_args(args(packing=True), config.Knobs())
+
+
+@pytest.mark.parametrize(
+    "override, knobs, message",
+    [
+        ({"sequence_parallel_size": 4}, config.Knobs(), "--sequence_parallel_size must be 1 with --loss_type rift, got 4"),
+        ({"enable_dft_loss": True}, config.Knobs(), "--enable_dft_loss cannot be combined"),
+        ({"enable_channel_loss": True}, config.Knobs(), "--enable_channel_loss cannot be combined"),
+        ({"streaming": True}, config.Knobs(), "--streaming must be false"),
+        ({"cached_dataset": ["x"]}, config.Knobs(), "--cached_dataset cannot be used"),
+        ({"rlhf_type": "dpo"}, config.Knobs(), "--rlhf_type dpo cannot be used"),
+        ({"task_type": "seq_cls"}, config.Knobs(), "--task_type must be causal_lm"),
+        ({"packing": True}, config.Knobs(level="sequence"), "RIFT_LEVEL=sequence cannot be used with --padding_free/--packing"),
+    ],
+)
+def test_unsupported_options_are_refused_with_the_reason(override, knobs, message):
+    with pytest.raises(ValueError, match="rift-losses cannot train with these MS-Swift arguments") as info:
+        config.check_args(args(**override), knobs)
+    assert message in str(info.value)
