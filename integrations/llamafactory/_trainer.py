@@ -112,6 +112,11 @@ class RiftSeq2SeqTrainer(CustomSeq2SeqTrainer):
         self._rift = None
         self._rift_last_step = None
         if getattr(self.finetuning_args, "use_rift_loss", False):
+            if self.finetuning_args.rift_level == "sequence" and not hasattr(CustomSeq2SeqTrainer, "_get_num_items_in_batch"):
+                raise ValueError(
+                    "rift_level must be 'token' with this transformers version, got 'sequence': its Trainer has no "
+                    "_get_num_items_in_batch to count sequences, and counting tokens instead would be wrong"
+                )
             # The Trainer multiplies a custom loss by the number of processes when it averages
             # num_items_in_batch across devices (then the mean over ranks it logs is sum / N).
             scale = float(self.accelerator.num_processes) if self.args.average_tokens_across_devices else 1.0

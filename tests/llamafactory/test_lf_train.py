@@ -68,6 +68,16 @@ def _logprobs(model, row) -> torch.Tensor:
     return logits[:-1].log_softmax(-1)[mask].gather(-1, target[mask, None])[:, 0]
 
 
+def _core_sum(model, row, r: float) -> float:
+    """The core's rift_loss (reduction sum) on one processed row."""
+    from rift_losses import rift_loss, shift_labels
+
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([row["input_ids"]])).logits
+    labels = shift_labels(torch.tensor([row["labels"]]))
+    return float(rift_loss(logits, labels, torch.tensor([r]), reduction="sum"))
+
+
 def _rift_terms(logp: torch.Tensor, r: float) -> torch.Tensor:
     return -r * logp if r > 0 else (-r * logp.exp() if r < 0 else torch.zeros_like(logp))
 
@@ -122,6 +132,8 @@ def test_first_step_and_eval_equal_reference(rift_a, reference):
     tokens = sum(len(lp) for lp in logps)
     first = rift_a.train_logs[0]
     assert _close(first["loss"], float(sum(t.sum() for t in terms)) / tokens), first
+    core = sum(_core_sum(model, train[i], r) for i, r in enumerate(normalized[:2])) / tokens
+    assert _close(first["loss"], core), (first, core)
     assert _close(first["rift/pos_loss"], float(terms[0].sum()) / tokens)
     assert _close(first["rift/neg_loss"], float(terms[1].sum()) / tokens)
     assert first["rift/pos_tokens"] == len(logps[0]) and first["rift/neg_tokens"] == len(logps[1])
