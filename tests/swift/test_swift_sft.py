@@ -109,7 +109,9 @@ def test_mixed_rewards_first_step_equals_reference(swift_runs, data_dir, referen
 
 
 def test_gradient_accumulation_equals_one_batch(swift_runs, data_dir):
-    accumulated = train(swift_runs, data_dir, "mixed_ga", *GA3, "--loss_type", "rift").ok()
+    # collated in a spawned dataloader worker: the rewards' path is installed there by the hook too
+    accumulated = train(swift_runs, data_dir, "mixed_ga", *GA3, "--loss_type", "rift", "--dataloader_num_workers", "1",
+                        "--dataloader_multiprocessing_context", "spawn").ok()
     assert_same_curve(accumulated, mixed(swift_runs, data_dir))
 
 

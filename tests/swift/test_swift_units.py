@@ -187,3 +187,15 @@ def test_unsupported_options_are_refused_with_the_reason(override, knobs, messag
     with pytest.raises(ValueError, match="rift-losses cannot train with these MS-Swift arguments") as info:
         config.check_args(args(**override), knobs)
     assert message in str(info.value)
+
+
+def test_readme_documents_every_loss_type_and_knob():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("## MS-Swift"):readme.index("\n## ", readme.index("## MS-Swift") + 1)]
+    for name in config.LOSS_TYPES:
+        assert f"`{name}`" in section, name
+    for knob, (default, _) in config.KNOBS.items():
+        assert f"| `{knob}` | `{default}` |" in section, knob
+    assert "python -m rift_losses.integrations.swift" in section
