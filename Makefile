@@ -28,6 +28,12 @@ test-core: $(SWIFT_VENV)/.ready
 demo: $(SWIFT_VENV)/.ready
 	$(SWIFT_PY) examples/direct_call.py
 
+# Forward + backward of the RIFT loss against torch's cross-entropy paths; prints the CPU table
+# (benchmarks/bench_logprobs.py explains what is timed and how peak memory is measured). Not part
+# of `make test`. On a CUDA machine: python benchmarks/bench_logprobs.py (the anchor shape).
+bench: $(SWIFT_VENV)/.ready
+	$(SWIFT_PY) benchmarks/bench_logprobs.py $(BENCH_ARGS)
+
 venvs: $(SWIFT_VENV)/.ready $(LF_VENV)/.ready
 
 $(SWIFT_VENV)/.ready: envs/swift.txt pyproject.toml

@@ -17,7 +17,9 @@ buffer with ``inplace_grad=True``.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -28,12 +30,21 @@ from . import _checks
 #: ``impl`` option and its error message).
 IMPLS = ("auto", "torch", "triton")
 
-# The chunked path works on this many logits at a time (per chunk of whole rows), in float32
-# scratch buffers allocated once per call and reused for every chunk. On CPU, 2**17 floats
-# (512 KiB per buffer) keep a chunk in the per-core L2 cache, so each of the few elementwise
-# passes over a chunk runs from cache and the logits cross main memory once per direction;
-# reusing the buffers also avoids a page fault per chunk. On accelerators larger chunks amortise
-# kernel launches. Either way the full logits are never upcast at once.
+# The PyTorch path has two strategies, with the same arithmetic:
+#
+# - rows (CPU, V <= _SERIAL_ELEMENTS): every op covers one row, small enough that ATen runs it
+#   in the calling thread (an elementwise op under at::internal::GRAIN_SIZE = 32768 elements,
+#   a softmax over one row), and torch.get_num_threads() Python threads share the rows (ops
+#   release the GIL). No OpenMP parallel region at all: thousands of small parallel regions
+#   stall whenever a core is busy with another process (measured 10x slower than this on a
+#   loaded 2-core machine), while each row's float32 copy stays in L1/L2 cache.
+# - chunks (elsewhere): ops over chunks of _CHUNK_ELEMENTS logits (whole rows) in scratch
+#   buffers allocated once per call; large chunks amortise kernel launches on accelerators.
+#
+# Either way the logits are never upcast whole, and scratch buffers are reused (no page fault
+# per chunk on CPU).
+_SERIAL_ELEMENTS = 32768
+_ROWS_PER_TASK = 16
 _CHUNK_ELEMENTS = {"cpu": 1 << 17}
 _CHUNK_ELEMENTS_DEFAULT = 1 << 24
 
@@ -168,6 +179,125 @@ def _selections(block_mask: torch.Tensor, step: int, skip_ignored: bool):
             yield idx[s:e]
 
 
+# ---- rows strategy (CPU) --------------------------------------------------------------------
+
+
+def _rowwise(logits: torch.Tensor) -> bool:
+    return logits.device.type == "cpu" and logits.shape[-1] <= _SERIAL_ELEMENTS
+
+
+def _parallel(n_tasks: int, make_worker) -> None:
+    """Run tasks ``0 .. n_tasks - 1`` on up to ``torch.get_num_threads()`` threads (this one
+    included). ``make_worker()`` is called once per thread and returns ``run(task_id)``."""
+    n_threads = max(1, min(torch.get_num_threads(), n_tasks))
+    counter = itertools.count()  # next() on it is atomic under the GIL
+    errors = []
+
+    def loop():
+        try:
+            with torch.no_grad(), torch.autocast("cpu", enabled=False):
+                run = make_worker()
+                while (i := next(counter)) < n_tasks:
+                    run(i)
+        except BaseException as exc:  # re-raised in the calling thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(n_threads - 1)]
+    for t in threads:
+        t.start()
+    loop()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def _rowwise_forward(logits: torch.Tensor, flat_y: torch.Tensor, flat_mask: torch.Tensor, compute: torch.dtype):
+    vocab = logits.shape[-1]
+    logp = torch.zeros(flat_y.shape[0], dtype=compute)
+    tasks = []  # (row views of a block, local target rows, their flat indices)
+    offset = 0
+    for block in _row_blocks(logits):
+        rows = block.shape[0]
+        valid = flat_mask[offset : offset + rows].nonzero().squeeze(1)
+        views = block.unbind(0)
+        for start in range(0, valid.shape[0], _ROWS_PER_TASK):
+            local = valid[start : start + _ROWS_PER_TASK]
+            tasks.append((views, local.tolist(), local + offset))
+        offset += rows
+    cast = logits.dtype != compute
+
+    def make_worker():
+        row_buf = torch.empty(vocab, dtype=compute)
+        out = torch.empty(_ROWS_PER_TASK, vocab, dtype=compute)
+        out_rows = out.unbind(0)
+
+        def run(i):
+            views, local, flat_idx = tasks[i]
+            for k, r in enumerate(local):
+                src = views[r]
+                if cast:
+                    row_buf.copy_(src)
+                    src = row_buf
+                torch.log_softmax(src, 0, out=out_rows[k])
+            lp = out[: len(local)].gather(1, flat_y.index_select(0, flat_idx)[:, None]).squeeze(1)
+            logp.index_copy_(0, flat_idx, lp)
+
+        return run
+
+    _parallel(len(tasks), make_worker)
+    return logp
+
+
+def _rowwise_backward(logits, flat_mask, g, out, compute) -> None:
+    """``out`` rows = ``-g * softmax(row)`` for target rows, 0 for ignored rows (not read)."""
+    vocab = logits.shape[-1]
+    neg_g = (-g).tolist()
+    is_target = flat_mask.tolist()
+    inplace = out is logits
+    out_rows = None if inplace else out.view(-1, vocab)
+    tasks = []  # (row views of a block, its output row views, flat index of its first row, local rows)
+    offset = 0
+    for block in _row_blocks(logits):
+        rows = block.shape[0]
+        views = block.unbind(0)
+        out_views = views if inplace else out_rows[offset : offset + rows].unbind(0)
+        for start in range(0, rows, _ROWS_PER_TASK):
+            tasks.append((views, out_views, offset, range(start, min(start + _ROWS_PER_TASK, rows))))
+        offset += rows
+    cast = logits.dtype != compute
+    same_out = out.dtype == compute
+
+    def make_worker():
+        row_buf = torch.empty(vocab, dtype=compute)
+        p = torch.empty(vocab, dtype=compute)
+
+        def run(i):
+            views, out_views, offset, local = tasks[i]
+            for r in local:
+                f = offset + r
+                if not is_target[f]:
+                    out_views[r].zero_()
+                    continue
+                src = views[r]
+                if cast:
+                    row_buf.copy_(src)
+                    src = row_buf
+                torch.softmax(src, 0, out=p)
+                if same_out:
+                    torch.mul(p, neg_g[f], out=out_views[r])
+                else:
+                    p.mul_(neg_g[f])
+                    out_views[r].copy_(p)
+
+        return run
+
+    _parallel(len(tasks), make_worker)
+
+
+# ---- chunks strategy -------------------------------------------------------------------------
+
+
 def _take(x: torch.Tensor, sel) -> torch.Tensor:
     return x[sel] if isinstance(sel, slice) else x.index_select(0, sel)
 
@@ -179,12 +309,25 @@ def _chunk_rows(logits: torch.Tensor) -> int:
 
 
 def _torch_forward(logits: torch.Tensor, safe_labels: torch.Tensor, mask: torch.Tensor):
-    """Per-row ``log_softmax`` of one chunk at a time in float32; returns (logp (N,), lse (N,))."""
+    """``log_softmax`` of each row in float32, a row or a chunk at a time; returns
+    ``(logp (N,), lse (N,))``, both 0 at ignored rows."""
     flat_y = safe_labels.reshape(-1)
     flat_mask = mask.reshape(-1)
+    compute = _compute_dtype(logits.dtype)
+    if _rowwise(logits):
+        logp = _rowwise_forward(logits, flat_y, flat_mask, compute)
+    else:
+        logp = _chunked_forward(logits, flat_y, flat_mask)
+    # lse = z_y - log p_y, from the target logit itself (N scattered reads, no copy)
+    z_y = logits.gather(-1, safe_labels[..., None]).reshape(-1).to(compute)
+    lse = torch.where(flat_mask, z_y - logp, 0.0)
+    return torch.where(flat_mask, logp, 0.0), lse  # where, not *: an ignored row may hold inf/NaN
+
+
+def _chunked_forward(logits, flat_y, flat_mask):
     step = _chunk_rows(logits)
     scratch = _Scratch(step, logits)
-    skip = _checks.values_checkable(mask)
+    skip = _checks.values_checkable(flat_mask)
     logp = torch.zeros(flat_y.shape[0], dtype=scratch.compute, device=logits.device)
     offset = 0
     for block in _row_blocks(logits):
@@ -199,31 +342,44 @@ def _torch_forward(logits: torch.Tensor, safe_labels: torch.Tensor, mask: torch.
             else:
                 logp.index_copy_(0, sel + offset, lp)
         offset += rows
-    # lse = z_y - log p_y, from the target logit itself (N scattered reads, no copy)
-    z_y = logits.gather(-1, safe_labels[..., None]).reshape(-1).to(scratch.compute)
-    lse = torch.where(flat_mask, z_y - logp, 0.0)
-    return torch.where(flat_mask, logp, 0.0), lse  # where, not *: an ignored row may hold inf/NaN
+    return logp
 
 
 def _torch_backward(logits, safe_labels, mask, lse, g, out) -> None:
     """Write ``g * (onehot(y) - softmax(logits))`` into ``out`` (logits' shape and dtype).
 
-    Per chunk: ``softmax`` in float32 (``exp(z - lse)``, recomputed by PyTorch's fused kernel
-    from the chunk in cache), times ``-g``, cast into ``out``; then, per block of rows, the
+    Per row or chunk: ``softmax`` in float32 (``exp(z - lse)``, recomputed by PyTorch's fused
+    kernel from the row in cache), times ``-g``, cast into ``out``; then, per block of rows, the
     target column is overwritten with ``g * (1 - p_y) = -g * expm1(z_y - lse)`` (no cancellation
     when p_y is close to 1), by ``index_put_`` (``scatter_`` would upcast a whole bfloat16
     ``out`` to float32 on CPU). Ignored rows are zero-filled without being read (CPU) or
-    masked (elsewhere). ``out`` may be ``logits`` itself (in-place gradient): every chunk is
-    read before it is written, and the target logits are read before the loop.
+    masked (elsewhere). ``out`` may be ``logits`` itself (in-place gradient): every row is
+    read before it is written, and the target logits are read first.
     """
     flat_y = safe_labels.reshape(-1)
     flat_mask = mask.reshape(-1)
     z_y = logits.gather(-1, safe_labels[..., None]).reshape(-1).to(lse.dtype)
     target_grad = torch.where(flat_mask, g * -torch.expm1(z_y - lse), 0.0).to(out.dtype)
+    if _rowwise(logits):
+        _rowwise_backward(logits, flat_mask, g, out, lse.dtype)
+    else:
+        _chunked_backward(logits, flat_mask, g, out)
+    # index_put_, not scatter_: on CPU scatter_ upcasts a bfloat16 tensor whole to float32.
+    out_rows = None if out is logits else out.view(-1, out.shape[-1])
+    offset = 0
+    for block in _row_blocks(logits):
+        rows = block.shape[0]
+        out_block = block if out is logits else out_rows[offset : offset + rows]
+        row_ids = torch.arange(rows, device=out.device)
+        out_block.index_put_((row_ids, flat_y[offset : offset + rows]), target_grad[offset : offset + rows])
+        offset += rows
+
+
+def _chunked_backward(logits, flat_mask, g, out) -> None:
     neg_g = (-g)[:, None]
     step = _chunk_rows(logits)
     scratch = _Scratch(step, logits)
-    skip = _checks.values_checkable(mask)
+    skip = _checks.values_checkable(flat_mask)
     inplace = out is logits
     out_rows = None if inplace else out.view(-1, out.shape[-1])
     offset = 0
@@ -243,9 +399,6 @@ def _torch_backward(logits, safe_labels, mask, lse, g, out) -> None:
             ignored = (~block_mask).nonzero().squeeze(1)
             if ignored.numel():
                 out_block.index_fill_(0, ignored, 0)
-        # index_put_, not scatter_: on CPU scatter_ upcasts a bfloat16 tensor whole to float32.
-        row_ids = torch.arange(rows, device=out.device)
-        out_block.index_put_((row_ids, flat_y[offset : offset + rows]), target_grad[offset : offset + rows])
         offset += rows
 
 

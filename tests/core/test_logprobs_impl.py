@@ -73,10 +73,14 @@ def run(logits, labels, grad_out, ignore_index, impl, *, sliced=False, inplace=F
     return lp.detach(), grad, lab, go
 
 
-@pytest.fixture
-def small_chunks(monkeypatch):
-    """Three rows per chunk on every device, so a call crosses many chunks."""
+@pytest.fixture(params=["rows", "chunks"])
+def small_chunks(request, monkeypatch):
+    """Either strategy of the PyTorch path ("rows": CPU worker threads, one row per op;
+    "chunks": multi-row ops) with three rows per task or chunk, so a call crosses many."""
     def set_rows(V):
+        monkeypatch.setattr(logprobs, "_ROWS_PER_TASK", 3)
+        if request.param == "chunks":
+            monkeypatch.setattr(logprobs, "_SERIAL_ELEMENTS", 0)
         monkeypatch.setitem(logprobs._CHUNK_ELEMENTS, "cpu", 3 * V)
         monkeypatch.setitem(logprobs._CHUNK_ELEMENTS, "cuda", 3 * V)
     return set_rows
@@ -119,9 +123,26 @@ def test_torch_path_inplace_grad_matches_reference(small_chunks, dtype, sliced):
     check_impl("torch", "cpu", dtype, shape, -100, "scattered", sliced, inplace=True)
 
 
-def test_default_chunk_size_on_a_larger_vocabulary():
-    """The real CPU chunk size, several chunks per call, a vocabulary of a few thousand."""
-    check_impl("torch", "cpu", torch.bfloat16, (2, 40, 3001), -100, "prefix", False, inplace=False)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_default_sizes_and_thread_counts(threads):
+    """The real task and chunk sizes (a vocabulary of a few thousand: rows; above
+    _SERIAL_ELEMENTS: chunks), on 1 and 3 threads (the rows strategy uses that many)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        check_impl("torch", "cpu", torch.bfloat16, (2, 40, 3001), -100, "prefix", False, inplace=False)
+        check_impl("torch", "cpu", torch.float32, (2, 3, logprobs._SERIAL_ELEMENTS + 5), -100, "scattered", True, inplace=False)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_an_error_in_a_worker_thread_reaches_the_caller(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom in a worker")
+
+    monkeypatch.setattr(torch, "log_softmax", broken)
+    with pytest.raises(RuntimeError, match="boom in a worker"):
+        rift_losses.token_logprobs(torch.randn(4, 64, 50), torch.randint(0, 50, (4, 64)))
 
 
 def test_float64_logits_accumulate_in_float64():
