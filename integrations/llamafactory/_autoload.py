@@ -14,6 +14,7 @@ plain cross-entropy on wrong answers.
 """
 
 import dataclasses
+import re
 import sys
 
 TRIGGER = "llamafactory.hparams.parser"
@@ -51,6 +52,10 @@ def _keys(args) -> list:
     return [a[2:].split("=", 1)[0] for a in args or () if isinstance(a, str) and a.startswith("--")]
 
 
+#: option names that start a word with "rift" (use_rift_loss, riftloss, --use-rift-loss; not drift_x)
+_RIFT_WORD = re.compile(r"(?:^|[_-])rift", re.IGNORECASE)
+
+
 def _install_guard(parser_module) -> None:
     if getattr(parser_module, _GUARDED, False):
         return
@@ -58,7 +63,7 @@ def _install_guard(parser_module) -> None:
 
     def _parse_args(parser, args=None, allow_extra_keys=False):
         args = parser_module.read_args(args)
-        rift_keys = [k for k in _keys(args) if "rift" in k.lower()]
+        rift_keys = [k for k in _keys(args) if _RIFT_WORD.search(k)]
         if rift_keys:
             if not getattr(parser_module, _REGISTERED, False):
                 error = _registration_error()
@@ -67,7 +72,7 @@ def _install_guard(parser_module) -> None:
                     f"register with this LLaMA-Factory: {error!r}"
                 ) from error
             known = {f.name for dtype in parser.dataclass_types for f in dataclasses.fields(dtype)}
-            unknown = [k for k in rift_keys if k not in known]
+            unknown = [k for k in rift_keys if k.replace("-", "_") not in known]
             if allow_extra_keys and "use_rift_loss" in known and unknown:
                 valid = sorted(k for k in known if "rift" in k)
                 raise ValueError(

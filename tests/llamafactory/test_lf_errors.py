@@ -23,6 +23,10 @@ out = {}
 # A config without RIFT parses into LLaMA-Factory's own classes and patches nothing at run time.
 finetuning_args = get_train_args(spec["plain"])[3]
 out["plain"] = [type(finetuning_args).__name__, finetuning_args.use_rift_loss, workflow.CustomSeq2SeqTrainer.__module__]
+# ALLOW_EXTRA_ARGS=1 still ignores extra keys that are not RIFT's (even "drift_*")
+os.environ["ALLOW_EXTRA_ARGS"] = "1"
+out["extra_drift"] = get_train_args({**spec["plain"], "drift_threshold": 3})[3].use_rift_loss
+del os.environ["ALLOW_EXTRA_ARGS"]
 
 for name, config, env in cases:
     saved = {k: os.environ.get(k) for k in env}
@@ -60,8 +64,8 @@ def _expected_errors(lf):
     gaussian = {**rift, "rift_reward_normalization": "gaussian"}
     return {
         # name: (overrides, environment, fragments the message must contain)
-        "misspelt_allowed": ({**rift, "rift_los": "naive"}, {"ALLOW_EXTRA_ARGS": "1"},
-                             ["RIFT options must be spelt as one of", "'rift_loss'", "got ['rift_los']"]),
+        "misspelt_allowed": ({**rift, "rift_los": "naive", "use_riftloss": True}, {"ALLOW_EXTRA_ARGS": "1"},
+                             ["RIFT options must be spelt as one of", "'rift_loss'", "got ['rift_los', 'use_riftloss']"]),
         "bad_choice": ({**rift, "rift_loss": "bogus"}, {}, ["rift_loss must be one of 'naive', 'rift', got 'bogus'"]),
         "bad_normalization": ({**rift, "rift_reward_normalization": "zscore"}, {},
                               ["rift_reward_normalization must be one of 'none', 'gaussian', 'gpg_mean', 'gpg_scaled'"]),
@@ -101,6 +105,7 @@ def test_bad_inputs_fail_before_training(lf, plain):
     results = json.loads(line[len("RESULTS "):])
 
     assert results["plain"] == ["RiftFinetuningArguments", False, "llamafactory.train.sft.trainer"]
+    assert results["extra_drift"] is False
     for name, (_, _, fragments) in expected.items():
         message = results[name]
         assert message.startswith(("ValueError", "TypeError")), (name, message)
