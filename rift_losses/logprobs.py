@@ -32,19 +32,24 @@ IMPLS = ("auto", "torch", "triton")
 
 # The PyTorch path has two strategies, with the same arithmetic:
 #
-# - rows (CPU, V <= _SERIAL_ELEMENTS): every op covers one row, small enough that ATen runs it
-#   in the calling thread (an elementwise op under at::internal::GRAIN_SIZE = 32768 elements,
-#   a softmax over one row), and torch.get_num_threads() Python threads share the rows (ops
-#   release the GIL). No OpenMP parallel region at all: thousands of small parallel regions
-#   stall whenever a core is busy with another process (measured 10x slower than this on a
-#   loaded 2-core machine), while each row's float32 copy stays in L1/L2 cache.
+# - rows (CPU, V <= _SERIAL_ELEMENTS): every op covers one row, or a few short rows, small
+#   enough that ATen runs it in the calling thread (an elementwise op on fewer than
+#   at::internal::GRAIN_SIZE = 32768 elements; a (log_)softmax over at most 32 KiB of rows),
+#   and up to torch.get_num_threads() Python threads share the rows (ops release the GIL).
+#   No OpenMP parallel region at all: thousands of small parallel regions stall whenever a
+#   core is busy with another process (measured 10x slower than this on a loaded 2-core
+#   machine), while each row's float32 copy stays in L1/L2 cache. Should ATen's thresholds
+#   change, the ops would run in parallel regions inside the threads: slower, still correct.
 # - chunks (elsewhere): ops over chunks of _CHUNK_ELEMENTS logits (whole rows) in scratch
 #   buffers allocated once per call; large chunks amortise kernel launches on accelerators.
 #
 # Either way the logits are never upcast whole, and scratch buffers are reused (no page fault
 # per chunk on CPU).
-_SERIAL_ELEMENTS = 32768
-_ROWS_PER_TASK = 16
+_SERIAL_ELEMENTS = 32768  # at::internal::GRAIN_SIZE: a row of up to this many logits per op
+_SERIAL_SOFTMAX_BYTES = 32768  # ATen's CPU (log_)softmax: rows of up to 32 KiB per task in all
+_GROUPS_PER_TASK = 16  # row groups per task handed to a thread
+_THREAD_MIN_ELEMENTS = 1 << 21  # below this many logits, one thread (starting more costs more)
+_MAX_THREADS = 8  # beyond this the GIL-held part of each op (a few us) would bound the speed-up
 _CHUNK_ELEMENTS = {"cpu": 1 << 17}
 _CHUNK_ELEMENTS_DEFAULT = 1 << 24
 
@@ -186,10 +191,19 @@ def _rowwise(logits: torch.Tensor) -> bool:
     return logits.device.type == "cpu" and logits.shape[-1] <= _SERIAL_ELEMENTS
 
 
-def _parallel(n_tasks: int, make_worker) -> None:
-    """Run tasks ``0 .. n_tasks - 1`` on up to ``torch.get_num_threads()`` threads (this one
-    included). ``make_worker()`` is called once per thread and returns ``run(task_id)``."""
-    n_threads = max(1, min(torch.get_num_threads(), n_tasks))
+def _group_rows(vocab: int, compute: torch.dtype) -> int:
+    """Rows per op: as many whole rows as ATen's CPU (log_)softmax runs in one task."""
+    itemsize = torch.finfo(compute).bits // 8
+    return max(1, _SERIAL_SOFTMAX_BYTES // (itemsize * vocab))
+
+
+def _parallel(tasks: list, make_worker, elements: int) -> None:
+    """Run every task on up to ``torch.get_num_threads()`` threads (this one included; one
+    thread below ``_THREAD_MIN_ELEMENTS`` logits). ``make_worker()`` is called once per thread
+    and returns ``run(task)``."""
+    n_threads = min(torch.get_num_threads(), _MAX_THREADS, len(tasks))
+    if elements < _THREAD_MIN_ELEMENTS:
+        n_threads = 1
     counter = itertools.count()  # next() on it is atomic under the GIL
     errors = []
 
@@ -197,8 +211,8 @@ def _parallel(n_tasks: int, make_worker) -> None:
         try:
             with torch.no_grad(), torch.autocast("cpu", enabled=False):
                 run = make_worker()
-                while (i := next(counter)) < n_tasks:
-                    run(i)
+                while (i := next(counter)) < len(tasks):
+                    run(tasks[i])
         except BaseException as exc:  # re-raised in the calling thread
             errors.append(exc)
 
@@ -212,87 +226,112 @@ def _parallel(n_tasks: int, make_worker) -> None:
         raise errors[0]
 
 
-def _rowwise_forward(logits: torch.Tensor, flat_y: torch.Tensor, flat_mask: torch.Tensor, compute: torch.dtype):
-    vocab = logits.shape[-1]
-    logp = torch.zeros(flat_y.shape[0], dtype=compute)
-    tasks = []  # (row views of a block, local target rows, their flat indices)
+def _row_tasks(logits: torch.Tensor, flat_mask: torch.Tensor, group: int, out=None):
+    """Tasks of up to ``_GROUPS_PER_TASK`` groups of ``group`` consecutive rows of one block.
+
+    A task is ``(offset, start, stop, groups, out_groups, states)``: flat row offset of its
+    block, its rows ``[start, stop)`` in the block, the row groups (views) and those of ``out``,
+    and per group 0 (no target row), 1 (some) or 2 (all).
+    """
+    is_target = flat_mask.tolist()
+    inplace = out is logits
+    out_rows = None if out is None or inplace else out.view(-1, out.shape[-1])
+    span = group * _GROUPS_PER_TASK
+    tasks = []
     offset = 0
     for block in _row_blocks(logits):
         rows = block.shape[0]
-        valid = flat_mask[offset : offset + rows].nonzero().squeeze(1)
-        views = block.unbind(0)
-        for start in range(0, valid.shape[0], _ROWS_PER_TASK):
-            local = valid[start : start + _ROWS_PER_TASK]
-            tasks.append((views, local.tolist(), local + offset))
+        groups = block.split(group)
+        if out is None:
+            out_groups = None
+        else:
+            out_groups = groups if inplace else out_rows[offset : offset + rows].split(group)
+        for start in range(0, rows, span):
+            stop = min(start + span, rows)
+            states = []
+            for g0 in range(start, stop, group):
+                flags = is_target[offset + g0 : offset + min(g0 + group, rows)]
+                states.append(2 if all(flags) else (1 if any(flags) else 0))
+            first = start // group
+            tasks.append((offset, start, stop, groups[first : first + len(states)],
+                          None if out_groups is None else out_groups[first : first + len(states)], states))
         offset += rows
+    return tasks
+
+
+def _rowwise_forward(logits: torch.Tensor, flat_y: torch.Tensor, flat_mask: torch.Tensor, compute: torch.dtype):
+    vocab = logits.shape[-1]
+    group = _group_rows(vocab, compute)
+    logp = torch.zeros(flat_y.shape[0], dtype=compute)
+    tasks = [t for t in _row_tasks(logits, flat_mask, group) if any(t[-1])]
     cast = logits.dtype != compute
 
     def make_worker():
-        row_buf = torch.empty(vocab, dtype=compute)
-        out = torch.empty(_ROWS_PER_TASK, vocab, dtype=compute)
-        out_rows = out.unbind(0)
+        row_buf = torch.empty(group, vocab, dtype=compute)
+        out = torch.empty(group * _GROUPS_PER_TASK, vocab, dtype=compute)
+        slots = out.split(group)
 
-        def run(i):
-            views, local, flat_idx = tasks[i]
-            for k, r in enumerate(local):
-                src = views[r]
-                if cast:
-                    row_buf.copy_(src)
-                    src = row_buf
-                torch.log_softmax(src, 0, out=out_rows[k])
-            lp = out[: len(local)].gather(1, flat_y.index_select(0, flat_idx)[:, None]).squeeze(1)
-            logp.index_copy_(0, flat_idx, lp)
+        def run(task):
+            offset, start, stop, groups, _, states = task
+            for k, state in enumerate(states):
+                if state:
+                    src, dst = groups[k], slots[k]
+                    n = src.shape[0]
+                    if n != group:  # the last group of a block
+                        dst = dst[:n]
+                    if cast:
+                        src = (row_buf if n == group else row_buf[:n]).copy_(src)
+                    torch.log_softmax(src, -1, out=dst)
+            # rows without a target gather stale values here; the caller masks them with where
+            lp = out[: stop - start].gather(1, flat_y[offset + start : offset + stop, None]).squeeze(1)
+            logp[offset + start : offset + stop] = lp
 
         return run
 
-    _parallel(len(tasks), make_worker)
+    _parallel(tasks, make_worker, flat_mask.shape[0] * vocab)
     return logp
 
 
 def _rowwise_backward(logits, flat_mask, g, out, compute) -> None:
-    """``out`` rows = ``-g * softmax(row)`` for target rows, 0 for ignored rows (not read)."""
+    """``out`` rows = ``-g * softmax(row)`` for target rows, 0 for the others (never read)."""
     vocab = logits.shape[-1]
-    neg_g = (-g).tolist()
-    is_target = flat_mask.tolist()
-    inplace = out is logits
-    out_rows = None if inplace else out.view(-1, vocab)
-    tasks = []  # (row views of a block, its output row views, flat index of its first row, local rows)
-    offset = 0
-    for block in _row_blocks(logits):
-        rows = block.shape[0]
-        views = block.unbind(0)
-        out_views = views if inplace else out_rows[offset : offset + rows].unbind(0)
-        for start in range(0, rows, _ROWS_PER_TASK):
-            tasks.append((views, out_views, offset, range(start, min(start + _ROWS_PER_TASK, rows))))
-        offset += rows
+    group = _group_rows(vocab, compute)
+    neg_g = (-g)[:, None]
+    neg_g_list = (-g).tolist()
+    not_target = ~flat_mask[:, None]
+    tasks = _row_tasks(logits, flat_mask, group, out)
     cast = logits.dtype != compute
     same_out = out.dtype == compute
 
     def make_worker():
-        row_buf = torch.empty(vocab, dtype=compute)
-        p = torch.empty(vocab, dtype=compute)
+        row_buf = torch.empty(group, vocab, dtype=compute)
+        p = torch.empty(group, vocab, dtype=compute)
 
-        def run(i):
-            views, out_views, offset, local = tasks[i]
-            for r in local:
-                f = offset + r
-                if not is_target[f]:
-                    out_views[r].zero_()
+        def run(task):
+            offset, start, _, groups, out_groups, states = task
+            f = offset + start  # flat index of the group's first row
+            for src, dst, state in zip(groups, out_groups, states):
+                n = src.shape[0]
+                if not state:
+                    dst.zero_()
+                    f += n
                     continue
-                src = views[r]
                 if cast:
-                    row_buf.copy_(src)
-                    src = row_buf
-                torch.softmax(src, 0, out=p)
-                if same_out:
-                    torch.mul(p, neg_g[f], out=out_views[r])
+                    src = (row_buf if n == group else row_buf[:n]).copy_(src)
+                q = torch.softmax(src, -1, out=p if n == group else p[:n])
+                scale = neg_g_list[f] if n == 1 else neg_g[f : f + n]
+                if state == 2 and same_out:
+                    torch.mul(q, scale, out=dst)
                 else:
-                    p.mul_(neg_g[f])
-                    out_views[r].copy_(p)
+                    q.mul_(scale)
+                    if state == 1:
+                        q.masked_fill_(not_target[f : f + n], 0.0)
+                    dst.copy_(q)
+                f += n
 
         return run
 
-    _parallel(len(tasks), make_worker)
+    _parallel(tasks, make_worker, flat_mask.shape[0] * vocab)
 
 
 # ---- chunks strategy -------------------------------------------------------------------------

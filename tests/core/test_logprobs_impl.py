@@ -75,10 +75,13 @@ def run(logits, labels, grad_out, ignore_index, impl, *, sliced=False, inplace=F
 
 @pytest.fixture(params=["rows", "chunks"])
 def small_chunks(request, monkeypatch):
-    """Either strategy of the PyTorch path ("rows": CPU worker threads, one row per op;
-    "chunks": multi-row ops) with three rows per task or chunk, so a call crosses many."""
+    """Either strategy of the PyTorch path ("rows": CPU worker threads, a few rows per op;
+    "chunks": multi-row ops) with three rows per op, so a call crosses many ops and tasks,
+    with groups of rows that are all, partly or not targets."""
     def set_rows(V):
-        monkeypatch.setattr(logprobs, "_ROWS_PER_TASK", 3)
+        monkeypatch.setattr(logprobs, "_SERIAL_SOFTMAX_BYTES", 3 * 4 * V)  # 3 float32 rows per op
+        monkeypatch.setattr(logprobs, "_GROUPS_PER_TASK", 2)
+        monkeypatch.setattr(logprobs, "_THREAD_MIN_ELEMENTS", 0)
         if request.param == "chunks":
             monkeypatch.setattr(logprobs, "_SERIAL_ELEMENTS", 0)
         monkeypatch.setitem(logprobs._CHUNK_ELEMENTS, "cpu", 3 * V)
