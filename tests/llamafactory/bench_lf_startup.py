@@ -38,13 +38,15 @@ def importtime_of_hook():
     return statistics.median(selfs), statistics.median(cums)
 
 
-def wall_pass(env):
-    times = []
+def wall_pass():
+    """``python -c pass`` wall times (ms), hook on and off, interleaved so load drift hits both."""
+    times = {"on": [], "off": []}
     for _ in range(N):
-        t = time.perf_counter()
-        _run("pass", env=env)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+        for key, env in (("on", {}), ("off", {"RIFT_LOSSES_AUTOLOAD": "0"})):
+            t = time.perf_counter()
+            _run("pass", env=env)
+            times[key].append((time.perf_counter() - t) * 1e3)
+    return times
 
 
 _FINDER = r"""
@@ -78,9 +80,10 @@ def main():
           f"medians of {N} runs")
     s, c = importtime_of_hook()
     print(f"1. import _rift_losses_hook at start: self {s / 1e3:.3f} ms, cumulative {c / 1e3:.3f} ms (-X importtime)")
-    on, off = wall_pass({}), wall_pass({"RIFT_LOSSES_AUTOLOAD": "0"})
-    print(f"   python -c pass: {on:.1f} ms with the finder, {off:.1f} ms with RIFT_LOSSES_AUTOLOAD=0 "
-          f"(difference {on - off:+.1f} ms, within noise of a single run)")
+    times = wall_pass()
+    for key, label in (("on", "with the finder"), ("off", "RIFT_LOSSES_AUTOLOAD=0 (module imported, no finder)")):
+        print(f"   python -c pass, {label}: median {statistics.median(times[key]):.1f} ms, "
+              f"min {min(times[key]):.1f} ms")
     spent, calls, total = (float(v) for v in _run(_FINDER).stdout.split())
     print(f"2. finder on every later import: {spent:.2f} ms over {int(calls)} imports of llamafactory.train.tuner "
           f"(whole import {total:.0f} ms)")
