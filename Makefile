@@ -25,8 +25,10 @@ test: venvs
 test-core: $(SWIFT_VENV)/.ready
 	$(SWIFT_PY) -m pytest tests/core $(PYTEST_ARGS)
 
-demo: $(SWIFT_VENV)/.ready
-	$(SWIFT_PY) examples/direct_call.py
+# The main job on the embedded default: label the shipped rollouts, print their stats, train RIFT
+# (and the naive loss) in MS-Swift and RIFT in LLaMA-Factory, write demo_out/rift_vs_naive.png.
+demo: venvs
+	$(SWIFT_PY) demo/run_demo.py $(DEMO_ARGS)
 
 # Forward + backward of the RIFT loss against torch's cross-entropy paths; prints the CPU table
 # (benchmarks/bench_logprobs.py explains what is timed and how peak memory is measured). Not part
