@@ -198,6 +198,8 @@ def test_lora_external_plugin_route_and_evaluation(lora, swift_runs, data_dir):
     for e in lora.evals:  # evaluation runs the RIFT loss on the validation rewards
         assert close(e["eval_rift_pos_loss"] + e["eval_rift_neg_loss"], e["eval_loss"])
         assert e["eval_rift_neg_tokens"] > 0
+    state = json.loads((lora.output_dir / "checkpoint-4" / "trainer_state.json").read_text())
+    assert [h["rift_neg_tokens"] for h in state["log_history"] if "loss" in h] == [h["rift_neg_tokens"] for h in lora.train]
     args = json.loads((lora.output_dir / "args.json").read_text())
     assert args["external_plugins"] == [] and args["loss_type"] == "rift"
     assert "args.json leaves out external_plugins" in lora.output
