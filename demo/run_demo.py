@@ -55,6 +55,13 @@ def _env() -> dict:
     return env
 
 
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def say(text: str = "") -> None:
     print(text, flush=True)
 
@@ -68,19 +75,19 @@ def run(cmd: list, *, log: Path | None = None, show: bool = True) -> float:
     """Run a command as a user would type it; its output goes to ``log`` (or the terminal)."""
     shown = [Path(c).name if i == 0 else str(c) for i, c in enumerate(cmd)]
     say("$ " + " ".join(shlex.quote(c) for c in shown))
-    start = time.monotonic()
+    start, cpu_start = time.monotonic(), _children_cpu()
     if log is None:
         proc = subprocess.run([str(c) for c in cmd], env=_env(), cwd=REPO)
     else:
         with open(log, "w") as handle:
             proc = subprocess.run([str(c) for c in cmd], env=_env(), cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
-    seconds = time.monotonic() - start
+    seconds, cpu = time.monotonic() - start, _children_cpu() - cpu_start
     if proc.returncode != 0:
         if log is not None:
             say(Path(log).read_text()[-6000:])
         raise SystemExit(f"demo: `{' '.join(shown[:3])} ...` failed with exit status {proc.returncode}" + (f" (log: {log})" if log else ""))
     if show and log is not None:
-        say(f"   ({seconds:.0f} s; full log: {log.relative_to(REPO) if log.is_relative_to(REPO) else log})")
+        say(f"   ({seconds:.0f} s, {cpu:.0f} s of CPU; full log: {log.relative_to(REPO) if log.is_relative_to(REPO) else log})")
     return seconds
 
 
@@ -252,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"   checked: {fact}")
     say(f"   checked: {check_png(png)}")
     say()
-    say(f"demo: done in {time.monotonic() - started:.0f} s. Look at {png.relative_to(REPO) if png.is_relative_to(REPO) else png}")
+    say(f"demo: done in {time.monotonic() - started:.0f} s ({_children_cpu():.0f} s of CPU in the commands). Look at {png.relative_to(REPO) if png.is_relative_to(REPO) else png}")
     return 0
 
 

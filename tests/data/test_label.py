@@ -8,7 +8,7 @@ import pytest
 
 from rift_losses.data._grade import grade
 
-from datahelpers import read_jsonl, write_jsonl
+from datahelpers import read_jsonl, run_subprocess, write_jsonl
 
 # (reference answer, sampled response, verdict a person gives it)
 HAND_WORKED = [
@@ -106,7 +106,9 @@ def test_label_jobs_gives_the_same_file(tmp_path, run):
     rows = [{"prompt": f"q{i // 3}", "response": r, "answer": a} for i, (a, r, _) in enumerate(HAND_WORKED * 3)]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     assert run("label", src, "-o", tmp_path / "one.jsonl").code == 0
-    assert run("label", src, "-o", tmp_path / "two.jsonl", "--jobs", "2").code == 0
+    # the real command (python -m rift_losses.data): spawned workers re-import its __main__ safely
+    proc = run_subprocess("label", src, "-o", tmp_path / "two.jsonl", "--jobs", "2", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "one.jsonl").read_bytes() == (tmp_path / "two.jsonl").read_bytes()
 
 
@@ -134,3 +136,20 @@ def test_label_demo_buffer_matches_its_generator(tmp_path, run):
     # those are graded wrong; the ones without any number have no extractable answer.
     no_digits = sum(not any(c.isdigit() for c in r["response"]) for r in truncated)
     assert no_digits > 0 and json.loads(res.out)["no_answer"] == no_digits
+
+
+def test_math_verify_is_imported_only_when_labelling(tmp_path):
+    """`import rift_losses` never loads the data tool; the data tool loads math-verify only in `label`."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rift_losses; assert 'rift_losses.data' not in sys.modules\n"
+        "import rift_losses.data.cli as cli\n"
+        "cli.main(['stats', sys.argv[1], '--progress', 'none'])\n"
+        "assert 'math_verify' not in sys.modules and 'sympy' not in sys.modules, 'stats imported math-verify'\n"
+    )
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "2+3?", "response": "5", "reward": 1.0}, {"prompt": "2+3?", "response": "6", "reward": -0.2}])
+    proc = subprocess.run([sys.executable, "-c", code, str(src)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 responses to 1 problems" in proc.stdout
