@@ -87,14 +87,15 @@ def activate(args) -> Run | None:
     if not isinstance(loss_type, str) or loss_type not in config.LOSS_TYPES:
         STATE.run = None
         return None
-    if STATE.run is not None and STATE.run.loss_type == loss_type:
-        return STATE.run
     config.raise_registration_errors()
     knobs = config.read_knobs()
     config.check_args(args, knobs)
     install_trainer_patches()
     core_loss, normalization = config.LOSS_TYPES[loss_type]
-    STATE.run = Run(loss_type, core_loss, normalization, knobs)
+    run = Run(loss_type, core_loss, normalization, knobs)
+    if run == STATE.run:  # activated earlier in this pipeline (each stage re-checks)
+        return run
+    STATE.run = run
     _logger().info(
         f"rift-losses: --loss_type {loss_type} ({core_loss} loss"
         + (f" on rewards normalized by {normalization} over whole groups" if normalization else "")
@@ -117,13 +118,17 @@ def _check_raw_rewards(dataset, *, name: str, run: Run) -> None:
             f"{run.loss_type}, got columns {sorted(features)} (name yours with {config.ENV_REWARD_COLUMN}=...)"
         )
     _common.read_rewards(dataset[column], column=column, dataset=name)
+    group = run.knobs.group_column
+    if run.normalization and group in features:
+        for i, value in enumerate(dataset[group]):
+            _common.read_group(value, column=group, where=f"row {i} of dataset {name!r}")
 
 
 def _group_keys(dataset, *, name: str, run: Run) -> tuple[list, str]:
     column = run.knobs.group_column
     if column in dataset.column_names:
         keys = [
-            _common.read_group(v, column=column, where=f"row {i} of dataset {name!r}")
+            _common.read_group(v, column=column, where=f"row {i} of dataset {name!r} (after MS-Swift's preprocessing)")
             for i, v in enumerate(dataset[column])
         ]
         return keys, f"column {column!r}"
@@ -183,8 +188,8 @@ def _warn_negative_rewards(dataset, *, name: str) -> None:
     negatives, numbers = _common.count_negative(dataset[column])
     if negatives:
         loss = f"--loss_type {args.loss_type}" if getattr(args, "loss_type", None) else "the default cross-entropy"
-        hint = ("Train with --loss_type rift (or rift_naive, rift_gaussian, rift_gpg_mean, rift_gpg_scaled) to use the "
-                "rewards, or drop the rows with negative rewards (RFT).")
+        hint = (f"Train with --loss_type {' / '.join(config.LOSS_TYPES)} to use the rewards, "
+                "or drop the rows with negative rewards (RFT).")
         _logger().warning(_common.negative_reward_warning(
             dataset=name, column=column, negatives=negatives, rows=numbers, loss=loss, hint=hint))
 

@@ -105,6 +105,27 @@ class RiftLoss(BaseLoss):
                     custom_metrics[mode][METRIC_KEY] = metric
 
     def __call__(self, outputs, labels, *, num_items_in_batch=None, loss_scale=None, trainer=None, **kwargs):
+        """The loss of one micro-batch (paper eq. 5, or eq. 1 for ``rift_naive``).
+
+        Formula: ``sum_t head(log p_t, r_t) / num_items_in_batch`` over target tokens t, with
+        ``head`` the core's (``-r log p`` for r > 0, ``-r p`` for r < 0).
+
+        Reference: ``rift_losses.rift_loss(logits, shift_labels(labels), rewards, num_items_in_batch=n)``
+
+        Args:
+            outputs: the model output; ``outputs.logits`` is ``(B, T, V)``.
+            labels: ``(B, T)`` MS-Swift's unshifted labels, -100 at non-target positions.
+            num_items_in_batch: target tokens of the whole optimizer step (all micro-batches
+                and ranks); None in evaluation (this batch's own count is used).
+            loss_scale: MS-Swift's per-token weights, already shifted, ``(B * T,)``, or None.
+            trainer: the MS-Swift trainer, which holds this batch's rewards: ``(B,)`` or ``(1, T)``.
+
+        Returns:
+            The 0-dim loss. Its positive and negative parts go to the trainer's logs.
+
+        Raises:
+            RuntimeError: the batch carries no rewards (the adapter's data path is not installed).
+        """
         trainer = trainer if trainer is not None else self.trainer
         rewards = getattr(trainer, REWARDS_ATTR, None)
         if rewards is None:
