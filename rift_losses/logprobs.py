@@ -6,7 +6,8 @@ Two implementations with the same contract (results equal within the core's erro
 
 - ``"triton"``: two Triton kernels (``rift_losses/_triton_logprobs.py``), one program per row;
   chosen automatically for CUDA logits when Triton is importable.
-- ``"torch"``: chunked PyTorch, everywhere else (CPU, CUDA without Triton, other devices).
+- ``"torch"``: PyTorch ops a row or a chunk of rows at a time, everywhere else (CPU, CUDA
+  without Triton, other devices).
 
 Both keep one float per row between forward and backward (its log-sum-exp) and write the
 logits gradient ``g * (onehot(y) - softmax(logits))`` in the logits' dtype: three passes over
@@ -32,22 +33,25 @@ IMPLS = ("auto", "torch", "triton")
 
 # The PyTorch path has two strategies, with the same arithmetic:
 #
-# - rows (CPU, V <= _SERIAL_ELEMENTS): every op covers one row, or a few short rows, small
-#   enough that ATen runs it in the calling thread (an elementwise op on fewer than
-#   at::internal::GRAIN_SIZE = 32768 elements; a (log_)softmax over at most 32 KiB of rows),
-#   and up to torch.get_num_threads() Python threads share the rows (ops release the GIL).
+# - rows (CPU): every op covers one row, a few short rows, or a piece of a long row, small
+#   enough that ATen runs it in the calling thread (an elementwise op on at most
+#   at::internal::GRAIN_SIZE = 32768 elements; a (log_)softmax over one row, or over at most
+#   32 KiB of rows), and up to torch.get_num_threads() Python threads share the rows (ops
+#   release the GIL).
 #   No OpenMP parallel region at all: thousands of small parallel regions stall whenever a
 #   core is busy with another process (measured 10x slower than this on a loaded 2-core
 #   machine), while each row's float32 copy stays in L1/L2 cache. Should ATen's thresholds
 #   change, the ops would run in parallel regions inside the threads: slower, still correct.
-# - chunks (elsewhere): ops over chunks of _CHUNK_ELEMENTS logits (whole rows) in scratch
-#   buffers allocated once per call; large chunks amortise kernel launches on accelerators.
+# - chunks (other devices: CUDA without Triton, ...): ops over chunks of _CHUNK_ELEMENTS logits
+#   (whole rows) in scratch buffers allocated once per call; large chunks amortise launches.
 #
 # Either way the logits are never upcast whole, and scratch buffers are reused (no page fault
 # per chunk on CPU).
-_SERIAL_ELEMENTS = 32768  # at::internal::GRAIN_SIZE: a row of up to this many logits per op
+_ROWS_DEVICES = ("cpu",)
+_SERIAL_ELEMENTS = 32768  # at::internal::GRAIN_SIZE: elementwise ops on at most this many
 _SERIAL_SOFTMAX_BYTES = 32768  # ATen's CPU (log_)softmax: rows of up to 32 KiB per task in all
-_GROUPS_PER_TASK = 16  # row groups per task handed to a thread
+_GROUPS_PER_TASK = 16  # at most this many row groups per task handed to a thread,
+_TASK_ELEMENTS = 1 << 18  # and at most about this many logits (1 MiB of float32 output rows)
 _THREAD_MIN_ELEMENTS = 1 << 21  # below this many logits, one thread (starting more costs more)
 _MAX_THREADS = 8  # beyond this the GIL-held part of each op (a few us) would bound the speed-up
 _CHUNK_ELEMENTS = {"cpu": 1 << 17}
@@ -188,7 +192,12 @@ def _selections(block_mask: torch.Tensor, step: int, skip_ignored: bool):
 
 
 def _rowwise(logits: torch.Tensor) -> bool:
-    return logits.device.type == "cpu" and logits.shape[-1] <= _SERIAL_ELEMENTS
+    return logits.device.type in _ROWS_DEVICES
+
+
+def _columns(t: torch.Tensor):
+    """``t`` in column pieces of at most ``_SERIAL_ELEMENTS`` (one piece below that)."""
+    return t.split(_SERIAL_ELEMENTS, -1) if t.shape[-1] > _SERIAL_ELEMENTS else (t,)
 
 
 def _group_rows(vocab: int, compute: torch.dtype) -> int:
@@ -227,7 +236,7 @@ def _parallel(tasks: list, make_worker, elements: int) -> None:
 
 
 def _row_tasks(logits: torch.Tensor, flat_mask: torch.Tensor, group: int, out=None):
-    """Tasks of up to ``_GROUPS_PER_TASK`` groups of ``group`` consecutive rows of one block.
+    """Tasks of a few groups of ``group`` consecutive rows of one block (``_groups_per_task``).
 
     A task is ``(offset, start, stop, groups, out_groups, states)``: flat row offset of its
     block, its rows ``[start, stop)`` in the block, the row groups (views) and those of ``out``,
@@ -236,7 +245,7 @@ def _row_tasks(logits: torch.Tensor, flat_mask: torch.Tensor, group: int, out=No
     is_target = flat_mask.tolist()
     inplace = out is logits
     out_rows = None if out is None or inplace else out.view(-1, out.shape[-1])
-    span = group * _GROUPS_PER_TASK
+    span = group * _groups_per_task(group, logits.shape[-1])
     tasks = []
     offset = 0
     for block in _row_blocks(logits):
@@ -259,6 +268,10 @@ def _row_tasks(logits: torch.Tensor, flat_mask: torch.Tensor, group: int, out=No
     return tasks
 
 
+def _groups_per_task(group: int, vocab: int) -> int:
+    return max(1, min(_GROUPS_PER_TASK, _TASK_ELEMENTS // (group * vocab)))
+
+
 def _rowwise_forward(logits: torch.Tensor, flat_y: torch.Tensor, flat_mask: torch.Tensor, compute: torch.dtype):
     vocab = logits.shape[-1]
     group = _group_rows(vocab, compute)
@@ -268,7 +281,8 @@ def _rowwise_forward(logits: torch.Tensor, flat_y: torch.Tensor, flat_mask: torc
 
     def make_worker():
         row_buf = torch.empty(group, vocab, dtype=compute)
-        out = torch.empty(group * _GROUPS_PER_TASK, vocab, dtype=compute)
+        buf_pieces = _columns(row_buf)
+        out = torch.empty(group * _groups_per_task(group, vocab), vocab, dtype=compute)
         slots = out.split(group)
 
         def run(task):
@@ -280,8 +294,11 @@ def _rowwise_forward(logits: torch.Tensor, flat_y: torch.Tensor, flat_mask: torc
                     if n != group:  # the last group of a block
                         dst = dst[:n]
                     if cast:
-                        src = (row_buf if n == group else row_buf[:n]).copy_(src)
-                    torch.log_softmax(src, -1, out=dst)
+                        buf = row_buf if n == group else row_buf[:n]
+                        for d, c in zip(buf_pieces if n == group else _columns(buf), _columns(src)):
+                            d.copy_(c)
+                        src = buf
+                    torch.log_softmax(src, -1, out=dst)  # one task: serial whatever V
             # rows without a target gather stale values here; the caller masks them with where
             lp = out[: stop - start].gather(1, flat_y[offset + start : offset + stop, None]).squeeze(1)
             logp[offset + start : offset + stop] = lp
@@ -305,7 +322,9 @@ def _rowwise_backward(logits, flat_mask, g, out, compute) -> None:
 
     def make_worker():
         row_buf = torch.empty(group, vocab, dtype=compute)
+        buf_pieces = _columns(row_buf)
         p = torch.empty(group, vocab, dtype=compute)
+        p_pieces = _columns(p)
 
         def run(task):
             offset, start, _, groups, out_groups, states = task
@@ -313,20 +332,29 @@ def _rowwise_backward(logits, flat_mask, g, out, compute) -> None:
             for src, dst, state in zip(groups, out_groups, states):
                 n = src.shape[0]
                 if not state:
-                    dst.zero_()
+                    for d in _columns(dst):
+                        d.zero_()
                     f += n
                     continue
+                full = n == group
                 if cast:
-                    src = (row_buf if n == group else row_buf[:n]).copy_(src)
-                q = torch.softmax(src, -1, out=p if n == group else p[:n])
+                    buf = row_buf if full else row_buf[:n]
+                    for d, c in zip(buf_pieces if full else _columns(buf), _columns(src)):
+                        d.copy_(c)
+                    src = buf
+                q = torch.softmax(src, -1, out=p if full else p[:n])  # one task: serial whatever V
+                q_pieces = p_pieces if full else _columns(q)
                 scale = neg_g_list[f] if n == 1 else neg_g[f : f + n]
                 if state == 2 and same_out:
-                    torch.mul(q, scale, out=dst)
+                    for d, c in zip(_columns(dst), q_pieces):
+                        torch.mul(c, scale, out=d)
                 else:
-                    q.mul_(scale)
+                    for c in q_pieces:
+                        c.mul_(scale)
                     if state == 1:
                         q.masked_fill_(not_target[f : f + n], 0.0)
-                    dst.copy_(q)
+                    for d, c in zip(_columns(dst), q_pieces):
+                        d.copy_(c)
                 f += n
 
         return run

@@ -82,8 +82,10 @@ def small_chunks(request, monkeypatch):
         monkeypatch.setattr(logprobs, "_SERIAL_SOFTMAX_BYTES", 3 * 4 * V)  # 3 float32 rows per op
         monkeypatch.setattr(logprobs, "_GROUPS_PER_TASK", 2)
         monkeypatch.setattr(logprobs, "_THREAD_MIN_ELEMENTS", 0)
-        if request.param == "chunks":
-            monkeypatch.setattr(logprobs, "_SERIAL_ELEMENTS", 0)
+        if request.param == "rows":
+            monkeypatch.setattr(logprobs, "_SERIAL_ELEMENTS", 40)  # elementwise ops in column pieces
+        else:
+            monkeypatch.setattr(logprobs, "_ROWS_DEVICES", ())
         monkeypatch.setitem(logprobs._CHUNK_ELEMENTS, "cpu", 3 * V)
         monkeypatch.setitem(logprobs._CHUNK_ELEMENTS, "cuda", 3 * V)
     return set_rows
@@ -127,14 +129,16 @@ def test_torch_path_inplace_grad_matches_reference(small_chunks, dtype, sliced):
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-def test_default_sizes_and_thread_counts(threads):
-    """The real task and chunk sizes (a vocabulary of a few thousand: rows; above
-    _SERIAL_ELEMENTS: chunks), on 1 and 3 threads (the rows strategy uses that many)."""
+def test_default_sizes_and_thread_counts(threads, monkeypatch):
+    """The real sizes (a vocabulary of a few thousand: several rows per op; above
+    _SERIAL_ELEMENTS: one row per op, elementwise ops in column pieces), on 1 and 3 threads."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         check_impl("torch", "cpu", torch.bfloat16, (2, 40, 3001), -100, "prefix", False, inplace=False)
+        monkeypatch.setattr(logprobs, "_THREAD_MIN_ELEMENTS", 0)
         check_impl("torch", "cpu", torch.float32, (2, 3, logprobs._SERIAL_ELEMENTS + 5), -100, "scattered", True, inplace=False)
+        check_impl("torch", "cpu", torch.bfloat16, (2, 3, 2 * logprobs._SERIAL_ELEMENTS + 5), -100, "prefix", False, inplace=True)
     finally:
         torch.set_num_threads(before)
 

@@ -54,9 +54,9 @@ _CHILD = textwrap.dedent(
             (g,) = torch.autograd.grad(F.cross_entropy(x, labels, reduction="none").sum(), x)
 
         for strategy in ("rows", "chunks"):
-            logprobs._SERIAL_ELEMENTS = 32768 if strategy == "rows" else 0
+            logprobs._ROWS_DEVICES = ("cpu",) if strategy == "rows" else ()
             out[str(dtype), strategy, "default"] = peak_extra(ours)
-        logprobs._SERIAL_ELEMENTS = 32768
+        logprobs._ROWS_DEVICES = ("cpu",)
         # in place: the buffer to be overwritten is made before the high-water mark is reset
         work = logits.clone().requires_grad_()
 
