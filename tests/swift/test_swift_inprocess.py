@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import PROMPTS, RESPONSES, rows, write_jsonl
+from swift_helpers import PROMPTS, RESPONSES, rows, write_jsonl
 from swift_reference import normalized
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RESPONSES, rows, write_jsonl
+from swift_helpers import RESPONSES, rows, write_jsonl
 from swift_reference import expected_loss, normalized
 
 pytestmark = pytest.mark.slow
