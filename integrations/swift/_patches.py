@@ -455,8 +455,7 @@ def install_trainer_patches() -> None:
             count = original(self, batch_samples, device)
             loss = getattr(self, "compute_loss_func", None)
             if count is not None and getattr(loss, "is_rift_loss", False) and loss.level == "sequence":
-                sequences = sum(int((b["labels"][..., 1:] != -100).any(-1).sum()) for b in batch_samples)
-                sequences = torch.tensor(sequences, device=device)
+                sequences = sum((b["labels"][..., 1:] != -100).any(-1).sum().to(device) for b in batch_samples)
                 if getattr(self.args, "average_tokens_across_devices", False) and self.args.world_size > 1:
                     sequences = self.accelerator.gather(sequences).sum()
                 setattr(self, NUM_SEQUENCES_ATTR, sequences)
