@@ -83,10 +83,11 @@ def _row_blocks(x: torch.Tensor) -> list[torch.Tensor]:
 
 @functools.lru_cache(maxsize=None)
 def _triton_backend():
-    """The Triton module, or None when Triton cannot be imported (imported once, lazily)."""
+    """The Triton module, or None when Triton cannot be imported (imported once, lazily; a
+    broken Triton install makes ``impl="auto"`` fall back to PyTorch rather than fail)."""
     try:
         from . import _triton_logprobs
-    except ImportError:
+    except Exception:
         return None
     return _triton_logprobs
 
@@ -114,7 +115,7 @@ def _resolve_impl(impl: str, logits: torch.Tensor) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The chunked PyTorch implementation.
+# The PyTorch implementation: rows on CPU, chunks elsewhere.
 # --------------------------------------------------------------------------------------------
 
 
