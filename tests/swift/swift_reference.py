@@ -42,6 +42,29 @@ def target_logprobs(model_dir, encoded) -> list[list[float]]:
     return out
 
 
+def core_loss(model_dir, encoded, rewards) -> float:
+    """The package's own ``rift_losses.rift_loss`` on the same samples (float64 logits, one call).
+
+    The samples are right-padded into one ``(B, T, V)`` batch with -100 labels on the padding.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import rift_losses
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float64).eval()
+    width = max(len(ids) for ids, _ in encoded)
+    logits, labels = [], []
+    with torch.no_grad():
+        for input_ids, sample_labels in encoded:
+            out = model(torch.tensor([input_ids]), use_cache=False).logits[0]
+            logits.append(torch.cat([out, out.new_zeros(width - len(input_ids), out.shape[-1])]))
+            labels.append(sample_labels + [-100] * (width - len(sample_labels)))
+        loss = rift_losses.rift_loss(torch.stack(logits), rift_losses.shift_labels(torch.tensor(labels)),
+                                     torch.tensor(rewards, dtype=torch.float64))
+    return float(loss)
+
+
 @dataclass
 class Expected:
     loss: float

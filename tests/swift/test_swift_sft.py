@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from swift_helpers import RESPONSES, rows, write_jsonl
-from swift_reference import expected_loss, normalized
+from swift_reference import core_loss, encode_rows, expected_loss, normalized
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +100,8 @@ def test_mixed_rewards_first_step_equals_reference(swift_runs, data_dir, referen
     assert close(got["rift_neg_loss"], want.neg_loss, rel=1e-4)
     assert (got["rift_pos_tokens"], got["rift_neg_tokens"]) == (want.pos_tokens, want.neg_tokens)
     assert close(got["rift_neg_prob"], want.neg_prob, rel=1e-4)
+    # the core function on the same batch agrees (float64 logits)
+    assert close(got["loss"], core_loss(swift_runs.model, encode_rows(swift_runs.model, rows()), REWARDS))
     # not what a mix-up of rows and rewards would give
     assert not close(want.loss, expected_loss(reference_logprobs, REWARDS[::-1]).loss, rel=1e-3)
     for h in run.train:  # the logged parts add up to the logged loss
