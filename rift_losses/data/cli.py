@@ -27,8 +27,8 @@ def _fields(args: argparse.Namespace) -> Fields:
         response=args.response_field,
         answer=getattr(args, "answer_field", "answer"),
         reward=args.reward_field,
-        group=args.group_field or "group",
-        group_given=args.group_field is not None,
+        group=getattr(args, "group_field", None) or "group",
+        group_given=getattr(args, "group_field", None) is not None,
     )
 
 
@@ -43,12 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--prompt-field", default="prompt", metavar="NAME", help="prompt text of prompt/response rows (default: %(default)s)")
     f.add_argument("--response-field", default="response", metavar="NAME", help="sampled response of prompt/response rows (default: %(default)s)")
     f.add_argument("--reward-field", default="reward", metavar="NAME", help="the reward (default: %(default)s)")
-    f.add_argument(
-        "--group-field",
-        default=None,
-        metavar="NAME",
-        help="the problem a response answers; default: 'group' if the first row has it, else the prompt",
-    )
     o = common.add_argument_group("output")
     o.add_argument(
         "--progress",
@@ -57,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress on stderr: a bar on a terminal, plain lines when piped (auto, the default)",
     )
     o.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    grouping = argparse.ArgumentParser(add_help=False)
+    grouping.add_argument(
+        "--group-field",
+        default=None,
+        metavar="NAME",
+        help="the problem a response answers; default: 'group' if the first row has it, else the prompt",
+    )
 
     parser = argparse.ArgumentParser(
         prog="rift-losses",
@@ -74,16 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative", type=float, default=-0.2, help="reward of a wrong one, no answer included (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=1, help="grading processes (math-verify: about 1 ms a response; default: %(default)s)")
 
-    p = sub.add_parser("normalize", parents=[common], help="normalize rewards within each problem's responses (eq. 6-8)")
+    p = sub.add_parser("normalize", parents=[common, grouping], help="normalize rewards within each problem's responses (eq. 6-8)")
     p.add_argument("input", help="labelled JSONL; each problem's rows next to each other ('-': stdin)")
     p.add_argument("-o", "--output", required=True, help="JSONL with normalized rewards")
     p.add_argument("--method", required=True, choices=tuple(NORMALIZATIONS), help="gaussian: eq. 6, gpg_mean: eq. 7, gpg_scaled: eq. 8")
     p.add_argument("--raw-field", default="raw_reward", metavar="NAME", help="keeps each reward before normalization (default: %(default)s)")
 
-    p = sub.add_parser("stats", parents=[common], help="the paper's Table 1 and Table 4 for a buffer")
+    p = sub.add_parser("stats", parents=[common, grouping], help="the paper's Table 1 and Table 4 for a buffer")
     p.add_argument("input", help="labelled JSONL ('-': stdin)")
 
-    p = sub.add_parser("convert", parents=[common], help="write a labelled buffer in MS-Swift's or LLaMA-Factory's layout")
+    p = sub.add_parser("convert", parents=[common, grouping], help="write a labelled buffer in MS-Swift's or LLaMA-Factory's layout")
     p.add_argument("input", help="labelled JSONL ('-': stdin)")
     p.add_argument("-o", "--output", required=True, help="the host's JSONL")
     p.add_argument("--to", required=True, choices=HOSTS, help="the host")
