@@ -96,6 +96,11 @@ def activate(args) -> Run | None:
     if run == STATE.run:  # activated earlier in this pipeline (each stage re-checks)
         return run
     STATE.run = run
+    if knobs.group_column_given and not normalization:
+        _logger().warning(
+            f"rift-losses: {config.ENV_GROUP_COLUMN}={knobs.group_column} has no effect with --loss_type {loss_type}: "
+            f"only {', '.join(n for n, (_, m) in config.LOSS_TYPES.items() if m)} group rewards"
+        )
     _logger().info(
         f"rift-losses: --loss_type {loss_type} ({core_loss} loss"
         + (f" on rewards normalized by {normalization} over whole groups" if normalization else "")
@@ -119,6 +124,11 @@ def _check_raw_rewards(dataset, *, name: str, run: Run) -> None:
         )
     _common.read_rewards(dataset[column], column=column, dataset=name)
     group = run.knobs.group_column
+    if run.normalization and run.knobs.group_column_given and group not in features:
+        raise ValueError(
+            f"dataset {name!r} must have the {group!r} column that {config.ENV_GROUP_COLUMN} names for --loss_type "
+            f"{run.loss_type}, got columns {sorted(features)} (unset {config.ENV_GROUP_COLUMN} to group rows by their prompt)"
+        )
     if run.normalization and group in features:
         for i, value in enumerate(dataset[group]):
             _common.read_group(value, column=group, where=f"row {i} of dataset {name!r}")

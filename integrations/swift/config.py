@@ -55,6 +55,8 @@ class Knobs:
     reward_column: str = REWARD_COLUMN
     group_column: str = GROUP_COLUMN
     level: str = "token"
+    #: whether RIFT_GROUP_COLUMN was set (then the column must exist; else a row's group is its prompt)
+    group_column_given: bool = False
 
 
 def _edit_distance(a: str, b: str) -> int:
@@ -96,7 +98,8 @@ def read_knobs(environ: Mapping[str, str] | None = None) -> Knobs:
         raise ValueError(
             f"{ENV_GROUP_COLUMN} must differ from {ENV_REWARD_COLUMN}, got {group_column!r} for both"
         )
-    return Knobs(reward_column=reward_column, group_column=group_column, level=level)
+    return Knobs(reward_column=reward_column, group_column=group_column, level=level,
+                 group_column_given=ENV_GROUP_COLUMN in environ)
 
 
 def reward_column_or_default(environ: Mapping[str, str] | None = None) -> str:

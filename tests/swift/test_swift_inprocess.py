@@ -64,6 +64,14 @@ def test_group_column_must_name_every_row(patches, tmp_path):
         load(path)
 
 
+def test_group_column_named_by_environment_must_exist(patches, tmp_path, monkeypatch):
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows())
+    monkeypatch.setenv("RIFT_GROUP_COLUMN", "problem_id")
+    patches.activate(sft_args("rift_gpg_scaled"))
+    with pytest.raises(ValueError, match=r"dataset '.*mixed.jsonl' must have the 'problem_id' column that RIFT_GROUP_COLUMN names"):
+        load(path)
+
+
 def test_plain_rift_ignores_groups_and_keeps_columns_when_asked(patches, tmp_path):
     path = write_jsonl(tmp_path / "mixed.jsonl", rows())
     patches.activate(sft_args("rift"))

@@ -137,6 +137,7 @@ def test_knob_defaults_need_no_environment():
 def test_knob_values_are_read_and_checked():
     knobs = config.read_knobs({"RIFT_REWARD_COLUMN": "score", "RIFT_GROUP_COLUMN": "problem", "RIFT_LEVEL": "sequence"})
     assert (knobs.reward_column, knobs.group_column, knobs.level) == ("score", "problem", "sequence")
+    assert knobs.group_column_given and not config.read_knobs({}).group_column_given
     with pytest.raises(ValueError, match="RIFT_LEVEL must be one of 'token', 'sequence', got 'tokens'"):
         config.read_knobs({"RIFT_LEVEL": "tokens"})
     with pytest.raises(ValueError, match="RIFT_REWARD_COLUMN must be a non-empty column name"):
