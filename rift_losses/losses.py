@@ -18,7 +18,7 @@ Why token level is the default. Eq. 5 is written over whole responses,
 underflows: 300 tokens at p_t = 0.7 each give exp(-107), which is 0 in float32. The gradient
 of the negative term, ``-r * pi(y|x) * grad log pi(y|x)``, vanishes with it: wrong responses
 stop teaching anything. Applied per token, each negative term
-``-r * p_t`` lies in ``[r, 0]`` (Theorem 3.4's boundedness, token by token), its gradient
+``-r * p_t`` lies in ``[0, -r]`` (Theorem 3.4's boundedness, ``r * p`` in ``[r, 0]``, token by token), its gradient
 ``-r * p_t * grad log p_t`` never explodes (unlike the naive ``-r / p_t``, Theorem 3.2) and
 does not vanish for long responses. ``level="sequence"`` is eq. 5 read literally; use it for
 short responses (tens of tokens) or to reproduce the equation exactly.
@@ -214,9 +214,9 @@ def rift_loss(
     """RIFT loss (paper eq. 5): log-likelihood for positive rewards, linear in p for negative.
 
     Formula (eq. 5): ``L = -E_{D+}[r * log pi(y|x)] - E_{D-}[r * pi(y|x)]``; per target token
-    ``-r * log p_t`` if r > 0, ``-r * p_t`` if r < 0, 0 if r = 0. Bounded below by the sum of
-    the negative rewards' terms (each in ``[r, 0]``, Theorem 3.4); with every r = 1 it is
-    standard cross-entropy.
+    ``-r * log p_t`` if r > 0, ``-r * p_t`` if r < 0, 0 if r = 0. Bounded below: every term is
+    >= 0, the negative ones lie in ``[0, -r]`` (Theorem 3.4); with every r = 1 it is standard
+    cross-entropy.
 
     Reference: ``lp = log_softmax(logits.double(), -1).gather(-1, y[..., None])[..., 0]; (-r * where(r > 0, lp, lp.exp()))[mask].sum() / mask.sum()``
     """
