@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import rift_losses
-from reference import reference_normalize
+from core_reference import reference_normalize
 
 LN2 = math.log(2.0)
 

@@ -19,7 +19,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import TOLERANCES
+from core_reference import TOLERANCES
 
 import rift_losses
 from rift_losses import logprobs

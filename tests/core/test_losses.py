@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 import rift_losses
-from conftest import TOLERANCES
-from reference import reference_loss, reference_none
+from core_reference import TOLERANCES
+from core_reference import reference_loss, reference_none
 
 LOSS_FNS = {"naive": rift_losses.naive_loss, "rift": rift_losses.rift_loss}
 SHAPES = [(1, 1, 2), (2, 5, 11), (3, 7, 33), (2, 4, 1000)]

@@ -11,6 +11,14 @@ import math
 
 import torch
 
+#: Tolerances bundled per dtype: (abs tol on scalar losses, abs tol on gradients) used in the
+#: error-budget checks |impl - ref64| <= |same math in dtype - ref64| + tol.
+TOLERANCES = {
+    torch.float32: (1e-5, 1e-6),
+    torch.bfloat16: (1e-3, 1e-4),
+    torch.float16: (1e-3, 1e-5),
+}
+
 
 def _term(loss: str, r: float, logp: torch.Tensor) -> torch.Tensor:
     if loss == "naive":
