@@ -3,19 +3,21 @@
 Pure PyTorch functions over logits, labels and rewards. Importing this package imports torch
 and nothing else heavy (no transformers, MS-Swift or LLaMA-Factory).
 
-- :func:`token_logprobs`: float32 log p of each target token, chunked, lean in memory.
+- :func:`token_logprobs`: float32 log p of each target token; Triton on CUDA, PyTorch elsewhere;
+  never upcasts the whole logits; only the logits gradient as extra memory (or none, in place).
 - :func:`naive_loss` (eq. 1), :func:`rift_loss` (eq. 5), :func:`normalized_reward_loss` (eq. 6-8).
 - :func:`normalize_rewards` (eq. 6-8), :func:`constant_rewards` (the paper's +1.0 / -0.2).
 - :func:`shift_labels`: align Hugging Face causal-LM labels with their logits.
 """
 
-from .logprobs import shift_labels, token_logprobs
+from .logprobs import IMPLS, shift_labels, token_logprobs
 from .losses import LEVELS, LOSSES, REDUCTIONS, LossStats, naive_loss, normalized_reward_loss, rift_loss
 from .rewards import NORMALIZATIONS, constant_rewards, normalize_rewards
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "IMPLS",
     "LEVELS",
     "LOSSES",
     "NORMALIZATIONS",

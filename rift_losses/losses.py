@@ -87,6 +87,8 @@ def _reward_weighted_loss(
     num_items_in_batch,
     level: str,
     return_stats: bool,
+    impl: str,
+    inplace_grad: bool,
 ):
     head = LOSSES[_checks.one_of("loss", name, LOSSES)]
     _checks.one_of("reduction", reduction, REDUCTIONS)
@@ -98,7 +100,7 @@ def _reward_weighted_loss(
         raise ValueError(f"labels must have shape (B, T) when level='sequence', got labels {tuple(labels.shape)}")
     rewards = _checks.check_rewards(rewards, labels, logits, per_token_ok=(level == "token"))
 
-    logp = token_logprobs(logits, labels, ignore_index=ignore_index)
+    logp = token_logprobs(logits, labels, ignore_index=ignore_index, impl=impl, inplace_grad=inplace_grad)
     mask = labels != ignore_index
     r_tok = rewards[:, None].expand_as(logp) if rewards.shape != logp.shape else rewards
     r_tok = torch.where(mask, r_tok, 0.0)  # a reward at an ignored position never reaches a gradient
@@ -161,6 +163,11 @@ _ARGS_DOC = """
             ``level="sequence"`` it counts sequences. Number or one-element tensor.
         level: ``"token"`` (default) or ``"sequence"``; see the module docstring.
         return_stats: also return a :class:`LossStats` of detached statistics.
+        impl: implementation of :func:`rift_losses.token_logprobs` (``"auto"``, ``"torch"``,
+            ``"triton"``; see :data:`rift_losses.IMPLS`).
+        inplace_grad: write the logits gradient over the logits buffer (saves one
+            logits-sized allocation); only when nothing uses ``logits`` after this loss, see
+            :func:`rift_losses.token_logprobs`.
 
     Returns:
         The loss (0-dim unless ``reduction="none"``), or ``(loss, LossStats)``. A batch with no
@@ -185,6 +192,8 @@ def naive_loss(
     num_items_in_batch=None,
     level: str = "token",
     return_stats: bool = False,
+    impl: str = "auto",
+    inplace_grad: bool = False,
 ):
     """Naive signed reward-weighted log-likelihood (paper eq. 1); unbounded below for r < 0.
 
@@ -197,6 +206,7 @@ def naive_loss(
     return _reward_weighted_loss(
         "naive", logits, labels, rewards, ignore_index=ignore_index, reduction=reduction,
         num_items_in_batch=num_items_in_batch, level=level, return_stats=return_stats,
+        impl=impl, inplace_grad=inplace_grad,
     )
 
 
@@ -210,6 +220,8 @@ def rift_loss(
     num_items_in_batch=None,
     level: str = "token",
     return_stats: bool = False,
+    impl: str = "auto",
+    inplace_grad: bool = False,
 ):
     """RIFT loss (paper eq. 5): log-likelihood for positive rewards, linear in p for negative.
 
@@ -223,6 +235,7 @@ def rift_loss(
     return _reward_weighted_loss(
         "rift", logits, labels, rewards, ignore_index=ignore_index, reduction=reduction,
         num_items_in_batch=num_items_in_batch, level=level, return_stats=return_stats,
+        impl=impl, inplace_grad=inplace_grad,
     )
 
 
@@ -238,6 +251,8 @@ def normalized_reward_loss(
     num_items_in_batch=None,
     level: str = "token",
     return_stats: bool = False,
+    impl: str = "auto",
+    inplace_grad: bool = False,
 ):
     """RIFT (eq. 5) on rewards normalized within the groups present in this call (eq. 6-8).
 
@@ -261,6 +276,7 @@ def normalized_reward_loss(
     return _reward_weighted_loss(
         "rift", logits, labels, normalized, ignore_index=ignore_index, reduction=reduction,
         num_items_in_batch=num_items_in_batch, level=level, return_stats=return_stats,
+        impl=impl, inplace_grad=inplace_grad,
     )
 
 

@@ -232,3 +232,20 @@ def test_inputs_are_not_modified():
         rift_losses.rift_loss(logits, labels, rewards).backward()
         rift_losses.naive_loss(logits, labels, rewards, level="token").backward()
         assert torch.equal(logits.detach(), before[0]) and torch.equal(labels, before[1]) and torch.equal(rewards, before[2])
+
+
+@pytest.mark.parametrize("fn", [rift_losses.rift_loss, rift_losses.naive_loss])
+def test_impl_and_inplace_grad_pass_through_with_the_same_result(fn):
+    logits, labels, rewards = make_batch((3, 5, 40), torch.bfloat16)
+    value, grad = grads(lambda x: fn(x, labels, rewards), logits)
+    value_t, grad_t = grads(lambda x: fn(x, labels, rewards, impl="torch"), logits)
+    leaf = logits.detach().clone().requires_grad_()
+    buffer = leaf * 1  # a non-leaf buffer, as a model's logits are: it becomes its own gradient
+    loss = fn(buffer, labels, rewards, inplace_grad=True)
+    (g_inplace,) = torch.autograd.grad(loss, leaf)
+    torch.testing.assert_close(value_t, value)
+    torch.testing.assert_close(grad_t, grad)
+    torch.testing.assert_close(loss.detach().double(), value)
+    torch.testing.assert_close(g_inplace.double(), grad)
+    with pytest.raises(ValueError, match="impl must be one of 'auto', 'torch', 'triton', got 'cuda'"):
+        fn(logits, labels, rewards, impl="cuda")
