@@ -134,13 +134,24 @@ def count_negative(rewards: Iterable[Any]) -> tuple[int, int]:
 
 def negative_reward_warning(*, dataset: str, column: str, negatives: int, rows: int, loss: str, hint: str) -> str:
     """The banner printed when rewards < 0 meet a loss that ignores rewards."""
-    bar = "!" * 88
-    return (
-        f"\n{bar}\n"
+    return _banner(
         f"rift-losses: dataset {dataset!r} has {negatives} of {rows} rows with {column} < 0, but the loss\n"
-        f"({loss}) ignores rewards: it will train on those WRONG responses exactly as on the right ones.\n"
-        f"{hint}\n{bar}"
+        f"({loss}) ignores rewards: it will train on those WRONG responses exactly as on the right ones.\n{hint}"
     )
+
+
+def ignored_reward_warning(*, dataset: str, column: str, loss: str, hint: str) -> str:
+    """The banner printed when a dataset maps a reward column but the loss ignores rewards."""
+    return _banner(
+        f"rift-losses: dataset {dataset!r} maps a reward column ({column!r}), but the loss\n"
+        f"({loss}) ignores rewards: responses with negative rewards (wrong answers) are trained\n"
+        f"exactly as the right ones.\n{hint}"
+    )
+
+
+def _banner(text: str) -> str:
+    bar = "!" * 88
+    return f"\n{bar}\n{text}\n{bar}"
 
 
 class StatsAccumulator:

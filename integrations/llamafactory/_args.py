@@ -12,6 +12,9 @@ data is read, every combination that cannot train RIFT correctly, and the runtim
 """
 
 import dataclasses
+import json
+import logging
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,6 +22,8 @@ from llamafactory.hparams.finetuning_args import FinetuningArguments
 
 from rift_losses import LEVELS, LOSSES, NORMALIZATIONS
 from rift_losses._checks import one_of
+
+from .._common import ignored_reward_warning
 
 #: Values of ``rift_reward_normalization``: "none" or a group normalization of the core.
 NORMALIZATION_CHOICES = ("none", *NORMALIZATIONS)
@@ -130,9 +135,41 @@ def check_config(model_args, data_args, training_args, finetuning_args, *, mca: 
         )
 
 
+def datasets_with_rewards(data_args) -> list[tuple[str, str]]:
+    """``(dataset, reward column)`` for the run's datasets whose ``dataset_info.json`` entry maps
+    a ``"reward"`` column (read from the local file; [] when there is none)."""
+    names = [*(data_args.dataset or []), *(data_args.eval_dataset or [])]
+    dataset_dir = data_args.dataset_dir
+    path = os.path.join(dataset_dir, "dataset_info.json") if isinstance(dataset_dir, str) else ""
+    if not names or not os.path.isfile(path):
+        return []
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return []  # LLaMA-Factory itself reports an unreadable dataset_info.json
+    found = []
+    for name in names:
+        columns = (info.get(name) or {}).get("columns") or {} if isinstance(info, dict) else {}
+        if isinstance(columns, dict) and columns.get("reward"):
+            found.append((name, columns["reward"]))
+    return found
+
+
+def _warn_ignored_rewards(data_args) -> None:
+    for name, column in datasets_with_rewards(data_args):
+        logging.getLogger("rift_losses").warning(
+            ignored_reward_warning(
+                dataset=name, column=column, loss="plain SFT cross-entropy (use_rift_loss is not set)",
+                hint="Set use_rift_loss: true to train RIFT on the rewards, or drop the wrong responses (RFT).",
+            )
+        )
+
+
 def _after_parse(parsed, *, mca: bool):
     model_args, data_args, training_args, finetuning_args = parsed[0], parsed[1], parsed[2], parsed[3]
     if not getattr(finetuning_args, "use_rift_loss", False):
+        _warn_ignored_rewards(data_args)
         return parsed
     check_config(model_args, data_args, training_args, finetuning_args, mca=mca)
     data_args.rift_config = RiftConfig.from_args(finetuning_args)

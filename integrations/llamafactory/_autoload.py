@@ -9,8 +9,9 @@ nothing but the standard library, then lets :mod:`._args` add the ``rift_*`` fie
 second part fails (say, a LLaMA-Factory release renamed something), the hook keeps the error
 and LLaMA-Factory runs untouched; the guard re-raises the error, loudly, only for a config
 that has a ``rift`` key. It also keeps ``ALLOW_EXTRA_ARGS=1`` (LLaMA-Factory's switch that
-ignores unknown keys) from silently dropping a misspelt ``rift_*`` key: that would train
-plain cross-entropy on wrong answers.
+ignores unknown keys) from silently dropping a misspelt ``rift_*`` key, and refuses ``rift_*``
+options given without ``use_rift_loss: true``: either would train plain cross-entropy on
+wrong answers.
 """
 
 import dataclasses
@@ -79,7 +80,15 @@ def _install_guard(parser_module) -> None:
                     f"RIFT options must be spelt as one of {valid}, got {unknown} (ALLOW_EXTRA_ARGS "
                     "would otherwise ignore them and train plain cross-entropy)"
                 )
-        return original(parser, args, allow_extra_keys)
+        parsed = original(parser, args, allow_extra_keys)
+        options = [k for k in rift_keys if k.replace("-", "_") != "use_rift_loss"]
+        finetuning = next((a for a in parsed if hasattr(a, "use_rift_loss")), None) if isinstance(parsed, tuple) else None
+        if options and finetuning is not None and not finetuning.use_rift_loss:
+            raise ValueError(
+                f"use_rift_loss must be true when RIFT options are set, got use_rift_loss: false with {options}: "
+                "without it LLaMA-Factory trains plain cross-entropy and the options would be ignored"
+            )
+        return parsed
 
     parser_module._parse_args = _parse_args
     setattr(parser_module, _GUARDED, True)

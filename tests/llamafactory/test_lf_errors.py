@@ -20,8 +20,16 @@ import llamafactory.train.sft.workflow as workflow
 from llamafactory.train.tuner import run_exp
 
 out = {}
-# A config without RIFT parses into LLaMA-Factory's own classes and patches nothing at run time.
+# A config without RIFT parses into LLaMA-Factory's own classes and patches nothing at run time,
+# but a dataset that maps a reward column gets a loud warning (its rewards would be ignored).
+import logging
+warnings = []
+handler = logging.Handler()
+handler.emit = lambda record: warnings.append(record.getMessage())
+logging.getLogger("rift_losses").addHandler(handler)
 finetuning_args = get_train_args(spec["plain"])[3]
+logging.getLogger("rift_losses").removeHandler(handler)
+out["plain_warnings"] = warnings
 out["plain"] = [type(finetuning_args).__name__, finetuning_args.use_rift_loss, workflow.CustomSeq2SeqTrainer.__module__]
 # ALLOW_EXTRA_ARGS=1 still ignores extra keys that are not RIFT's (even "drift_*")
 os.environ["ALLOW_EXTRA_ARGS"] = "1"
@@ -67,6 +75,9 @@ def _expected_errors(lf):
         "misspelt_allowed": ({**rift, "rift_los": "naive", "use_riftloss": True}, {"ALLOW_EXTRA_ARGS": "1"},
                              ["RIFT options must be spelt as one of", "'rift_loss'", "got ['rift_los', 'use_riftloss']"]),
         "bad_choice": ({**rift, "rift_loss": "bogus"}, {}, ["rift_loss must be one of 'naive', 'rift', got 'bogus'"]),
+        "options_without_use": ({"rift_loss": "naive", "rift_level": "token"}, {},
+                                ["use_rift_loss must be true when RIFT options are set, got use_rift_loss: false "
+                                 "with ['rift_loss', 'rift_level']"]),
         "bad_normalization": ({**rift, "rift_reward_normalization": "zscore"}, {},
                               ["rift_reward_normalization must be one of 'none', 'gaussian', 'gpg_mean', 'gpg_scaled'"]),
         "dft": ({**rift, "use_dft_loss": True}, {}, ["must not be combined with another loss option", "use_dft_loss"]),
@@ -106,6 +117,10 @@ def test_bad_inputs_fail_before_training(lf, plain):
 
     assert results["plain"] == ["RiftFinetuningArguments", False, "llamafactory.train.sft.trainer"]
     assert results["extra_drift"] is False
+    warned = results["plain_warnings"]
+    assert len(warned) == 2, warned  # datasets alp and sg map reward column "score"
+    for name, message in zip(("alp", "sg"), warned):
+        assert f"dataset {name!r} maps a reward column ('score')" in message and "use_rift_loss is not set" in message
     for name, (_, _, fragments) in expected.items():
         message = results[name]
         assert message.startswith(("ValueError", "TypeError")), (name, message)
