@@ -30,6 +30,19 @@ def _term(loss: str, r: float, logp: torch.Tensor) -> torch.Tensor:
     return logp * 0.0
 
 
+def _targets(z: torch.Tensor, labels: torch.Tensor, rewards: torch.Tensor, ignore_index: int):
+    """Yield ``(b, t, log p, r)`` for every target token, one row of float64 logits at a time."""
+    B, T, _ = z.shape
+    for b in range(B):
+        for t in range(T):
+            y = int(labels[b, t])
+            if y == ignore_index:
+                continue
+            row = z[b, t]
+            r = float(rewards[b, t]) if rewards.dim() == 2 else float(rewards[b])
+            yield b, t, row[y] - torch.logsumexp(row, dim=0), r
+
+
 def reference_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -46,26 +59,13 @@ def reference_loss(
     Shapes: logits (B, T, V), labels (B, T), rewards (B,) or (B, T).
     """
     z = logits if logits.dtype == torch.float64 else logits.double()
-    B, T, _ = z.shape
-    per_token = rewards.dim() == 2
-    items = []  # (term, counted)
-    for b in range(B):
-        seq_logp = None
-        n_targets = 0
-        for t in range(T):
-            y = int(labels[b, t])
-            if y == ignore_index:
-                continue
-            row = z[b, t]
-            logp = row[y] - torch.logsumexp(row, dim=0)
-            n_targets += 1
-            if level == "token":
-                r = float(rewards[b, t]) if per_token else float(rewards[b])
-                items.append(_term(loss, r, logp))
-            else:
-                seq_logp = logp if seq_logp is None else seq_logp + logp
-        if level == "sequence" and n_targets:
-            items.append(_term(loss, float(rewards[b]), seq_logp))
+    if level == "token":
+        items = [_term(loss, r, logp) for _, _, logp, r in _targets(z, labels, rewards, ignore_index)]
+    else:
+        per_sample: dict = {}
+        for b, _, logp, r in _targets(z, labels, rewards, ignore_index):
+            per_sample[b] = (per_sample[b][0] + logp if b in per_sample else logp, r)
+        items = [_term(loss, r, seq_logp) for seq_logp, r in per_sample.values()]
     total = sum(items, z.sum() * 0.0)
     if reduction == "sum":
         return total
@@ -75,18 +75,9 @@ def reference_loss(
 
 def reference_none(logits, labels, rewards, *, loss: str, ignore_index: int = -100) -> torch.Tensor:
     """Per-token terms (B, T), float64, zeros at ignored positions (token level)."""
-    z = logits.double()
-    B, T, _ = z.shape
-    out = torch.zeros(B, T, dtype=torch.float64)
-    for b in range(B):
-        for t in range(T):
-            y = int(labels[b, t])
-            if y == ignore_index:
-                continue
-            row = z[b, t]
-            logp = row[y] - torch.logsumexp(row, dim=0)
-            r = float(rewards[b, t]) if rewards.dim() == 2 else float(rewards[b])
-            out[b, t] = _term(loss, r, logp)
+    out = torch.zeros(labels.shape, dtype=torch.float64)
+    for b, t, logp, r in _targets(logits.double(), labels, rewards, ignore_index):
+        out[b, t] = _term(loss, r, logp)
     return out
 
 

@@ -49,17 +49,21 @@ def _single_token(target_logit: float):
     return logits.float(), torch.tensor([[0]])
 
 
+def _two_points(fn, r: float, k: float, dk: float):
+    """``fn``'s loss and the target's p at target logits -k and -k - dk: (loss1, loss2, p1, p2)."""
+    rewards = torch.tensor([r])
+    logits1, labels = _single_token(-k)
+    logits2, _ = _single_token(-k - dk)
+    loss1, loss2 = (float(fn(x, labels, rewards)) for x in (logits1, logits2))
+    p1, p2 = (math.exp(float(rift_losses.token_logprobs(x, labels))) for x in (logits1, logits2))
+    return loss1, loss2, p1, p2
+
+
 @SETTINGS
 @given(r=st.floats(-1.0, -0.01), k=st.floats(5.0, 60.0))
 def test_naive_loss_goes_to_minus_infinity_and_its_gradient_in_p_grows_like_one_over_p(r, k):
     """Theorem 3.2: for r < 0, -r log p -> -inf as p -> 0, and dL/dp = -r / p."""
-    rewards = torch.tensor([r])
-    logits1, labels = _single_token(-k)
-    logits2, _ = _single_token(-k - 1.0)
-    loss1 = float(rift_losses.naive_loss(logits1, labels, rewards))
-    loss2 = float(rift_losses.naive_loss(logits2, labels, rewards))
-    p1 = math.exp(float(rift_losses.token_logprobs(logits1, labels)))
-    p2 = math.exp(float(rift_losses.token_logprobs(logits2, labels)))
+    loss1, loss2, p1, p2 = _two_points(rift_losses.naive_loss, r, k, 1.0)
     # Lower p, lower loss, without bound: the loss tracks r * k (log p ~ -k).
     assert loss2 < loss1 < 0
     assert loss1 <= 0.99 * abs(r) * -k
@@ -72,13 +76,7 @@ def test_naive_loss_goes_to_minus_infinity_and_its_gradient_in_p_grows_like_one_
 @given(r=st.floats(-1.0, -0.01), k=st.floats(0.0, 60.0))
 def test_rift_negative_term_is_linear_in_p_with_constant_gradient(r, k):
     """Eq. 5: for r < 0 the term is -r p: bounded in [0, -r], slope -r whatever p."""
-    rewards = torch.tensor([r])
-    logits1, labels = _single_token(-k)
-    logits2, _ = _single_token(-k - 0.5)
-    loss1 = float(rift_losses.rift_loss(logits1, labels, rewards))
-    loss2 = float(rift_losses.rift_loss(logits2, labels, rewards))
-    p1 = math.exp(float(rift_losses.token_logprobs(logits1, labels)))
-    p2 = math.exp(float(rift_losses.token_logprobs(logits2, labels)))
+    loss1, loss2, p1, p2 = _two_points(rift_losses.rift_loss, r, k, 0.5)
     assert 0 <= loss2 <= loss1 <= -r
     if p1 - p2 > 1e-6:
         assert math.isclose((loss1 - loss2) / (p1 - p2), -r, rel_tol=1e-3)
