@@ -11,7 +11,7 @@ and nothing else heavy (no transformers, MS-Swift or LLaMA-Factory).
 """
 
 from .logprobs import IMPLS, shift_labels, token_logprobs
-from .losses import LEVELS, LOSSES, REDUCTIONS, LossStats, naive_loss, normalized_reward_loss, rift_loss
+from .losses import LEVELS, LOSSES, REDUCTIONS, LossStats, logprob_loss, naive_loss, normalized_reward_loss, rift_loss
 from .rewards import NORMALIZATIONS, constant_rewards, normalize_rewards
 
 __version__ = "0.1.0"
@@ -24,6 +24,7 @@ __all__ = [
     "REDUCTIONS",
     "LossStats",
     "constant_rewards",
+    "logprob_loss",
     "naive_loss",
     "normalize_rewards",
     "normalized_reward_loss",

@@ -94,28 +94,44 @@ def check_real(name: str, values: object) -> torch.Tensor:
     return values
 
 
-def check_rewards(rewards: object, labels: torch.Tensor, logits: torch.Tensor, *, per_token_ok: bool = True) -> torch.Tensor:
-    """Validate ``rewards`` against ``labels``; return them as float32 on the labels' device.
+def check_rewards(
+    rewards: object, targets: torch.Tensor, *, per_token_ok: bool = True, shapes: str
+) -> torch.Tensor:
+    """Validate ``rewards`` against the targets; return them as float32 on the targets' device.
 
-    ``rewards`` is per sample, shape ``labels.shape[:1]`` (only for 2-D labels ``(B, T)``), or
-    per token, the shape of ``labels``.
+    ``targets`` is the labels or the target mask: ``rewards`` is per sample, shape
+    ``targets.shape[:1]`` (only for 2-D targets ``(B, T)``), or per token, the shape of
+    ``targets``. ``shapes`` names the other inputs' shapes for the message
+    (e.g. ``"logits (2, 3, 5), labels (2, 3)"``).
     """
     rewards = check_real("rewards", rewards)
-    per_sample = labels.dim() == 2 and tuple(rewards.shape) == tuple(labels.shape[:1])
-    per_token = tuple(rewards.shape) == tuple(labels.shape)
+    per_sample = targets.dim() == 2 and tuple(rewards.shape) == tuple(targets.shape[:1])
+    per_token = tuple(rewards.shape) == tuple(targets.shape)
     if not (per_sample or (per_token and per_token_ok)):
-        if labels.dim() != 2:
+        if targets.dim() != 2:
             constraint = "have the shape of labels (one reward per token)"
         elif per_token_ok:
             constraint = "have shape (B,) per sample or (B, T) per token"
         else:
             constraint = "have shape (B,) per sample"
-        raise ValueError(
-            f"rewards must {constraint}, got logits {tuple(logits.shape)}, "
-            f"labels {tuple(labels.shape)}, rewards {tuple(rewards.shape)}"
-        )
+        raise ValueError(f"rewards must {constraint}, got {shapes}, rewards {tuple(rewards.shape)}")
     check_finite("rewards", rewards)
-    return rewards.to(device=labels.device, dtype=torch.float32)
+    return rewards.to(device=targets.device, dtype=torch.float32)
+
+
+def check_logprobs(logprobs: object, mask: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate the inputs of :func:`rift_losses.logprob_loss`: float log-probs and a bool mask of one shape."""
+    logprobs = require_tensor("logprobs", logprobs)
+    mask = require_tensor("mask", mask)
+    if not logprobs.is_floating_point():
+        raise TypeError(f"logprobs must be a floating-point tensor of per-token log-probabilities, got dtype {logprobs.dtype}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor (True at target tokens), got dtype {mask.dtype}")
+    if tuple(mask.shape) != tuple(logprobs.shape):
+        raise ValueError(f"mask must have the shape of logprobs, got logprobs {tuple(logprobs.shape)}, mask {tuple(mask.shape)}")
+    if logprobs.dim() == 0:
+        raise ValueError("logprobs must have at least 1 dimension ((N,) or (B, T)), got a 0-dim tensor")
+    return logprobs, mask
 
 
 def check_num_items(num_items_in_batch: object) -> None:

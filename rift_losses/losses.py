@@ -76,32 +76,78 @@ class LossStats(NamedTuple):
     neg_prob_mean: torch.Tensor
 
 
-def _reward_weighted_loss(
-    name: str,
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    rewards: torch.Tensor,
-    *,
-    ignore_index: int,
-    reduction: str,
-    num_items_in_batch,
-    level: str,
-    return_stats: bool,
-    impl: str,
-    inplace_grad: bool,
-):
-    head = LOSSES[_checks.one_of("loss", name, LOSSES)]
+def _check_options(name: str, reduction: str, level: str, num_items_in_batch) -> None:
+    _checks.one_of("loss", name, LOSSES)
     _checks.one_of("reduction", reduction, REDUCTIONS)
     _checks.one_of("level", level, LEVELS)
     _checks.check_num_items(num_items_in_batch)
-    logits = _checks.check_logits(logits)
-    labels = _checks.check_labels(labels, logits, ignore_index)
-    if level == "sequence" and labels.dim() != 2:
-        raise ValueError(f"labels must have shape (B, T) when level='sequence', got labels {tuple(labels.shape)}")
-    rewards = _checks.check_rewards(rewards, labels, logits, per_token_ok=(level == "token"))
 
-    logp = token_logprobs(logits, labels, ignore_index=ignore_index, impl=impl, inplace_grad=inplace_grad)
-    mask = labels != ignore_index
+
+def _check_level_shape(level: str, targets: torch.Tensor, what: str) -> None:
+    if level == "sequence" and targets.dim() != 2:
+        raise ValueError(f"{what} must have shape (B, T) when level='sequence', got {what} {tuple(targets.shape)}")
+
+
+def logprob_loss(
+    logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    rewards: torch.Tensor,
+    *,
+    loss: str = "rift",
+    reduction: str = "mean",
+    num_items_in_batch=None,
+    level: str = "token",
+    return_stats: bool = False,
+):
+    """A reward-weighted loss (eq. 1 or eq. 5) from per-token target log-probabilities.
+
+    Every loss of this package is this function applied to :func:`rift_losses.token_logprobs`;
+    call it directly when the log-probs come from elsewhere without logits, e.g. TRL's fused
+    LM head (``out = model(..., fused_lm_head=True)``:
+    ``logprob_loss(out.log_probs, out.label_mask.bool(), rewards)``) or a fused linear kernel.
+
+    Formula, per target token t with reward r of its sample (``level="token"``):
+    ``loss="rift"`` (eq. 5): ``-r * logp_t`` if r > 0, ``-r * exp(logp_t)`` if r < 0, 0 if r = 0;
+    ``loss="naive"`` (eq. 1): ``-r * logp_t``. With ``level="sequence"`` the same head is applied
+    once per sample to ``sum_t logp_t`` (eq. 5 over whole responses).
+
+    Reference: ``(-r * where(r > 0, lp, lp.exp()))[mask].sum() / mask.sum()`` (``r`` broadcast per token)
+
+    Args:
+        logprobs: ``(B, T)`` (or ``(N,)``, any shape with ``level="token"``) float log p of each
+            target token; any value at masked-out positions (it never reaches the loss or a
+            gradient, NaN included). Used as float32.
+        mask: bool, the shape of ``logprobs``: True at target tokens.
+        rewards: ``(B,)`` one reward per sample (2-D ``logprobs`` only), or one per token (the
+            shape of ``logprobs``; ``level="token"`` only). Any real dtype; used as float32.
+        loss: a name from :data:`rift_losses.LOSSES` (``"rift"``, ``"naive"``).
+        reduction, num_items_in_batch, level, return_stats: as in :func:`rift_losses.rift_loss`.
+
+    Returns:
+        The loss (0-dim unless ``reduction="none"``: per-token ``(B, T)``, zeros at masked
+        positions, or per-sample ``(B,)`` with ``level="sequence"``), or ``(loss, LossStats)``.
+        No target token gives a loss of 0 still connected to ``logprobs``.
+
+    Raises:
+        TypeError: non-tensor inputs, non-float ``logprobs``, non-bool ``mask``.
+        ValueError: shape mismatches (shapes printed); unknown ``loss``/``reduction``/``level``;
+            non-finite rewards on CPU tensors (first bad index printed).
+    """
+    _check_options(loss, reduction, level, num_items_in_batch)
+    logprobs, mask = _checks.check_logprobs(logprobs, mask)
+    _check_level_shape(level, mask, "logprobs")
+    shapes = f"logprobs {tuple(logprobs.shape)}"
+    rewards = _checks.check_rewards(rewards, mask, per_token_ok=(level == "token"), shapes=shapes)
+    return _loss_from_logprobs(
+        LOSSES[loss], logprobs, mask, rewards, reduction=reduction,
+        num_items_in_batch=num_items_in_batch, level=level, return_stats=return_stats,
+    )
+
+
+def _loss_from_logprobs(head, logprobs, mask, rewards, *, reduction, num_items_in_batch, level, return_stats):
+    """:func:`logprob_loss` on validated inputs (``rewards`` float32 on the mask's device)."""
+    # Masked positions are zeroed first: whatever they hold (0, garbage, NaN) never reaches a term or a gradient.
+    logp = torch.where(mask, logprobs.float(), 0.0)
     r_tok = rewards[:, None].expand_as(logp) if rewards.shape != logp.shape else rewards
     r_tok = torch.where(mask, r_tok, 0.0)  # a reward at an ignored position never reaches a gradient
 
@@ -143,6 +189,35 @@ def _reward_weighted_loss(
             neg_prob_mean=neg_prob_sum / neg_tokens.clamp(min=1),
         )
     return loss, stats
+
+
+def _reward_weighted_loss(
+    name: str,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    rewards: torch.Tensor,
+    *,
+    ignore_index: int,
+    reduction: str,
+    num_items_in_batch,
+    level: str,
+    return_stats: bool,
+    impl: str,
+    inplace_grad: bool,
+):
+    """``token_logprobs`` + :func:`logprob_loss`, validated in terms of logits and labels."""
+    _check_options(name, reduction, level, num_items_in_batch)
+    logits = _checks.check_logits(logits)
+    labels = _checks.check_labels(labels, logits, ignore_index)
+    _check_level_shape(level, labels, "labels")
+    shapes = f"logits {tuple(logits.shape)}, labels {tuple(labels.shape)}"
+    rewards = _checks.check_rewards(rewards, labels, per_token_ok=(level == "token"), shapes=shapes)
+
+    logp = token_logprobs(logits, labels, ignore_index=ignore_index, impl=impl, inplace_grad=inplace_grad)
+    return _loss_from_logprobs(
+        LOSSES[name], logp, labels != ignore_index, rewards, reduction=reduction,
+        num_items_in_batch=num_items_in_batch, level=level, return_stats=return_stats,
+    )
 
 
 _ARGS_DOC = """
