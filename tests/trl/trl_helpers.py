@@ -53,8 +53,8 @@ def dataset(rows):
     return Dataset.from_list(rows)
 
 
-def config(out, **overrides):
-    """A RiftSFTConfig for CPU tests: float32, sequential sampling, a log every step, nothing saved."""
+def config(out, *, config_class=None, **overrides):
+    """A RiftSFTConfig (or ``config_class``) for CPU tests: float32, sequential sampling, a log every step."""
     from rift_losses.integrations.trl import RiftSFTConfig
 
     kwargs = dict(
@@ -65,16 +65,27 @@ def config(out, **overrides):
         dataset_num_proc=None, max_length=None, gradient_checkpointing=False, disable_tqdm=True,
     )
     kwargs.update(overrides)
-    return RiftSFTConfig(**kwargs)
+    return (config_class or RiftSFTConfig)(**kwargs)
 
 
-def trainer(model_dir, args, train_rows, eval_rows=None, **kwargs):
+#: The tiny tokenizer's ChatML template with ``{% generation %}`` markers (for ``assistant_only_loss``).
+TRAINING_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n'}}"
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
+    "{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}{{ '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def trainer(model_dir, args, train_rows, eval_rows=None, *, chat_template=None, **kwargs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rift_losses.integrations.trl import RiftSFTTrainer
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="float32")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     return RiftSFTTrainer(
         model=model, args=args, train_dataset=dataset(train_rows) if isinstance(train_rows, list) else train_rows,
         eval_dataset=dataset(eval_rows) if isinstance(eval_rows, list) else eval_rows,
