@@ -7,8 +7,10 @@
 PYTHON ?= python3
 SWIFT_VENV := .venvs/swift
 LF_VENV := .venvs/llamafactory
+TRL_VENV := .venvs/trl
 SWIFT_PY := $(SWIFT_VENV)/bin/python
 LF_PY := $(LF_VENV)/bin/python
+TRL_PY := $(TRL_VENV)/bin/python
 PIP_QUIET ?= -q
 PYTEST_ARGS ?=
 
@@ -16,12 +18,14 @@ PYTEST_ARGS ?=
 # whose torch build ships Triton, also runs the Triton kernels in Triton's CPU interpreter).
 SWIFT_TESTS := $(wildcard tests/core tests/data tests/swift)
 LF_TESTS := $(wildcard tests/core/test_logprobs_impl.py tests/llamafactory)
+TRL_TESTS := $(wildcard tests/trl)
 
 .PHONY: test test-core demo bench venvs clean
 
 test: venvs
 	$(SWIFT_PY) -m pytest $(SWIFT_TESTS) $(PYTEST_ARGS)
 	$(if $(LF_TESTS),$(LF_PY) -m pytest $(LF_TESTS) $(PYTEST_ARGS))
+	$(if $(TRL_TESTS),$(TRL_PY) -m pytest $(TRL_TESTS) $(PYTEST_ARGS))
 
 test-core: $(SWIFT_VENV)/.ready
 	$(SWIFT_PY) -m pytest tests/core $(PYTEST_ARGS)
@@ -37,7 +41,7 @@ demo: venvs
 bench: $(SWIFT_VENV)/.ready
 	$(SWIFT_PY) benchmarks/bench_logprobs.py $(BENCH_ARGS)
 
-venvs: $(SWIFT_VENV)/.ready $(LF_VENV)/.ready
+venvs: $(SWIFT_VENV)/.ready $(LF_VENV)/.ready $(TRL_VENV)/.ready
 
 $(SWIFT_VENV)/.ready: envs/swift.txt pyproject.toml
 	test -x $(SWIFT_PY) || $(PYTHON) -m venv $(SWIFT_VENV)
@@ -50,6 +54,13 @@ $(LF_VENV)/.ready: envs/llamafactory.txt pyproject.toml
 	$(LF_PY) -m pip install $(PIP_QUIET) --no-deps torchaudio==2.11.0 llamafactory==0.9.5
 	$(LF_PY) -m pip install $(PIP_QUIET) --no-deps -e .
 	$(LF_PY) -m pip install $(PIP_QUIET) 'pytest>=8' 'hypothesis>=6.100'
+	touch $@
+
+# TRL 1.16 (its own env: it needs a newer transformers than LLaMA-Factory 0.9.5 allows, and
+# MS-Swift 4.6 pins trl<1.0).
+$(TRL_VENV)/.ready: envs/trl.txt pyproject.toml
+	test -x $(TRL_PY) || $(PYTHON) -m venv $(TRL_VENV)
+	$(TRL_PY) -m pip install $(PIP_QUIET) -r envs/trl.txt -e '.[trl,test]'
 	touch $@
 
 clean:

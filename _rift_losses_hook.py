@@ -13,7 +13,7 @@ is actually asked for.
 
 Opt out: ``RIFT_LOSSES_AUTOLOAD=0``. Sites that refuse .pth start-up code use the explicit
 routes documented in the README (``--external_plugins`` for MS-Swift, the
-``rift-llamafactory-cli`` launcher for LLaMA-Factory).
+``rift-llamafactory-cli`` launcher for LLaMA-Factory, ``rift-trl`` for TRL).
 """
 
 import os
@@ -25,6 +25,22 @@ HOOKS = {
     "swift.template.base": "rift_losses.integrations.swift._autoload:patch_template",
     "swift.pipelines.train.sft": "rift_losses.integrations.swift._autoload:patch_pipeline",
     "llamafactory.hparams.parser": "rift_losses.integrations.llamafactory._autoload:register",
+    "trl": "rift_losses.integrations.trl._autoload:register_script",
+    "trl.scripts.sft": "rift_losses.integrations.trl._autoload:register_cli",
+}
+
+
+def _main_script_is(*parts):
+    """Whether this process runs the file ``parts`` (a path tail) as its ``__main__`` script."""
+    main = sys.modules.get("__main__")
+    path = os.path.normpath(getattr(main, "__file__", None) or "")
+    return path.endswith(os.sep + os.path.join(*parts))
+
+
+#: trigger module -> a cheap test run before the registration is imported (skipped when false).
+CONDITIONS = {
+    # Only the process that runs TRL's sft.py (launched by `trl sft`) registers on `import trl`.
+    "trl": lambda: _main_script_is("trl", "scripts", "sft.py"),
 }
 
 #: trigger module -> the exception its registration raised (re-raised by the adapters on use).
@@ -33,6 +49,9 @@ errors = {}
 
 def _run(trigger):
     target = HOOKS[trigger]
+    condition = CONDITIONS.get(trigger)
+    if condition is not None and not condition():
+        return
     try:
         module_name, _, func = target.partition(":")
         __import__(module_name)
