@@ -65,7 +65,7 @@ def test_label_writes_the_papers_rewards_and_reports_no_answer_lines(tmp_path, r
     assert s["no_answer_lines"] == no_answer_lines
     # the human summary says it too, never silently
     res = run("label", src, "-o", tmp_path / "out2.jsonl")
-    assert f"{len(no_answer_lines)} with no extractable answer, counted wrong: line {', '.join(map(str, no_answer_lines))}" in res.out
+    assert f"{len(no_answer_lines)} with no extractable answer, counted wrong: lines {', '.join(map(str, no_answer_lines))}" in res.out
 
 
 def test_label_chat_rows_custom_fields_and_rewards(tmp_path, run):
@@ -83,7 +83,7 @@ def test_label_chat_rows_custom_fields_and_rewards(tmp_path, run):
     assert res.code == 0, res.err
     assert [r["score"] for r in read_jsonl(tmp_path / "out.jsonl")] == [1.0, -0.5, 1.0]
     assert res.json()["replaced_rewards"] == 1  # the old "score": 9 of row 2 was replaced, and counted
-    assert "replaced an existing reward on 1 rows" in run("label", src, "-o", tmp_path / "o2.jsonl", "--messages-field", "conv",
+    assert "replaced an existing reward on 1 row\n" in run("label", src, "-o", tmp_path / "o2.jsonl", "--messages-field", "conv",
         "--prompt-field", "question", "--response-field", "completion", "--answer-field", "gold", "--reward-field", "score").out  # fmt: skip
 
 
@@ -152,4 +152,4 @@ def test_math_verify_is_imported_only_when_labelling(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "2+3?", "response": "5", "reward": 1.0}, {"prompt": "2+3?", "response": "6", "reward": -0.2}])
     proc = subprocess.run([sys.executable, "-c", code, str(src)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "2 responses to 1 problems" in proc.stdout
+    assert "2 responses to 1 problem (2 per problem" in proc.stdout
