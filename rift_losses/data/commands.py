@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ._grade import GRADES, UNLABELLED, grade_pair
-from ._io import DataError, DigestTable, Progress, atomic_output, check_output, dumps, file_size, read_jsonl, short
+from ._io import DataError, DigestTable, Progress, atomic_output, check_output, dumps, file_size, read_jsonl
 from ._rows import Fields, Grouper, answer, conversation, reward
 
 #: Hosts that ``convert --to`` writes for.
