@@ -86,6 +86,16 @@ def test_a_non_regular_output_is_refused_and_left_alone(short_dir, command, kind
 
 
 @pytest.mark.parametrize("command", list(WRITERS))
+def test_a_device_output_is_refused(tmp_path, command):
+    """`-o /dev/null` (as root, a rename would replace the device node). The broken input keeps even old code harmless."""
+    src = _broken_input(tmp_path)
+    proc = run_command(*_args(command, src, "/dev/null"))
+    assert proc.returncode == 1, proc.stdout
+    assert proc.stderr.strip() == f"rift-losses {command}: error: /dev/null: is a character device, not a regular file; the output must be a regular file or a new path"
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+@pytest.mark.parametrize("command", list(WRITERS))
 def test_a_symlinked_output_is_written_through_to_its_target(tmp_path, command):
     """Decided: like `sed -i --follow-symlinks`, the link stays and its target gets the new content."""
     src = write_jsonl(tmp_path / "in.jsonl", ROWS)
