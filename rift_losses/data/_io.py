@@ -1,11 +1,13 @@
-"""Streaming JSONL input with ``file:line`` errors, atomic output, progress, a compact group table."""
+"""Streaming JSONL input with ``file:line`` errors, checked atomic output, progress, a compact group table."""
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import math
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -37,8 +39,9 @@ def short(value: Any, limit: int = 60) -> str:
 def read_jsonl(path: str | os.PathLike, progress: "Progress | None" = None) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, row)`` for each non-blank line of a JSONL file (``"-"``: stdin).
 
-    One line is held in memory at a time. Raises :class:`DataError` naming ``file:line`` for a
-    line that is not UTF-8, not JSON (NaN and Infinity included), or not a JSON object.
+    One line is held in memory at a time. A UTF-8 byte-order mark at the start of the file (some
+    editors write one) is skipped. Raises :class:`DataError` naming ``file:line`` for a line that
+    is not UTF-8, not JSON (NaN and Infinity included), or not a JSON object.
     """
     name = "<stdin>" if str(path) == "-" else str(path)
     if str(path) == "-":
@@ -52,6 +55,8 @@ def read_jsonl(path: str | os.PathLike, progress: "Progress | None" = None) -> I
         for number, raw in enumerate(stream, 1):
             if progress is not None:
                 progress.advance(len(raw))
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -63,6 +68,8 @@ def read_jsonl(path: str | os.PathLike, progress: "Progress | None" = None) -> I
             except ValueError as exc:
                 reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
                 where = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+                if reason.endswith(" at") and where:  # "Unterminated string starting at" + " at column 13"
+                    reason = reason[: -len(" at")]
                 raise DataError(name, number, f"invalid JSON: {reason}{where}") from None
             if not isinstance(row, dict):
                 raise DataError(name, number, f"a row must be a JSON object, got {type(row).__name__} {short(row)}")
@@ -77,35 +84,120 @@ def dumps(row: dict) -> str:
     return json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n"
 
 
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _stat_of_input(path: str | os.PathLike) -> os.stat_result | None:
+    try:
+        return os.fstat(sys.stdin.fileno()) if str(path) == "-" else os.stat(path)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_output(path: str | os.PathLike, *, inputs=(), in_place: bool = False) -> Path:
+    """Check an output path before any input is read; return the file to write.
+
+    The output must be a regular file or not exist yet. A symlink is followed: its target is
+    the file written (replaced), and the link stays (as ``sed -i --follow-symlinks`` does). The
+    same file as one of ``inputs`` (same inode: through a symlink, a hard link or another
+    spelling of the path; ``"-"`` is stdin) is refused unless ``in_place``.
+
+    Raises:
+        DataError: ``<path>: <reason>`` for a directory, a FIFO, a device or a socket, a file or
+            directory without write permission, or the input itself without ``in_place``.
+    """
+    name = str(path)
+    target = Path(os.path.realpath(path))
+    try:
+        st = os.stat(target)
+    except (FileNotFoundError, NotADirectoryError):  # a new file (a file in the way of its directory: below)
+        st = None
+    except OSError as exc:  # a symlink loop, a file where a directory should be, no search permission
+        raise DataError(name, 0, f"cannot write: {exc.strerror}") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise DataError(name, 0, "is a directory; the output must be a file (-o DIR/NAME.jsonl)")
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((k for test, k in _KINDS if test(st.st_mode)), "not a regular file")
+            raise DataError(name, 0, f"is {kind}, not a regular file; the output must be a regular file or a new path")
+        for src in inputs:
+            src_st = _stat_of_input(src)
+            if src_st is not None and os.path.samestat(st, src_st) and not in_place:
+                raise DataError(
+                    name, 0, f"is the input file {'<stdin>' if str(src) == '-' else str(src)} (the same file); writing it would replace the input: "
+                    "choose another output, or pass --in-place to replace the input on success"
+                )
+        if not os.access(target, os.W_OK):
+            raise DataError(name, 0, "cannot write: Permission denied (the file is read-only)")
+    existing = target.parent
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DataError(name, 0, f"cannot write: {str(existing)!r} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(name, 0, f"cannot write: Permission denied (in directory {str(existing)!r})")
+    return target
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[IO[str]]:
     """Open a temporary file beside ``path``; rename it to ``path`` only if the block succeeds.
 
-    A crash, a bad row or Ctrl-C never leaves a half-written ``path``: an existing ``path`` is
-    kept as it was, and the temporary file is removed (except after SIGKILL, which leaves a
-    hidden ``.<name>.*.tmp`` and still never a half ``path``).
+    A crash, a bad row, Ctrl-C, SIGTERM or SIGHUP (the command line turns both into an
+    exception) never leaves a half-written ``path``: an existing ``path`` is kept as it was, and
+    the temporary file is removed (except after SIGKILL, which leaves a hidden
+    ``.<name>.*.tmp`` and still never a half ``path``). A symlinked ``path`` is written through
+    to its target; a replaced file keeps its permission bits. Check ``path`` first with
+    :func:`check_output`.
     """
-    path = Path(path)
+    shown = str(path)
+    path = Path(os.path.realpath(path))
     directory = path.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(str(path), 0, f"cannot write: cannot create directory {str(directory)!r} ({exc.strerror})") from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        raise DataError(shown, 0, f"cannot write: cannot create directory {str(directory)!r} ({exc.strerror})") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions of a new file
-        os.replace(tmp, path)
+        mode = 0o666 & ~umask  # mkstemp makes 0600; give the usual permissions of a new file
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise DataError(shown, 0, f"cannot write: {exc.strerror} (in directory {str(directory)!r})") from None
+    handle = os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=1 << 20)
+    try:
+        yield handle
     except BaseException:
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
+            handle.close()
+        except OSError:
             pass
+        _remove(tmp)
+        raise
+    try:  # errors of the output itself (a full disk, a file system gone read-only)
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            handle.close()
+        except OSError:
+            pass
+        _remove(tmp)
+        if isinstance(exc, OSError):
+            raise DataError(shown, 0, f"cannot write: {exc.strerror}") from None
         raise
 
 

@@ -5,14 +5,15 @@
     rift-losses normalize labelled.jsonl -o norm.jsonl --method gaussian   # eq. 6-8 (optional)
     rift-losses convert labelled.jsonl -o data/buffer.jsonl --to llamafactory   # or --to swift
 
-Exit status: 0 on success, 1 on bad input (the message names file:line and the field), 2 on a
-bad command line.
+Exit status: 0 on success, 1 on bad input (the message names file:line and the field) or a bad
+output path, 2 on a bad command line, 128 + N on signal N (130 Ctrl-C, 129 SIGHUP, 143 SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from ._rows import Fields
@@ -32,8 +33,15 @@ def _fields(args: argparse.Namespace) -> Fields:
     )
 
 
+_OUTPUT_HELP = (
+    "the output JSONL, written to a temporary file that replaces it only on success; it must be a regular file "
+    "or a new path (a symlink is followed: its target is replaced), and not the input unless --in-place is given"
+)
+_IN_PLACE_HELP = "allow -o to be the input file itself (through any path or link); it is replaced only on success"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from rift_losses import NORMALIZATIONS
+    from rift_losses import NORMALIZATIONS, __version__
 
     from .commands import HOSTS
 
@@ -66,19 +74,28 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="\n".join(__doc__.split("\n")[2:7]) + "\nEach command: rift-losses COMMAND --help",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("label", parents=[common], help="grade responses with math-verify and write the paper's constant rewards")
     p.add_argument("input", help="JSONL of sampled responses with reference answers ('-': stdin)")
-    p.add_argument("-o", "--output", required=True, help="labelled JSONL (written to a temporary file, then renamed)")
+    p.add_argument("-o", "--output", required=True, help="labelled JSONL: " + _OUTPUT_HELP)
+    p.add_argument("--in-place", action="store_true", help=_IN_PLACE_HELP)
     p.add_argument("--answer-field", default="answer", metavar="NAME", help="the reference answer (default: %(default)s)")
     p.add_argument("--positive", type=float, default=1.0, help="reward of a correct response (default: %(default)s, the paper's)")
     p.add_argument("--negative", type=float, default=-0.2, help="reward of a wrong one, no answer included (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=1, help="grading processes (math-verify: about 1 ms a response; default: %(default)s)")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 1, write nothing) if any reference answer cannot be parsed; by default such rows are "
+        "left out of the output as unlabelled, and the summary lists their lines",
+    )
 
     p = sub.add_parser("normalize", parents=[common, grouping], help="normalize rewards within each problem's responses (eq. 6-8)")
     p.add_argument("input", help="labelled JSONL; each problem's rows next to each other ('-': stdin)")
-    p.add_argument("-o", "--output", required=True, help="JSONL with normalized rewards")
+    p.add_argument("-o", "--output", required=True, help="JSONL with normalized rewards: " + _OUTPUT_HELP)
+    p.add_argument("--in-place", action="store_true", help=_IN_PLACE_HELP)
     p.add_argument("--method", required=True, choices=tuple(NORMALIZATIONS), help="gaussian: eq. 6, gpg_mean: eq. 7, gpg_scaled: eq. 8")
     p.add_argument("--raw-field", default="raw_reward", metavar="NAME", help="keeps each reward before normalization (default: %(default)s)")
 
@@ -87,10 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", parents=[common, grouping], help="write a labelled buffer in MS-Swift's or LLaMA-Factory's layout")
     p.add_argument("input", help="labelled JSONL ('-': stdin)")
-    p.add_argument("-o", "--output", required=True, help="the host's JSONL")
+    p.add_argument("-o", "--output", required=True, help="the host's JSONL: " + _OUTPUT_HELP)
+    p.add_argument("--in-place", action="store_true", help=_IN_PLACE_HELP)
     p.add_argument("--to", required=True, choices=HOSTS, help="the host")
     p.add_argument("--dataset-name", default=None, help="llamafactory: the dataset_info.json entry (default: the output's file name without extension)")
-    p.add_argument("--dataset-info", default=None, help="llamafactory: the dataset_info.json to add the entry to (default: beside the output)")
+    p.add_argument(
+        "--dataset-info",
+        default=None,
+        help="llamafactory: the dataset_info.json to add the entry to (default: beside the output); checked (a readable JSON object) before anything is written",
+    )
     return parser
 
 
@@ -99,30 +121,84 @@ def _signed(x: float) -> str:
 
 
 def _print_summary(s: dict) -> None:
+    from .commands import count, lines_list
+
     cmd = s["command"]
     if cmd == "label":
-        print(f"label: {s['rows']:,} responses graded by math-verify -> {s['output']}")
+        print(f"label: {count(s['rows'], 'response')} graded by math-verify -> {s['output']}")
         print(f"  correct {s['correct']:>9,}   reward {_signed(s['positive_reward'])}")
         note = ""
         if s["no_answer"]:
-            lines = ", ".join(map(str, s["no_answer_lines"])) + (", ..." if s["no_answer"] > len(s["no_answer_lines"]) else "")
-            note = f"   ({s['no_answer']:,} with no extractable answer, counted wrong: line {lines})"
+            note = f"   ({s['no_answer']:,} with no extractable answer, counted wrong: {lines_list(s['no_answer_lines'], s['no_answer'])})"
         print(f"  wrong   {s['wrong']:>9,}   reward {_signed(s['negative_reward'])}{note}")
+        if s["unlabelled"]:
+            print(
+                f"  unlabelled {s['unlabelled']:>6,}   not written: math-verify cannot parse their reference answer "
+                f"({lines_list(s['unlabelled_lines'], s['unlabelled'])}); --strict makes this an error"
+            )
         if s["replaced_rewards"]:
-            print(f"  replaced an existing reward on {s['replaced_rewards']:,} rows")
+            print(f"  replaced an existing reward on {count(s['replaced_rewards'], 'row')}")
     elif cmd == "normalize":
-        print(f"normalize ({s['method']}): {s['rows']:,} rows in {s['groups']:,} groups (by {s['grouped_by']}) -> {s['output']}")
+        print(f"normalize ({s['method']}): {count(s['rows'], 'row')} in {count(s['groups'], 'group')} (by {s['grouped_by']}) -> {s['output']}")
         print(f"  after: {s['positive']:,} positive, {s['negative']:,} negative, {s['zero']:,} zero")
         if s["flat_groups"]:
-            print(f"  {s['flat_groups']:,} groups have all-equal rewards (no relative signal)")
+            verb = "has" if s["flat_groups"] == 1 else "have"
+            print(f"  {count(s['flat_groups'], 'group')} {verb} all-equal rewards (no relative signal)")
     elif cmd == "convert":
-        print(f"convert --to {s['to']}: {s['rows']:,} rows in {s['groups']:,} groups -> {s['output']}")
+        print(f"convert --to {s['to']}: {count(s['rows'], 'row')} in {count(s['groups'], 'group')} -> {s['output']}")
         if "dataset_info" in s:
             verb = "replaced" if s["replaced_entry"] else "added"
             print(f"  {verb} dataset {s['dataset_name']!r} in {s['dataset_info']} (columns: messages, reward, group)")
         if s["not_written"]:
-            dropped = ", ".join(f"{k} ({v:,} rows)" for k, v in s["not_written"].items())
+            dropped = ", ".join(f"{k} ({count(v, 'row')})" for k, v in s["not_written"].items())
             print(f"  not written (the host does not read them): {dropped}")
+
+
+def untrainable_warning(command: str, s: dict) -> str | None:
+    """A loud warning when every reward of the buffer (after normalization) is 0: a RIFT run on it learns nothing."""
+    from .commands import count
+
+    if command == "label":
+        rows, all_zero = s["rows"], s["correct"] == 0 and s["negative_reward"] == 0
+        where, what = s["output"], "every reward written is 0 (no response is correct and --negative is 0)"
+    elif command == "normalize":
+        rows, all_zero = s["rows"], s["positive"] == s["negative"] == 0
+        where = s["output"]
+        what = f"every reward is 0 after {s['method']} normalization ({s['flat_groups']:,} of {count(s['groups'], 'group')} with all-equal rewards)"
+    else:
+        rows = s["responses"] if command == "stats" else s["rows"]
+        all_zero = s["positive"] == s["negative"] == 0
+        where, what = s["input"], "every reward is 0"
+    if not rows or not all_zero:
+        return None
+    return (
+        f"rift-losses {command}: WARNING: {what} in {where} ({count(rows, 'row')}): a RIFT loss on it is 0 with a zero "
+        "gradient, so training on it learns nothing"
+    )
+
+
+class _Signalled(BaseException):
+    """SIGTERM or SIGHUP, raised in the main thread so that the temporary output is removed as on Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signalled(signum, frame):
+    raise _Signalled(signum)
+
+
+def _catch_signals() -> dict:
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            try:
+                previous[signum] = signal.signal(signum, _raise_signalled)
+            except ValueError:  # not the main thread: leave the signals alone
+                break
+    return previous
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,31 +210,47 @@ def main(argv: list[str] | None = None) -> int:
 
     fields = _fields(args)
     common = {"fields": fields, "progress": args.progress}
+    previous = _catch_signals()
     try:
         if args.command == "label":
             summary = commands.label(
-                args.input, args.output, positive=args.positive, negative=args.negative, jobs=args.jobs, **common
-            )
+                args.input, args.output, positive=args.positive, negative=args.negative, jobs=args.jobs,
+                strict=args.strict, in_place=args.in_place, **common,
+            )  # fmt: skip
         elif args.command == "normalize":
-            summary = commands.normalize(args.input, args.output, method=args.method, raw_field=args.raw_field, **common)
+            summary = commands.normalize(args.input, args.output, method=args.method, raw_field=args.raw_field, in_place=args.in_place, **common)
         elif args.command == "stats":
             summary = commands.stats(args.input, **common)
         else:
             summary = commands.convert(
-                args.input, args.output, to=args.to, dataset_name=args.dataset_name, dataset_info=args.dataset_info, **common
-            )
+                args.input, args.output, to=args.to, dataset_name=args.dataset_name, dataset_info=args.dataset_info,
+                in_place=args.in_place, **common,
+            )  # fmt: skip
     except (DataError, ValueError, ImportError) as exc:
         print(f"rift-losses {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # an I/O failure not tied to a row (a disk error while reading, say): a message, never a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"rift-losses {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"rift-losses {args.command}: interrupted; no output written", file=sys.stderr)
         return 130
+    except _Signalled as exc:
+        print(f"rift-losses {args.command}: stopped by {signal.Signals(exc.signum).name}; no output written", file=sys.stderr)
+        return 128 + exc.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if args.json:
         print(json.dumps(summary, indent=2))
     elif args.command == "stats":
         print(commands.format_stats(summary))
     else:
         _print_summary(summary)
+    warning = untrainable_warning(args.command, summary)
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
 
 

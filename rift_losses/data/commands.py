@@ -14,8 +14,8 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-from ._grade import GRADES, grade_pair
-from ._io import DataError, DigestTable, Progress, atomic_output, dumps, file_size, read_jsonl, short
+from ._grade import GRADES, UNLABELLED, grade_pair
+from ._io import DataError, DigestTable, Progress, atomic_output, check_output, dumps, file_size, read_jsonl
 from ._rows import Fields, Grouper, answer, conversation, reward
 
 #: Hosts that ``convert --to`` writes for.
@@ -30,6 +30,16 @@ _MAX_LINES_LISTED = 20
 
 def _name(path) -> str:
     return "<stdin>" if str(path) == "-" else str(path)
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``"1 problem"``, ``"2 problems"``, ``"1,000 responses"``."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def lines_list(lines: list[int], total: int) -> str:
+    """``"line 3"``, ``"lines 3, 4, ..."`` (``total`` > listed: the list was cut)."""
+    return ("line " if total == 1 else "lines ") + ", ".join(map(str, lines)) + (", ..." if total > len(lines) else "")
 
 
 def _check_rewards(positive: float, negative: float) -> None:
@@ -50,6 +60,8 @@ def label(
     positive: float = 1.0,
     negative: float = -0.2,
     jobs: int = 1,
+    strict: bool = False,
+    in_place: bool = False,
     progress: str = "auto",
     log: IO[str] | None = None,
 ) -> dict[str, Any]:
@@ -57,7 +69,9 @@ def label(
 
     Formula (paper section 4.1): ``r = positive`` (+1.0) if math-verify finds the response's
     final answer equal to the reference, else ``negative`` (-0.2). A response with no
-    extractable answer is wrong; its lines are listed in the summary.
+    extractable answer is wrong; its lines are listed in the summary. A row whose reference
+    math-verify cannot parse is *unlabelled*: not graded and not written (its problem gets no
+    reward rather than a wrong one); its lines are listed in the summary.
 
     Args:
         src: input JSONL (chat or prompt/response rows, each with the reference answer).
@@ -65,17 +79,26 @@ def label(
             replaced and counted).
         positive, negative: the constant rewards (``positive > 0``, ``negative <= 0``).
         jobs: worker processes for grading (math-verify takes about 1 ms a response).
+        strict: fail (write nothing) if any reference cannot be parsed, after listing them all.
+        in_place: allow ``dst`` to be ``src`` itself (it is replaced only on success).
 
     Returns:
-        Summary: rows, correct, wrong, no_answer (``no_answer`` is part of ``wrong``),
-        no_answer_lines (the first 20), replaced_rewards, output.
+        Summary: rows (graded), correct, wrong, no_answer (``no_answer`` is part of ``wrong``),
+        no_answer_lines (the first 20), unlabelled (rows not written), unlabelled_lines (the
+        first 20), replaced_rewards, output.
+
+    Raises:
+        DataError: bad input (``file:line``), a bad output path (before any input is read), or
+            under ``strict`` an unparsable reference.
     """
     _check_rewards(positive, negative)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    target = check_output(dst, inputs=[src], in_place=in_place)
     name = _name(src)
     counts = dict.fromkeys(GRADES, 0)
     no_answer_lines: list[int] = []
+    unlabelled, unlabelled_lines = 0, []
     replaced = 0
     prog = Progress("label", file_size(src), stream=log, mode=progress)
     pool = None
@@ -86,7 +109,7 @@ def label(
     chunk_rows = 1 if pool is None else 64 * jobs
     rows = read_jsonl(src, prog)
     try:
-        with atomic_output(dst) as out:
+        with atomic_output(target) as out:
             while True:
                 chunk = list(islice(rows, chunk_rows))
                 if not chunk:
@@ -100,9 +123,12 @@ def label(
                         pending_error = exc
                         break
                 verdicts = pool.map(grade_pair, pairs, chunksize=16) if pool is not None else map(grade_pair, pairs)
-                for (line, row), (ans, _), (verdict, err) in zip(chunk, pairs, verdicts):
-                    if verdict == "error":
-                        raise DataError(name, line, f"field {fields.answer!r} = {short(ans)} cannot be graded: {err}")
+                for (line, row), (verdict, _) in zip(chunk, verdicts):
+                    if verdict == UNLABELLED:  # the reference cannot be parsed: no reward at all, not a wrong one
+                        unlabelled += 1
+                        if len(unlabelled_lines) < _MAX_LINES_LISTED:
+                            unlabelled_lines.append(line)
+                        continue
                     counts[verdict] += 1
                     if verdict == "no_answer" and len(no_answer_lines) < _MAX_LINES_LISTED:
                         no_answer_lines.append(line)
@@ -111,6 +137,13 @@ def label(
                     out.write(dumps(row))
                 if pending_error is not None:
                     raise pending_error
+            if strict and unlabelled:
+                raise DataError(
+                    name,
+                    0,
+                    f"{count(unlabelled, 'row')} with a reference answer (field {fields.answer!r}) that math-verify cannot parse, "
+                    f"{lines_list(unlabelled_lines, unlabelled)}; nothing written (--strict)",
+                )
     finally:
         prog.close()
         if pool is not None:
@@ -125,6 +158,8 @@ def label(
         "wrong": counts["wrong"] + counts["no_answer"],
         "no_answer": counts["no_answer"],
         "no_answer_lines": no_answer_lines,
+        "unlabelled": unlabelled,
+        "unlabelled_lines": unlabelled_lines,
         "positive_reward": positive,
         "negative_reward": negative,
         "replaced_rewards": replaced,
@@ -142,6 +177,7 @@ def normalize(
     fields: Fields = Fields(),
     raw_field: str = "raw_reward",
     batch_rows: int = 4096,
+    in_place: bool = False,
     progress: str = "auto",
     log: IO[str] | None = None,
 ) -> dict[str, Any]:
@@ -155,6 +191,7 @@ def normalize(
         method: one of :data:`rift_losses.NORMALIZATIONS` (gaussian: eq. 6, gpg_mean: eq. 7,
             gpg_scaled: eq. 8).
         raw_field: where each row keeps its reward before normalization (must be absent).
+        in_place: allow ``dst`` to be ``src`` itself (it is replaced only on success).
 
     Returns:
         Summary: rows, groups, flat_groups (all rewards equal: 0 after gaussian/gpg_mean),
@@ -165,6 +202,7 @@ def normalize(
     from rift_losses import normalize_rewards
 
     normalize_rewards(torch.zeros(0), [], method=method)  # the core's own check of `method`, before reading
+    target = check_output(dst, inputs=[src], in_place=in_place)
     name = _name(src)
     grouper = Grouper(fields, name)
     closed = DigestTable()
@@ -184,7 +222,7 @@ def normalize(
         done.clear()
 
     try:
-        with atomic_output(dst) as out:
+        with atomic_output(target) as out:
             done: list = []  # rows of complete groups: (row, reward, group index in the batch)
             current, current_rows, last_line, n_groups = None, [], 0, 0
 
@@ -313,7 +351,7 @@ def format_stats(s: dict[str, Any]) -> str:
 
     k = s["per_problem_min"] if s["per_problem_min"] == s["per_problem_max"] else f"{s['per_problem_min']}-{s['per_problem_max']}"
     lines = [
-        f"{s['input']}: {s['responses']:,} responses to {s['problems']:,} problems ({k} per problem; problems: {s['grouped_by']})",
+        f"{s['input']}: {count(s['responses'], 'response')} to {count(s['problems'], 'problem')} ({k} per problem; problems: {s['grouped_by']})",
         "",
         "  Table 1 (responses)   # Num.   # Pos.   # Neg.   % Pos.",
         f"                      {s['responses']:>7,}  {s['positive']:>7,}  {s['negative']:>7,}   {pct(s['positive_pct'])}",
@@ -321,10 +359,10 @@ def format_stats(s: dict[str, Any]) -> str:
         "  Table 4 (problems)    # Num.   # Mixed-Reward   % Mixed",
         f"                      {s['problems']:>7,}  {s['mixed']:>15,}   {pct(s['mixed_pct'])}",
         "",
-        f"  all responses positive: {s['all_positive']:,} problems; no positive response: {s['none_positive']:,} problems",
+        f"  all responses positive: {count(s['all_positive'], 'problem')}; no positive response: {count(s['none_positive'], 'problem')}",
     ]
     if s["zero"]:
-        lines.append(f"  zero rewards (neither positive nor negative): {s['zero']:,} responses")
+        lines.append(f"  zero rewards (neither positive nor negative): {count(s['zero'], 'response')}")
     return "\n".join(lines)
 
 
@@ -347,6 +385,25 @@ def _check_llamafactory_roles(messages: list, fields: Fields, path: str, line: i
         )
 
 
+def _read_dataset_info(shown: Path, path: Path) -> dict:
+    """The datasets of an existing ``dataset_info.json`` (``{}`` if there is none); :class:`DataError` if unusable."""
+    if not path.exists():
+        return {}
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise DataError(str(shown), 0, f"cannot read: {exc.strerror}; fix its permissions, or pass --dataset-info") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(str(shown), 0, f"is not UTF-8 text ({exc.reason} at byte {exc.start}); fix or remove it, or pass --dataset-info") from None
+    try:
+        info = json.loads(text)
+    except ValueError as exc:
+        raise DataError(str(shown), 0, f"is not valid JSON ({exc}); fix or remove it, or pass --dataset-info") from None
+    if not isinstance(info, dict):
+        raise DataError(str(shown), 0, f"must hold a JSON object of datasets, got {type(info).__name__}")
+    return info
+
+
 def convert(
     src,
     dst,
@@ -355,6 +412,7 @@ def convert(
     fields: Fields = Fields(),
     dataset_name: str | None = None,
     dataset_info: str | os.PathLike | None = None,
+    in_place: bool = False,
     progress: str = "auto",
     log: IO[str] | None = None,
 ) -> dict[str, Any]:
@@ -370,22 +428,34 @@ def convert(
     - ``to="llamafactory"``: the JSONL, plus its entry in ``dataset_info.json`` (beside the
       output unless ``dataset_info`` is given; other entries are kept): sharegpt formatting
       with OpenAI-style role/content tags and the column mapping, ``"reward": "reward"`` and
-      ``"group": "group"`` included.
+      ``"group": "group"`` included. ``dataset_info.json`` is read and checked (a readable JSON
+      object) before anything is written.
+
+    ``in_place`` allows ``dst`` to be ``src`` itself (replaced only on success).
 
     Returns:
-        Summary: rows, groups, not_written (field -> rows), output, dataset_info, dataset_name.
+        Summary: rows, groups, positive, negative, zero (rewards), not_written (field -> rows),
+        output, dataset_info, dataset_name.
     """
     if to not in HOSTS:
         raise ValueError(f"to must be one of {', '.join(map(repr, HOSTS))}, got {to!r}")
+    target = check_output(dst, inputs=[src], in_place=in_place)
+    if to == "llamafactory":
+        info_path = Path(dataset_info) if dataset_info is not None else Path(dst).parent / "dataset_info.json"
+        info_target = check_output(info_path, inputs=[src], in_place=in_place)
+        if info_target == target:
+            raise DataError(str(info_path), 0, f"is the output file {dst} too; the dataset_info.json must be another file")
+        info = _read_dataset_info(info_path, info_target)
     name = _name(src)
     grouper = Grouper(fields, name)
     used = {fields.messages, fields.prompt, fields.response, fields.reward}
     not_written = Counter()
+    signs = Counter()
     groups = DigestTable()
     rows = 0
     prog = Progress("convert", file_size(src), stream=log, mode=progress)
     try:
-        with atomic_output(dst) as out:
+        with atomic_output(target) as out:
             for line, row in read_jsonl(src, prog):
                 conv = conversation(row, fields, name, line)
                 r = reward(row, fields, name, line)
@@ -402,6 +472,7 @@ def convert(
                     if k not in used and not (grouper.by_field and k == fields.group):
                         not_written[k] += 1
                 out.write(dumps({"messages": conv.messages, REWARD_COLUMN: r, GROUP_COLUMN: group}))
+                signs["positive" if r > 0 else "negative" if r < 0 else "zero"] += 1
                 rows += 1
     finally:
         prog.close()
@@ -412,10 +483,12 @@ def convert(
         "output": str(dst),
         "rows": rows,
         "groups": len(groups),
+        "positive": signs["positive"],
+        "negative": signs["negative"],
+        "zero": signs["zero"],
         "not_written": dict(not_written),
     }
     if to == "llamafactory":
-        info_path = Path(dataset_info) if dataset_info is not None else Path(dst).parent / "dataset_info.json"
         entry_name = dataset_name or Path(dst).stem
         entry = {
             "file_name": os.path.relpath(Path(dst).resolve(), info_path.resolve().parent),
@@ -423,17 +496,9 @@ def convert(
             "columns": {"messages": "messages", "reward": REWARD_COLUMN, "group": GROUP_COLUMN},
             "tags": dict(_LF_TAGS),
         }
-        info: dict = {}
-        if info_path.exists():
-            try:
-                info = json.loads(info_path.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise DataError(str(info_path), 0, f"is not valid JSON ({exc}); fix or remove it, or pass --dataset-info") from None
-            if not isinstance(info, dict):
-                raise DataError(str(info_path), 0, f"must hold a JSON object of datasets, got {type(info).__name__}")
         summary["replaced_entry"] = entry_name in info
         info[entry_name] = entry
-        with atomic_output(info_path) as handle:
+        with atomic_output(info_target) as handle:
             handle.write(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
         summary.update(dataset_info=str(info_path), dataset_name=entry_name)
     return summary

@@ -10,6 +10,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "rift_losses.data"]
+#: The installed console script (``[project.scripts]``), beside this interpreter.
+ENTRY = str(Path(sys.executable).with_name("rift-losses"))
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -48,3 +50,11 @@ def run_subprocess(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
     """Run the real command in a fresh interpreter (for memory, signals, terminals)."""
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, env=full_env, **kwargs)
+
+
+def run_command(*args, **kwargs) -> subprocess.CompletedProcess:
+    """Run the installed ``rift-losses`` entry point as a subprocess (``--progress none`` unless given)."""
+    argv = [str(a) for a in args]
+    if "--version" not in argv and "--progress" not in argv:
+        argv += ["--progress", "none"]
+    return subprocess.run([ENTRY, *argv], capture_output=True, text=True, **kwargs)

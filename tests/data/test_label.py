@@ -8,7 +8,7 @@ import pytest
 
 from rift_losses.data._grade import grade
 
-from datahelpers import read_jsonl, run_subprocess, write_jsonl
+from datahelpers import read_jsonl, run_command, run_subprocess, write_jsonl
 
 # (reference answer, sampled response, verdict a person gives it)
 HAND_WORKED = [
@@ -65,7 +65,7 @@ def test_label_writes_the_papers_rewards_and_reports_no_answer_lines(tmp_path, r
     assert s["no_answer_lines"] == no_answer_lines
     # the human summary says it too, never silently
     res = run("label", src, "-o", tmp_path / "out2.jsonl")
-    assert f"{len(no_answer_lines)} with no extractable answer, counted wrong: line {', '.join(map(str, no_answer_lines))}" in res.out
+    assert f"{len(no_answer_lines)} with no extractable answer, counted wrong: lines {', '.join(map(str, no_answer_lines))}" in res.out
 
 
 def test_label_chat_rows_custom_fields_and_rewards(tmp_path, run):
@@ -83,7 +83,7 @@ def test_label_chat_rows_custom_fields_and_rewards(tmp_path, run):
     assert res.code == 0, res.err
     assert [r["score"] for r in read_jsonl(tmp_path / "out.jsonl")] == [1.0, -0.5, 1.0]
     assert res.json()["replaced_rewards"] == 1  # the old "score": 9 of row 2 was replaced, and counted
-    assert "replaced an existing reward on 1 rows" in run("label", src, "-o", tmp_path / "o2.jsonl", "--messages-field", "conv",
+    assert "replaced an existing reward on 1 row\n" in run("label", src, "-o", tmp_path / "o2.jsonl", "--messages-field", "conv",
         "--prompt-field", "question", "--response-field", "completion", "--answer-field", "gold", "--reward-field", "score").out  # fmt: skip
 
 
@@ -152,4 +152,62 @@ def test_math_verify_is_imported_only_when_labelling(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "2+3?", "response": "5", "reward": 1.0}, {"prompt": "2+3?", "response": "6", "reward": -0.2}])
     proc = subprocess.run([sys.executable, "-c", code, str(src)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "2 responses to 1 problems" in proc.stdout
+    assert "2 responses to 1 problem (2 per problem" in proc.stdout
+
+
+# Issue 9, case 6: MATH-style references as math-verify's README prescribes for gold answers.
+# (reference, a response that is right, a response that is wrong)
+REFERENCES = [
+    ("\\$18", "She earns 2 * 9 = 18 dollars. The answer is 18.", "The answer is 16."),
+    ("$\\$18$", "The answer is $18.", "The answer is 81."),
+    ("\\$1.50", "It costs $1.50.", "It costs $2.50."),
+    ("50\\%", "The answer is 50%.", "The answer is 40%."),
+    ("50\\%", "So half of them: $\\boxed{50\\%}$", "So $\\boxed{25\\%}$"),
+    ("5\\text{ cm}", "The side is $\\boxed{5 \\text{ cm}}$.", "The side is $\\boxed{6 \\text{ cm}}$."),
+    ("18 dollars", "The answer is 18.", "The answer is 19."),
+    ("2\\sqrt{3}", "So $\\boxed{2\\sqrt{3}}$.", "So $\\boxed{2}$."),  # read as LaTeX, not as the plain number 2
+    ("\\frac{1}{2}", "The answer is 0.5.", "The answer is 0.25."),
+    ("x=3", "So x = 3.", "So x = 4."),
+]
+
+
+def test_label_grades_math_style_references_through_the_real_command(tmp_path):
+    rows = []
+    for i, (ref, right, wrong) in enumerate(REFERENCES):
+        rows += [{"prompt": f"q{i}", "response": right, "answer": ref}, {"prompt": f"q{i}", "response": wrong, "answer": ref}]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    proc = run_command("label", src, "-o", tmp_path / "out.jsonl", "--json")
+    assert proc.returncode == 0, proc.stderr
+    got = [(r["answer"], r["response"], r["reward"]) for r in read_jsonl(tmp_path / "out.jsonl")]
+    assert got == [(r["answer"], r["response"], 1.0 if i % 2 == 0 else -0.2) for i, r in enumerate(rows)]
+    assert json.loads(proc.stdout)["unlabelled"] == 0
+
+
+def test_an_unparsable_reference_leaves_its_rows_unlabelled(tmp_path):
+    """Not a stop: those rows are not graded and not written; the summary counts them and names their lines."""
+    rows = [
+        {"prompt": "q0", "response": "The answer is 18.", "answer": "\\$18"},
+        {"prompt": "q1", "response": "The answer is 3.", "answer": "???"},
+        {"prompt": "q1", "response": "The answer is 4.", "answer": "???"},
+        {"prompt": "q2", "response": "The answer is 5.", "answer": "5"},
+    ]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    proc = run_command("label", src, "-o", tmp_path / "out.jsonl")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["prompt"] for r in read_jsonl(tmp_path / "out.jsonl")] == ["q0", "q2"]
+    assert proc.stdout.splitlines()[0] == f"label: 2 responses graded by math-verify -> {tmp_path / 'out.jsonl'}"
+    assert (
+        "  unlabelled      2   not written: math-verify cannot parse their reference answer (lines 2, 3); --strict makes this an error"
+        in proc.stdout.splitlines()
+    )
+    s = json.loads(run_command("label", src, "-o", tmp_path / "out.jsonl", "--json").stdout)
+    assert (s["rows"], s["correct"], s["unlabelled"], s["unlabelled_lines"]) == (2, 2, 2, [2, 3])
+    # --strict: every such row is listed, exit 1, nothing written (an earlier output survives)
+    (tmp_path / "strict.jsonl").write_text("old\n")
+    proc = run_command("label", src, "-o", tmp_path / "strict.jsonl", "--strict")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        f"rift-losses label: error: {src}: 2 rows with a reference answer (field 'answer') that math-verify cannot parse, "
+        "lines 2, 3; nothing written (--strict)"
+    )
+    assert (tmp_path / "strict.jsonl").read_text() == "old\n"

@@ -112,7 +112,7 @@ def test_stats_against_a_buffer_counted_by_hand(tmp_path, run):
     assert (s["per_problem_min"], s["per_problem_max"]) == (2, 4)
     text = run("stats", src).out  # the tables a person reads
     assert "15        8        6    53.3%" in text and "5                2    40.0%" in text
-    assert "zero rewards (neither positive nor negative): 1 responses" in text
+    assert "zero rewards (neither positive nor negative): 1 response\n" in text
 
 
 def test_stats_by_group_field_and_the_papers_numbers(tmp_path):
@@ -131,3 +131,51 @@ def test_stats_by_group_field_and_the_papers_numbers(tmp_path):
     mixed = sum(0 < (g * 3) % 9 < 8 for g in range(40))
     assert (s["problems"], s["responses"], s["positive"], s["mixed"]) == (40, 320, pos, mixed)
     assert s["mixed_pct"] == round(100 * mixed / 40, 1) and s["grouped_by"] == "field 'id'"
+
+
+# Issue 9, case 9 (the data command's side): a buffer whose rewards are all 0 (after normalization)
+# trains nothing; every command that sees one says so loudly on stderr, through the real command.
+
+
+def _warning(command: str, what: str, where, rows: int) -> str:
+    return (
+        f"rift-losses {command}: WARNING: {what} in {where} ({rows} rows): a RIFT loss on it is 0 with a zero gradient, "
+        "so training on it learns nothing"
+    )
+
+
+def test_all_zero_rewards_warn_loudly(tmp_path):
+    from datahelpers import run_command
+
+    zero = write_jsonl(tmp_path / "zero.jsonl", [{"prompt": f"q{i // 2}", "response": str(i), "reward": 0} for i in range(4)])
+    proc = run_command("stats", zero)
+    assert proc.returncode == 0 and proc.stderr.strip() == _warning("stats", "every reward is 0", zero, 4)
+    proc = run_command("convert", zero, "-o", tmp_path / "c.jsonl", "--to", "swift", "--json")
+    assert proc.returncode == 0 and proc.stderr.strip() == _warning("convert", "every reward is 0", zero, 4)
+    # every group degenerate: one row, or all rewards equal -> all 0 after gaussian / gpg_mean
+    flat = write_jsonl(tmp_path / "flat.jsonl", [{"prompt": "a", "response": "1", "reward": 1.0}] + [{"prompt": "b", "response": str(i), "reward": -0.2} for i in range(3)])
+    for method in ("gaussian", "gpg_mean"):
+        out = tmp_path / f"{method}.jsonl"
+        proc = run_command("normalize", flat, "-o", out, "--method", method)
+        assert proc.returncode == 0, proc.stderr
+        assert all(r["reward"] == 0 for r in read_jsonl(out))
+        assert proc.stderr.strip() == _warning("normalize", f"every reward is 0 after {method} normalization (2 of 2 groups with all-equal rewards)", out, 4)
+        assert "  2 groups have all-equal rewards (no relative signal)" in proc.stdout
+    # label with --negative 0 and no correct response
+    rollouts = write_jsonl(tmp_path / "r.jsonl", [{"prompt": "q", "response": "The answer is 4.", "answer": "5"}])
+    proc = run_command("label", rollouts, "-o", tmp_path / "l.jsonl", "--negative", "0")
+    assert proc.returncode == 0 and proc.stderr.strip() == _warning(
+        "label", "every reward written is 0 (no response is correct and --negative is 0)", tmp_path / "l.jsonl", 1
+    ).replace("(1 rows)", "(1 row)")
+
+
+def test_no_warning_when_some_reward_is_not_zero(tmp_path):
+    from datahelpers import run_command
+
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "a", "response": "1", "reward": 1.0}, {"prompt": "a", "response": "2", "reward": 0.0}])
+    assert run_command("stats", src).stderr == ""
+    assert run_command("normalize", src, "-o", tmp_path / "n.jsonl", "--method", "gaussian").stderr == ""
+    # gpg_scaled keeps a flat group's positive rewards: no warning there either
+    flat = write_jsonl(tmp_path / "flat.jsonl", [{"prompt": "a", "response": str(i), "reward": 1.0} for i in range(2)])
+    proc = run_command("normalize", flat, "-o", tmp_path / "s.jsonl", "--method", "gpg_scaled")
+    assert proc.returncode == 0 and proc.stderr == ""
