@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Source folder -> the package it is installed as (pyproject.toml's package-dir).
 SOURCES = {"rift_losses": "rift_losses", "integrations": "rift_losses.integrations"}
 TOP_LEVEL_MODULES = ("_rift_losses_hook.py",)
+#: The source-tree stand-in for integrations/ (rift_losses/integrations/__init__.py): not a module
+#: of its own, it runs integrations/__init__.py.
+STAND_INS = (ROOT / "rift_losses" / "integrations",)
 
 _LF = "rift_losses.integrations.llamafactory"
 #: Cycles known today, each as the set of modules it goes through. Issue 10 item 3 (one adapter
@@ -31,6 +34,8 @@ def project_modules() -> dict[str, tuple[Path, bool]]:
     modules = {}
     for folder, package in SOURCES.items():
         for path in sorted((ROOT / folder).rglob("*.py")):
+            if any(path.is_relative_to(stand_in) for stand_in in STAND_INS):
+                continue
             parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
             is_package = parts[-1] == "__init__"
             if is_package:
