@@ -5,6 +5,8 @@ and nothing else heavy (no transformers, MS-Swift or LLaMA-Factory).
 
 - :func:`token_logprobs`: float32 log p of each target token; Triton on CUDA, PyTorch elsewhere;
   never upcasts the whole logits; only the logits gradient as extra memory (or none, in place).
+- :func:`logprob_loss`: the loss from per-token target log-probs (eq. 1 or eq. 5), for log-probs that
+  come without logits (a fused LM head); every loss below is ``token_logprobs`` + this.
 - :func:`naive_loss` (eq. 1), :func:`rift_loss` (eq. 5), :func:`normalized_reward_loss` (eq. 6-8).
 - :func:`normalize_rewards` (eq. 6-8), :func:`constant_rewards` (the paper's +1.0 / -0.2).
 - :func:`shift_labels`: align Hugging Face causal-LM labels with their logits.

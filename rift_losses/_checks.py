@@ -9,7 +9,7 @@ adapters validate rewards once, when the dataset is loaded (see ``values_checkab
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -47,7 +47,9 @@ def require_tensor(name: str, value: object) -> torch.Tensor:
 def check_logits(logits: object) -> torch.Tensor:
     logits = require_tensor("logits", logits)
     if not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating-point tensor (float32, bfloat16 or float16), got dtype {logits.dtype}")
+        raise TypeError(
+            f"logits must be a floating-point tensor (float32, bfloat16 or float16), got dtype {logits.dtype}"
+        )
     if logits.dim() < 2:
         raise ValueError(f"logits must have shape (..., V) with at least 2 dimensions, got shape {tuple(logits.shape)}")
     if logits.shape[-1] == 0:
@@ -95,21 +97,22 @@ def check_real(name: str, values: object) -> torch.Tensor:
 
 
 def check_rewards(
-    rewards: object, targets: torch.Tensor, *, per_token_ok: bool = True, shapes: str
+    rewards: object, targets: torch.Tensor, *, per_token_ok: bool = True, shapes: str, targets_name: str = "labels"
 ) -> torch.Tensor:
     """Validate ``rewards`` against the targets; return them as float32 on the targets' device.
 
     ``targets`` is the labels or the target mask: ``rewards`` is per sample, shape
     ``targets.shape[:1]`` (only for 2-D targets ``(B, T)``), or per token, the shape of
     ``targets``. ``shapes`` names the other inputs' shapes for the message
-    (e.g. ``"logits (2, 3, 5), labels (2, 3)"``).
+    (e.g. ``"logits (2, 3, 5), labels (2, 3)"``), ``targets_name`` the input whose shape a
+    per-token reward takes (``"labels"`` or ``"logprobs"``).
     """
     rewards = check_real("rewards", rewards)
     per_sample = targets.dim() == 2 and tuple(rewards.shape) == tuple(targets.shape[:1])
     per_token = tuple(rewards.shape) == tuple(targets.shape)
     if not (per_sample or (per_token and per_token_ok)):
         if targets.dim() != 2:
-            constraint = "have the shape of labels (one reward per token)"
+            constraint = f"have the shape of {targets_name} (one reward per token)"
         elif per_token_ok:
             constraint = "have shape (B,) per sample or (B, T) per token"
         else:
@@ -124,11 +127,15 @@ def check_logprobs(logprobs: object, mask: object) -> tuple[torch.Tensor, torch.
     logprobs = require_tensor("logprobs", logprobs)
     mask = require_tensor("mask", mask)
     if not logprobs.is_floating_point():
-        raise TypeError(f"logprobs must be a floating-point tensor of per-token log-probabilities, got dtype {logprobs.dtype}")
+        raise TypeError(
+            f"logprobs must be a floating-point tensor of per-token log-probabilities, got dtype {logprobs.dtype}"
+        )
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be a bool tensor (True at target tokens), got dtype {mask.dtype}")
     if tuple(mask.shape) != tuple(logprobs.shape):
-        raise ValueError(f"mask must have the shape of logprobs, got logprobs {tuple(logprobs.shape)}, mask {tuple(mask.shape)}")
+        raise ValueError(
+            f"mask must have the shape of logprobs, got logprobs {tuple(logprobs.shape)}, mask {tuple(mask.shape)}"
+        )
     if logprobs.dim() == 0:
         raise ValueError("logprobs must have at least 1 dimension ((N,) or (B, T)), got a 0-dim tensor")
     return logprobs, mask
@@ -147,6 +154,8 @@ def check_num_items(num_items_in_batch: object) -> None:
             raise ValueError(f"num_items_in_batch must be >= 0, got {float(num_items_in_batch)}")
         return
     if isinstance(num_items_in_batch, bool) or not isinstance(num_items_in_batch, (int, float)):
-        raise TypeError(f"num_items_in_batch must be a number, a one-element tensor or None, got {num_items_in_batch!r}")
+        raise TypeError(
+            f"num_items_in_batch must be a number, a one-element tensor or None, got {num_items_in_batch!r}"
+        )
     if not num_items_in_batch >= 0 or num_items_in_batch != num_items_in_batch or num_items_in_batch == float("inf"):
         raise ValueError(f"num_items_in_batch must be a finite number >= 0, got {num_items_in_batch!r}")

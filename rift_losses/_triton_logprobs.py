@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .logprobs import _row_blocks
+from ._layout import row_blocks
 
 _BLOCK_V = 4096
 _NUM_WARPS = 8
@@ -28,7 +28,13 @@ _NUM_WARPS = 8
 
 @triton.jit
 def _forward_kernel(
-    z_ptr, stride_row, stride_v, target_ptr, logp_ptr, lse_ptr, V,
+    z_ptr,
+    stride_row,
+    stride_v,
+    target_ptr,
+    logp_ptr,
+    lse_ptr,
+    V,
     BLOCK_V: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
@@ -54,8 +60,16 @@ def _forward_kernel(
 
 @triton.jit
 def _backward_kernel(
-    z_ptr, stride_row, stride_v, out_ptr, out_stride_row, out_stride_v,
-    target_ptr, lse_ptr, g_ptr, V,
+    z_ptr,
+    stride_row,
+    stride_v,
+    out_ptr,
+    out_stride_row,
+    out_stride_v,
+    target_ptr,
+    lse_ptr,
+    g_ptr,
+    V,
     BLOCK_V: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
@@ -97,12 +111,19 @@ def forward(logits: torch.Tensor, safe_labels: torch.Tensor, mask: torch.Tensor)
     lse = torch.empty(n, dtype=torch.float32, device=logits.device)
     offset = 0
     with _launch_guard(logits):
-        for block in _row_blocks(logits):
+        for block in row_blocks(logits):
             rows = block.shape[0]
             if rows:
                 _forward_kernel[(rows,)](
-                    block, block.stride(0), block.stride(1), target[offset:], logp[offset:], lse[offset:], V,
-                    BLOCK_V=min(_BLOCK_V, triton.next_power_of_2(V)), num_warps=_NUM_WARPS,
+                    block,
+                    block.stride(0),
+                    block.stride(1),
+                    target[offset:],
+                    logp[offset:],
+                    lse[offset:],
+                    V,
+                    BLOCK_V=min(_BLOCK_V, triton.next_power_of_2(V)),
+                    num_warps=_NUM_WARPS,
                 )
             offset += rows
     return logp, lse
@@ -118,13 +139,22 @@ def backward(logits, safe_labels, mask, lse, g, out) -> None:
     out_rows = None if inplace else out.view(-1, V)
     offset = 0
     with _launch_guard(logits):
-        for block in _row_blocks(logits):
+        for block in row_blocks(logits):
             rows = block.shape[0]
             out_block = block if inplace else out_rows[offset : offset + rows]
             if rows:
                 _backward_kernel[(rows,)](
-                    block, block.stride(0), block.stride(1), out_block, out_block.stride(0), out_block.stride(1),
-                    target[offset:], lse[offset:], g[offset:], V,
-                    BLOCK_V=min(_BLOCK_V, triton.next_power_of_2(V)), num_warps=_NUM_WARPS,
+                    block,
+                    block.stride(0),
+                    block.stride(1),
+                    out_block,
+                    out_block.stride(0),
+                    out_block.stride(1),
+                    target[offset:],
+                    lse[offset:],
+                    g[offset:],
+                    V,
+                    BLOCK_V=min(_BLOCK_V, triton.next_power_of_2(V)),
+                    num_warps=_NUM_WARPS,
                 )
             offset += rows

@@ -26,7 +26,8 @@ short responses (tens of tokens) or to reproduce the equation exactly.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -101,46 +102,72 @@ def logprob_loss(
 ):
     """A reward-weighted loss (eq. 1 or eq. 5) from per-token target log-probabilities.
 
-    Every loss of this package is this function applied to :func:`rift_losses.token_logprobs`;
-    call it directly when the log-probs come from elsewhere without logits, e.g. TRL's fused
-    LM head (``out = model(..., fused_lm_head=True)``:
+    Every loss of this package is this function applied to :func:`rift_losses.token_logprobs`.
+    Call it directly when the log-probs come from elsewhere, without logits: TRL's fused LM head
+    (``out = model(..., labels=labels, fused_lm_head=True)``, then
     ``logprob_loss(out.log_probs, out.label_mask.bool(), rewards)``) or a fused linear kernel.
 
-    Formula, per target token t with reward r of its sample (``level="token"``):
-    ``loss="rift"`` (eq. 5): ``-r * logp_t`` if r > 0, ``-r * exp(logp_t)`` if r < 0, 0 if r = 0;
-    ``loss="naive"`` (eq. 1): ``-r * logp_t``. With ``level="sequence"`` the same head is applied
-    once per sample to ``sum_t logp_t`` (eq. 5 over whole responses).
+    Formula, per target token t of a sample with reward r (``level="token"``):
 
-    Reference: ``(-r * where(r > 0, lp, lp.exp()))[mask].sum() / mask.sum()`` (``r`` broadcast per token)
+    - ``loss="rift"`` (eq. 5): ``-r * logp_t`` if r > 0, ``-r * exp(logp_t)`` if r < 0, 0 if r = 0;
+    - ``loss="naive"`` (eq. 1): ``-r * logp_t``.
+
+    With ``level="sequence"`` the same head is applied once per sample to
+    ``log pi(y|x) = sum_t logp_t`` (eq. 5 over whole responses). ``reduction="mean"`` divides the
+    sum of the terms by the number of target tokens (samples with targets, sequence level) or by
+    ``num_items_in_batch``.
+
+    Reference: ``lp = logprobs.double(); (-r * where(r > 0, lp, lp.exp()))[mask].sum() / mask.sum()``
+
+    Shapes: B samples, T tokens per sample, N tokens in all.
 
     Args:
-        logprobs: ``(B, T)`` (or ``(N,)``, any shape with ``level="token"``) float log p of each
-            target token; any value at masked-out positions (it never reaches the loss or a
-            gradient, NaN included). Used as float32.
+        logprobs: ``(B, T)``, or any shape with ``level="token"`` (e.g. ``(N,)`` for packed
+            rows): floating-point log p of each target token, used as float32. Masked-out
+            positions may hold anything (0, garbage, NaN): they never reach the loss, and their
+            gradient is exactly 0.
         mask: bool, the shape of ``logprobs``: True at target tokens.
-        rewards: ``(B,)`` one reward per sample (2-D ``logprobs`` only), or one per token (the
-            shape of ``logprobs``; ``level="token"`` only). Any real dtype; used as float32.
+        rewards: ``(B,)`` one reward per sample (2-D ``logprobs`` only), or one per token, the
+            shape of ``logprobs`` (``level="token"`` only). Any real dtype; used as float32.
+            A reward at a masked-out position is ignored.
         loss: a name from :data:`rift_losses.LOSSES` (``"rift"``, ``"naive"``).
-        reduction, num_items_in_batch, level, return_stats: as in :func:`rift_losses.rift_loss`.
+        reduction: ``"mean"`` (see above), ``"sum"``, or ``"none"``: the per-token terms, the
+            shape of ``logprobs`` with zeros at masked-out positions (per-sample ``(B,)`` with
+            ``level="sequence"``).
+        num_items_in_batch: the denominator of ``"mean"`` when given: Hugging Face's count of
+            target tokens (sequences, with ``level="sequence"``) over all micro-batches and
+            ranks of one optimizer step, so that gradient accumulation and data parallelism
+            equal one large batch. A number or a one-element tensor.
+        level: ``"token"`` (default) or ``"sequence"`` (see the module docstring).
+        return_stats: also return a :class:`LossStats` of detached statistics.
 
     Returns:
-        The loss (0-dim unless ``reduction="none"``: per-token ``(B, T)``, zeros at masked
-        positions, or per-sample ``(B,)`` with ``level="sequence"``), or ``(loss, LossStats)``.
-        No target token gives a loss of 0 still connected to ``logprobs``.
+        The loss, float32 (0-dim unless ``reduction="none"``), or ``(loss, LossStats)``. No
+        target token gives a loss of 0 still connected to ``logprobs`` (its gradient is zeros).
 
     Raises:
-        TypeError: non-tensor inputs, non-float ``logprobs``, non-bool ``mask``.
-        ValueError: shape mismatches (shapes printed); unknown ``loss``/``reduction``/``level``;
-            non-finite rewards on CPU tensors (first bad index printed).
+        TypeError: non-tensor inputs, non-floating ``logprobs``, non-bool ``mask``, non-real
+            ``rewards``, a ``num_items_in_batch`` that is not a number or tensor.
+        ValueError: shape mismatches (shapes printed); ``loss``, ``reduction`` or ``level`` not
+            one of the allowed names (listed); a negative ``num_items_in_batch``; on CPU
+            tensors, non-finite rewards (first bad index printed).
     """
     _check_options(loss, reduction, level, num_items_in_batch)
     logprobs, mask = _checks.check_logprobs(logprobs, mask)
     _check_level_shape(level, mask, "logprobs")
     shapes = f"logprobs {tuple(logprobs.shape)}"
-    rewards = _checks.check_rewards(rewards, mask, per_token_ok=(level == "token"), shapes=shapes)
+    rewards = _checks.check_rewards(
+        rewards, mask, per_token_ok=(level == "token"), shapes=shapes, targets_name="logprobs"
+    )
     return _loss_from_logprobs(
-        LOSSES[loss], logprobs, mask, rewards, reduction=reduction,
-        num_items_in_batch=num_items_in_batch, level=level, return_stats=return_stats,
+        LOSSES[loss],
+        logprobs,
+        mask,
+        rewards,
+        reduction=reduction,
+        num_items_in_batch=num_items_in_batch,
+        level=level,
+        return_stats=return_stats,
     )
 
 
@@ -215,8 +242,14 @@ def _reward_weighted_loss(
 
     logp = token_logprobs(logits, labels, ignore_index=ignore_index, impl=impl, inplace_grad=inplace_grad)
     return _loss_from_logprobs(
-        LOSSES[name], logp, labels != ignore_index, rewards, reduction=reduction,
-        num_items_in_batch=num_items_in_batch, level=level, return_stats=return_stats,
+        LOSSES[name],
+        logp,
+        labels != ignore_index,
+        rewards,
+        reduction=reduction,
+        num_items_in_batch=num_items_in_batch,
+        level=level,
+        return_stats=return_stats,
     )
 
 
@@ -276,12 +309,21 @@ def naive_loss(
     Kept as the baseline that Theorem 3.2 shows collapsing: as a negative sample's p -> 0 the
     loss goes to -inf and its gradient ``-r / p`` explodes.
 
-    Reference: ``(-r[:, None] * log_softmax(logits.double(), -1).gather(-1, y[..., None])[..., 0])[mask].sum() / mask.sum()``
+    Reference:
+    ``(-r[:, None] * log_softmax(logits.double(), -1).gather(-1, y[..., None])[..., 0])[mask].sum() / mask.sum()``
     """
     return _reward_weighted_loss(
-        "naive", logits, labels, rewards, ignore_index=ignore_index, reduction=reduction,
-        num_items_in_batch=num_items_in_batch, level=level, return_stats=return_stats,
-        impl=impl, inplace_grad=inplace_grad,
+        "naive",
+        logits,
+        labels,
+        rewards,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        num_items_in_batch=num_items_in_batch,
+        level=level,
+        return_stats=return_stats,
+        impl=impl,
+        inplace_grad=inplace_grad,
     )
 
 
@@ -305,12 +347,21 @@ def rift_loss(
     >= 0, the negative ones lie in ``[0, -r]`` (Theorem 3.4); with every r = 1 it is standard
     cross-entropy.
 
-    Reference: ``lp = log_softmax(logits.double(), -1).gather(-1, y[..., None])[..., 0]; (-r * where(r > 0, lp, lp.exp()))[mask].sum() / mask.sum()``
+    Reference: ``lp = log_softmax(logits.double(), -1).gather(-1, y[..., None])[..., 0]``, then
+    ``(-r * where(r > 0, lp, lp.exp()))[mask].sum() / mask.sum()``
     """
     return _reward_weighted_loss(
-        "rift", logits, labels, rewards, ignore_index=ignore_index, reduction=reduction,
-        num_items_in_batch=num_items_in_batch, level=level, return_stats=return_stats,
-        impl=impl, inplace_grad=inplace_grad,
+        "rift",
+        logits,
+        labels,
+        rewards,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        num_items_in_batch=num_items_in_batch,
+        level=level,
+        return_stats=return_stats,
+        impl=impl,
+        inplace_grad=inplace_grad,
     )
 
 
@@ -349,9 +400,17 @@ def normalized_reward_loss(
         )
     normalized = normalize_rewards(rewards, group_ids, method=method)
     return _reward_weighted_loss(
-        "rift", logits, labels, normalized, ignore_index=ignore_index, reduction=reduction,
-        num_items_in_batch=num_items_in_batch, level=level, return_stats=return_stats,
-        impl=impl, inplace_grad=inplace_grad,
+        "rift",
+        logits,
+        labels,
+        normalized,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        num_items_in_batch=num_items_in_batch,
+        level=level,
+        return_stats=return_stats,
+        impl=impl,
+        inplace_grad=inplace_grad,
     )
 
 

@@ -5,8 +5,7 @@ Notation for shapes: N responses, G groups (a group is one problem's sampled res
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -49,8 +48,8 @@ def _gpg_scaled(s: _GroupStats) -> torch.Tensor:
 #: Group normalizations of rewards, by name (paper section 4.4). The single source of truth
 #: for the names the adapters and the command line accept.
 NORMALIZATIONS: dict[str, Callable[[_GroupStats], torch.Tensor]] = {
-    "gaussian": _gaussian,      # eq. 6: (r - mu) / sigma
-    "gpg_mean": _gpg_mean,      # eq. 7: (N+/N) * (r - mu)
+    "gaussian": _gaussian,  # eq. 6: (r - mu) / sigma
+    "gpg_mean": _gpg_mean,  # eq. 7: (N+/N) * (r - mu)
     "gpg_scaled": _gpg_scaled,  # eq. 8: (N+/N) * r
 }
 
@@ -61,7 +60,9 @@ def group_index(group_ids, n: int) -> torch.Tensor:
         if group_ids.dim() != 1 or group_ids.shape[0] != n:
             raise ValueError(f"group_ids must have shape ({n},) like rewards, got group_ids {tuple(group_ids.shape)}")
         if group_ids.is_floating_point() or group_ids.is_complex():
-            raise TypeError(f"group_ids must be an integer or bool tensor (or a sequence of hashables), got dtype {group_ids.dtype}")
+            raise TypeError(
+                f"group_ids must be an integer or bool tensor (or a sequence of hashables), got dtype {group_ids.dtype}"
+            )
         return torch.unique(group_ids, return_inverse=True)[1].long()
     if isinstance(group_ids, (str, bytes)) or not isinstance(group_ids, Sequence):
         raise TypeError(f"group_ids must be a 1-D tensor or a sequence of hashables, got {type(group_ids).__name__}")
@@ -133,7 +134,13 @@ def constant_rewards(correct, *, positive: float = 1.0, negative: float = -0.2) 
         ("positive", positive, lambda v: v > 0, "be a finite number > 0"),
         ("negative", negative, lambda v: v <= 0, "be a finite number <= 0"),
     ):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf") or not ok(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value != value
+            or abs(value) == float("inf")
+            or not ok(value)
+        ):
             raise ValueError(f"{name} must {constraint}, got {value!r}")
     if isinstance(correct, torch.Tensor):
         if correct.dtype != torch.bool:

@@ -51,7 +51,8 @@ def build_tokenizer(path: str | os.PathLike, *, vocab_size: int = 400):
         additional_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
     fast.chat_template = (
-        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+        "{% for message in messages %}"
+        "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
     )
     fast.save_pretrained(str(path))

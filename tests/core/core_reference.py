@@ -7,6 +7,7 @@ at the end. Differentiable (autograd through float64 ops) so gradients can be co
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -59,18 +60,69 @@ def reference_loss(
     Shapes: logits (B, T, V), labels (B, T), rewards (B,) or (B, T).
     """
     z = logits if logits.dtype == torch.float64 else logits.double()
+    return _reduce(
+        _targets(z, labels, rewards, ignore_index),
+        z.sum() * 0.0,
+        loss=loss,
+        reduction=reduction,
+        num_items_in_batch=num_items_in_batch,
+        level=level,
+    )
+
+
+def _reduce(targets, zero: torch.Tensor, *, loss: str, reduction: str, num_items_in_batch, level: str):
+    """Sum the terms of ``(b, t, log p, r)`` targets (per token, or per sample of summed log p)."""
     if level == "token":
-        items = [_term(loss, r, logp) for _, _, logp, r in _targets(z, labels, rewards, ignore_index)]
+        items = [_term(loss, r, logp) for _, _, logp, r in targets]
     else:
         per_sample: dict = {}
-        for b, _, logp, r in _targets(z, labels, rewards, ignore_index):
+        for b, _, logp, r in targets:
             per_sample[b] = (per_sample[b][0] + logp if b in per_sample else logp, r)
         items = [_term(loss, r, seq_logp) for seq_logp, r in per_sample.values()]
-    total = sum(items, z.sum() * 0.0)
+    total = sum(items, zero)
     if reduction == "sum":
         return total
     denom = float(num_items_in_batch) if num_items_in_batch is not None else len(items)
     return total / max(denom, 1.0)
+
+
+def _logprob_targets(logp: torch.Tensor, mask: torch.Tensor, rewards: torch.Tensor):
+    """Yield ``(b, index, log p, r)`` for every masked-in position of (B, T) or (N,) log-probs."""
+    per_token = tuple(rewards.shape) == tuple(mask.shape)
+    for index in itertools.product(*(range(n) for n in mask.shape)):
+        if bool(mask[index]):
+            r = float(rewards[index]) if per_token else float(rewards[index[0]])
+            yield index[0], index, logp[index], r
+
+
+def reference_logprob_loss(
+    logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    rewards: torch.Tensor,
+    *,
+    loss: str,
+    reduction: str = "mean",
+    num_items_in_batch=None,
+    level: str = "token",
+) -> torch.Tensor:
+    """The loss in float64 from per-token log-probs (B, T) or (N,) (a float64 leaf for gradients);
+    masked-out positions are never read. ``reduction="none"``: per-token terms, zeros elsewhere
+    (token level only)."""
+    lp = logprobs if logprobs.dtype == torch.float64 else logprobs.double()
+    if reduction == "none":
+        terms = [(index, _term(loss, r, x)) for _, index, x, r in _logprob_targets(lp, mask, rewards)]
+        out = torch.zeros(mask.shape, dtype=torch.float64)
+        for index, term in terms:
+            out[index] = term.detach()
+        return out
+    return _reduce(
+        _logprob_targets(lp, mask, rewards),
+        torch.zeros((), dtype=torch.float64),
+        loss=loss,
+        reduction=reduction,
+        num_items_in_batch=num_items_in_batch,
+        level=level,
+    )
 
 
 def reference_none(logits, labels, rewards, *, loss: str, ignore_index: int = -100) -> torch.Tensor:

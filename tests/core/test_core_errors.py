@@ -22,20 +22,32 @@ def raises(exc, pattern):
 
 @pytest.mark.parametrize("fn", LOSS_FNS)
 def test_labels_shape_mismatch_prints_all_shapes(fn):
-    with raises(ValueError, "labels must have the shape of logits without its last (vocabulary) dimension, got logits (2, 3, 5), labels (2, 2)"):
+    with raises(
+        ValueError,
+        "labels must have the shape of logits without its last (vocabulary) dimension, "
+        "got logits (2, 3, 5), labels (2, 2)",
+    ):
         fn(LOGITS, LABELS[:, :2], REWARDS)
 
 
 @pytest.mark.parametrize("fn", LOSS_FNS)
 def test_rewards_shape_mismatch_prints_all_shapes(fn):
-    with raises(ValueError, "rewards must have shape (B,) per sample or (B, T) per token, got logits (2, 3, 5), labels (2, 3), rewards (3,)"):
+    with raises(
+        ValueError,
+        "rewards must have shape (B,) per sample or (B, T) per token, "
+        "got logits (2, 3, 5), labels (2, 3), rewards (3,)",
+    ):
         fn(LOGITS, LABELS, torch.ones(3))
-    with raises(ValueError, "rewards must have shape (B,) per sample, got logits (2, 3, 5), labels (2, 3), rewards (2, 3)"):
+    with raises(
+        ValueError, "rewards must have shape (B,) per sample, got logits (2, 3, 5), labels (2, 3), rewards (2, 3)"
+    ):
         fn(LOGITS, LABELS, torch.ones(2, 3), level="sequence")
 
 
 def test_non_floating_logits():
-    with raises(TypeError, "logits must be a floating-point tensor (float32, bfloat16 or float16), got dtype torch.int64"):
+    with raises(
+        TypeError, "logits must be a floating-point tensor (float32, bfloat16 or float16), got dtype torch.int64"
+    ):
         rift_losses.rift_loss(LOGITS.long(), LABELS, REWARDS)
     with raises(TypeError, "logits must be a torch.Tensor, got list"):
         rift_losses.token_logprobs([[0.0, 1.0]], torch.tensor([0]))
@@ -101,7 +113,10 @@ def test_unknown_reduction_and_level_list_allowed_values(fn):
 def test_sequence_level_needs_batched_labels():
     with raises(ValueError, "labels must have shape (B, T) when level='sequence', got labels (3,)"):
         rift_losses.rift_loss(LOGITS[0], LABELS[0], REWARDS, level="sequence")
-    with raises(ValueError, "rewards must have the shape of labels (one reward per token), got logits (3, 5), labels (3,), rewards (2,)"):
+    with raises(
+        ValueError,
+        "rewards must have the shape of labels (one reward per token), got logits (3, 5), labels (3,), rewards (2,)",
+    ):
         rift_losses.rift_loss(LOGITS[0], LABELS[0], REWARDS)
 
 
@@ -110,7 +125,10 @@ def test_bad_num_items_in_batch():
         rift_losses.rift_loss(LOGITS, LABELS, REWARDS, num_items_in_batch=-3)
     with raises(TypeError, "num_items_in_batch must be a number, a one-element tensor or None, got '5'"):
         rift_losses.rift_loss(LOGITS, LABELS, REWARDS, num_items_in_batch="5")
-    with raises(ValueError, "num_items_in_batch must be a non-negative number or a one-element tensor, got a tensor of shape (2,)"):
+    with raises(
+        ValueError,
+        "num_items_in_batch must be a non-negative number or a one-element tensor, got a tensor of shape (2,)",
+    ):
         rift_losses.rift_loss(LOGITS, LABELS, REWARDS, num_items_in_batch=torch.tensor([1, 2]))
 
 
@@ -126,7 +144,9 @@ def test_group_ids_of_the_wrong_length():
         rift_losses.normalize_rewards(REWARDS, [0, 0, 1], method="gaussian")
     with raises(ValueError, "group_ids must have shape (2,) like rewards, got group_ids (3,)"):
         rift_losses.normalized_reward_loss(LOGITS, LABELS, REWARDS, torch.tensor([0, 0, 1]), method="gpg_mean")
-    with raises(TypeError, "group_ids must be an integer or bool tensor (or a sequence of hashables), got dtype torch.float32"):
+    with raises(
+        TypeError, "group_ids must be an integer or bool tensor (or a sequence of hashables), got dtype torch.float32"
+    ):
         rift_losses.normalize_rewards(REWARDS, torch.tensor([0.0, 1.0]), method="gaussian")
 
 

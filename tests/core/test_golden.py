@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import rift_losses
+
 from core_reference import reference_normalize
 
 LN2 = math.log(2.0)
@@ -38,7 +39,9 @@ def test_rift_golden():
     Positive part of the mean = 2 ln 2 / 4 = 0.346574, negative part = 0.2 / 4 = 0.05;
     mean p of negative tokens = 0.5."""
     logits, labels, rewards = uniform_batch()
-    assert rift_losses.rift_loss(logits, labels, rewards, reduction="sum").item() == pytest.approx(2 * LN2 + 0.2, abs=1e-6)
+    assert rift_losses.rift_loss(logits, labels, rewards, reduction="sum").item() == pytest.approx(
+        2 * LN2 + 0.2, abs=1e-6
+    )
     loss, stats = rift_losses.rift_loss(logits, labels, rewards, return_stats=True)
     assert loss.item() == pytest.approx(0.396574, abs=1e-6)
     assert stats.pos_loss.item() == pytest.approx(0.346574, abs=1e-6)
@@ -66,7 +69,9 @@ def test_sequence_level_golden():
 def test_num_items_in_batch_golden():
     """RIFT sum 2 ln 2 + 0.2 = 1.586294 divided by a global count of 8 tokens = 0.198287."""
     logits, labels, rewards = uniform_batch()
-    assert rift_losses.rift_loss(logits, labels, rewards, num_items_in_batch=8).item() == pytest.approx(0.198287, abs=1e-6)
+    assert rift_losses.rift_loss(logits, labels, rewards, num_items_in_batch=8).item() == pytest.approx(
+        0.198287, abs=1e-6
+    )
 
 
 def test_token_logprobs_golden():

@@ -49,7 +49,9 @@ def test_low_precision_gradient_dtype_and_accuracy():
         ref = torch.log_softmax(logits.detach().double().requires_grad_(), -1)
         leaf = logits.detach().double().requires_grad_()
         (ref,) = torch.autograd.grad(torch.log_softmax(leaf, -1).gather(-1, labels[..., None]).sum(), leaf)
-        torch.testing.assert_close(g.double(), ref.to(dtype).double(), atol=1e-3 if dtype == torch.bfloat16 else 1e-4, rtol=0)
+        torch.testing.assert_close(
+            g.double(), ref.to(dtype).double(), atol=1e-3 if dtype == torch.bfloat16 else 1e-4, rtol=0
+        )
 
 
 def test_sliced_logits_match_contiguous_and_hf_shift():

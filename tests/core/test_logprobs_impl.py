@@ -19,10 +19,11 @@ import textwrap
 
 import pytest
 import torch
-from core_reference import TOLERANCES
 
 import rift_losses
-from rift_losses import logprobs
+from rift_losses import _torch_logprobs, logprobs
+
+from core_reference import TOLERANCES
 
 CUDA = torch.cuda.is_available()
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -43,7 +44,9 @@ def assert_within_budget(got, ref, dtype, tol, *, ulps=0.0):
     got, ref = got.double().cpu(), ref.double().cpu()
     budget = (ref.to(dtype).double() - ref).abs() + ulps * torch.finfo(dtype).eps * ref.abs() + tol
     excess = (got - ref).abs() - budget
-    assert torch.all(excess <= 0), f"max excess {excess.max().item():.3g} at {divmod(int(excess.argmax()), ref.shape[-1])}"
+    assert torch.all(excess <= 0), (
+        f"max excess {excess.max().item():.3g} at {divmod(int(excess.argmax()), ref.shape[-1])}"
+    )
 
 
 def make_case(shape, dtype, device, ignore_index, pattern):
@@ -78,16 +81,18 @@ def small_chunks(request, monkeypatch):
     """Either strategy of the PyTorch path ("rows": CPU worker threads, a few rows per op;
     "chunks": multi-row ops) with three rows per op, so a call crosses many ops and tasks,
     with groups of rows that are all, partly or not targets."""
+
     def set_rows(V):
-        monkeypatch.setattr(logprobs, "_SERIAL_SOFTMAX_BYTES", 3 * 4 * V)  # 3 float32 rows per op
-        monkeypatch.setattr(logprobs, "_GROUPS_PER_TASK", 2)
-        monkeypatch.setattr(logprobs, "_THREAD_MIN_ELEMENTS", 0)
+        monkeypatch.setattr(_torch_logprobs, "_SERIAL_SOFTMAX_BYTES", 3 * 4 * V)  # 3 float32 rows per op
+        monkeypatch.setattr(_torch_logprobs, "_GROUPS_PER_TASK", 2)
+        monkeypatch.setattr(_torch_logprobs, "_THREAD_MIN_ELEMENTS", 0)
         if request.param == "rows":
-            monkeypatch.setattr(logprobs, "_SERIAL_ELEMENTS", 40)  # elementwise ops in column pieces
+            monkeypatch.setattr(_torch_logprobs, "_SERIAL_ELEMENTS", 40)  # elementwise ops in column pieces
         else:
-            monkeypatch.setattr(logprobs, "_ROWS_DEVICES", ())
-        monkeypatch.setitem(logprobs._CHUNK_ELEMENTS, "cpu", 3 * V)
-        monkeypatch.setitem(logprobs._CHUNK_ELEMENTS, "cuda", 3 * V)
+            monkeypatch.setattr(_torch_logprobs, "_ROWS_DEVICES", ())
+        monkeypatch.setitem(_torch_logprobs._CHUNK_ELEMENTS, "cpu", 3 * V)
+        monkeypatch.setitem(_torch_logprobs._CHUNK_ELEMENTS, "cuda", 3 * V)
+
     return set_rows
 
 
@@ -136,9 +141,27 @@ def test_default_sizes_and_thread_counts(threads, monkeypatch):
     torch.set_num_threads(threads)
     try:
         check_impl("torch", "cpu", torch.bfloat16, (2, 40, 3001), -100, "prefix", False, inplace=False)
-        monkeypatch.setattr(logprobs, "_THREAD_MIN_ELEMENTS", 0)
-        check_impl("torch", "cpu", torch.float32, (2, 3, logprobs._SERIAL_ELEMENTS + 5), -100, "scattered", True, inplace=False)
-        check_impl("torch", "cpu", torch.bfloat16, (2, 3, 2 * logprobs._SERIAL_ELEMENTS + 5), -100, "prefix", False, inplace=True)
+        monkeypatch.setattr(_torch_logprobs, "_THREAD_MIN_ELEMENTS", 0)
+        check_impl(
+            "torch",
+            "cpu",
+            torch.float32,
+            (2, 3, _torch_logprobs._SERIAL_ELEMENTS + 5),
+            -100,
+            "scattered",
+            True,
+            inplace=False,
+        )
+        check_impl(
+            "torch",
+            "cpu",
+            torch.bfloat16,
+            (2, 3, 2 * _torch_logprobs._SERIAL_ELEMENTS + 5),
+            -100,
+            "prefix",
+            False,
+            inplace=True,
+        )
     finally:
         torch.set_num_threads(before)
 
@@ -292,7 +315,11 @@ def test_triton_kernels_in_the_interpreter():
     test_dir = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(
-        [sys.executable, "-c", _INTERPRETED.format(test_dir=test_dir)], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", _INTERPRETED.format(test_dir=test_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "interpreted cases 9" in proc.stdout
@@ -324,7 +351,6 @@ def test_cuda_paths_match_reference(impl, dtype, shape, pattern, sliced, inplace
     if impl == "triton" and not HAS_TRITON:
         pytest.skip("the triton package is not installed")
     check_impl(impl, "cuda", dtype, shape, 42, pattern, sliced, inplace)
-
 
 
 @_cuda_only

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 import rift_losses
-from core_reference import TOLERANCES
-from core_reference import reference_loss, reference_none
+
+from core_reference import TOLERANCES, reference_loss, reference_none
 
 LOSS_FNS = {"naive": rift_losses.naive_loss, "rift": rift_losses.rift_loss}
 SHAPES = [(1, 1, 2), (2, 5, 11), (3, 7, 33), (2, 4, 1000)]
@@ -84,7 +84,9 @@ def test_sequence_level_matches_reference(loss, reduction, ignore_index):
         lambda x: fn(x, labels, rewards, ignore_index=ignore_index, reduction=reduction, level="sequence"), logits
     )
     ref_value, ref_grad = grads(
-        lambda x: reference_loss(x, labels, rewards, loss=loss, ignore_index=ignore_index, reduction=reduction, level="sequence"),
+        lambda x: reference_loss(
+            x, labels, rewards, loss=loss, ignore_index=ignore_index, reduction=reduction, level="sequence"
+        ),
         logits.double(),
     )
     torch.testing.assert_close(value, ref_value, atol=1e-5, rtol=1e-5)
@@ -231,7 +233,11 @@ def test_inputs_are_not_modified():
         before = (logits.detach().clone(), labels.clone(), rewards.clone())
         rift_losses.rift_loss(logits, labels, rewards).backward()
         rift_losses.naive_loss(logits, labels, rewards, level="token").backward()
-        assert torch.equal(logits.detach(), before[0]) and torch.equal(labels, before[1]) and torch.equal(rewards, before[2])
+        assert (
+            torch.equal(logits.detach(), before[0])
+            and torch.equal(labels, before[1])
+            and torch.equal(rewards, before[2])
+        )
 
 
 @pytest.mark.parametrize("fn", [rift_losses.rift_loss, rift_losses.naive_loss])

@@ -23,7 +23,7 @@ _CHILD = textwrap.dedent(
     import torch
     import torch.nn.functional as F
     import rift_losses
-    from rift_losses import logprobs
+    from rift_losses import _torch_logprobs
 
     def kib(field):
         with open("/proc/self/status") as f:
@@ -54,9 +54,9 @@ _CHILD = textwrap.dedent(
             (g,) = torch.autograd.grad(F.cross_entropy(x, labels, reduction="none").sum(), x)
 
         for strategy in ("rows", "chunks"):
-            logprobs._ROWS_DEVICES = ("cpu",) if strategy == "rows" else ()
+            _torch_logprobs._ROWS_DEVICES = ("cpu",) if strategy == "rows" else ()
             out[str(dtype), strategy, "default"] = peak_extra(ours)
-        logprobs._ROWS_DEVICES = ("cpu",)
+        _torch_logprobs._ROWS_DEVICES = ("cpu",)
         # in place: the buffer to be overwritten is made before the high-water mark is reset
         work = logits.clone().requires_grad_()
 

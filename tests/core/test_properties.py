@@ -23,7 +23,9 @@ def batches(draw, *, max_b=4, max_t=6, max_v=12):
     logits = torch.randn(B, T, V, generator=g) * scale
     labels = torch.randint(0, V, (B, T), generator=g)
     labels[torch.rand(B, T, generator=g) < 0.25] = -100
-    rewards = torch.tensor(draw(st.lists(st.floats(-1, 1, allow_nan=False), min_size=B, max_size=B)), dtype=torch.float32)
+    rewards = torch.tensor(
+        draw(st.lists(st.floats(-1, 1, allow_nan=False), min_size=B, max_size=B)), dtype=torch.float32
+    )
     return logits, labels, rewards
 
 
@@ -110,6 +112,6 @@ def test_rift_negative_branch_gradient_is_minus_r_p_grad_log_p(batch):
     leaf2 = logits.double().requires_grad_()
     logp = torch.log_softmax(leaf2, -1).gather(-1, labels.clamp_min(0)[..., None])[..., 0]
     mask = labels != -100
-    weights = (-rewards.double()[:, None] * logp.detach().exp() * mask)  # -r * p, held constant
+    weights = -rewards.double()[:, None] * logp.detach().exp() * mask  # -r * p, held constant
     (want,) = torch.autograd.grad((weights * logp).sum(), leaf2)  # sum_t (-r p_t) grad log p_t
     torch.testing.assert_close(g.double(), want, atol=1e-6, rtol=1e-4)

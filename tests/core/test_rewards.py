@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rift_losses
+
 from core_reference import reference_normalize
 
 rewards_and_groups = st.integers(1, 40).flatmap(
