@@ -67,6 +67,7 @@ $(LF_VENV)/.ready: envs/llamafactory.txt pyproject.toml
 $(TRL_VENV)/.ready: envs/trl.txt pyproject.toml
 	test -x $(TRL_PY) || $(PYTHON) -m venv $(TRL_VENV)
 	$(TRL_PY) -m pip install $(PIP_QUIET) -r envs/trl.txt -e '.[trl,test]'
+	$(TRL_PY) -m pip install $(PIP_QUIET) --no-deps $(EDITABLE) .
 	touch $@
 
 clean:
