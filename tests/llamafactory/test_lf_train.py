@@ -215,3 +215,4 @@ def test_rewards_that_normalize_to_zero_warn_that_nothing_trains(lf):
     assert "rift-losses: dataset 'eval_dataset (zeros)': all 4 rows have reward = 0." in run.output
     assert run.output.count("this run trains NOTHING on this dataset") == 2
     assert run.train_logs[0]["loss"] == 0 and run.eval_loss(1) == 0
+    assert "trainable params" in run.output  # the model loaded (a refusal before it never prints this)
