@@ -154,9 +154,9 @@ def _check_raw_rewards(dataset, *, name: str, run: Run) -> None:
         )
     if type(features[column]).__name__ == "Json":  # datasets 4.x: values of several JSON types
         raise ValueError(
-            f"{column} must be a JSON number in every row of dataset {name!r}, got a column that mixes JSON types "
-            "(numbers with strings or bools), which `datasets` loads converting a string \"1.0\" into 1.0; "
-            "write every reward as a number"
+            f"{column} must be a JSON number in every row of dataset {name!r} for --loss_type {run.loss_type}, got a "
+            "column that mixes JSON types (numbers with strings or bools), which `datasets` loads turning a string "
+            "\"1.0\" into the number 1.0; write every reward as a number"
         )
     _common.read_rewards(dataset[column], column=column, dataset=name)
     group = run.knobs.group_column
@@ -166,6 +166,12 @@ def _check_raw_rewards(dataset, *, name: str, run: Run) -> None:
             f"{run.loss_type}, got columns {sorted(features)} (unset {config.ENV_GROUP_COLUMN} to group rows by their prompt)"
         )
     if run.normalization and group in features:
+        if type(features[group]).__name__ == "Json":  # e.g. 1 and "1": `datasets` 4.x reads both as 1
+            raise ValueError(
+                f"{group} must hold one JSON type (all strings or all numbers) in dataset {name!r} for --loss_type "
+                f"{run.loss_type}, got a column that mixes them, which `datasets` loads turning a string \"1\" into "
+                "the number 1 (two groups would become one)"
+            )
         for i, value in enumerate(dataset[group]):
             _common.read_group(value, column=group, where=f"row {i} of dataset {name!r}")
 

@@ -184,6 +184,26 @@ def test_known_and_unrelated_loss_types_pass(loss_type):
     config.check_loss_type(loss_type, ["cross_entropy", "rift_custom"])  # rift_custom: another plugin's registration
 
 
+def test_columns_loaded_with_mixed_json_types_are_refused(tmp_path):
+    # What `datasets` 4.x makes of a hub or folder dataset (no raw file to read): a Json feature that
+    # reads a string "1.0" back as the number 1.0 and the group "1" as the group 1.
+    from datasets import load_dataset
+
+    from rift_losses.integrations.swift import _patches
+
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"reward": 1.0, "group": 1}\n{"reward": "1.0", "group": 2}\n')
+    loaded = load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
+    assert loaded["reward"][1] == 1.0  # the silent conversion
+    run = _patches.Run("rift_gaussian", "rift", "gaussian", config.Knobs())
+    with pytest.raises(ValueError, match=r"reward must be a JSON number in every row of dataset 'm' for --loss_type rift_gaussian, got a column that mixes"):
+        _patches._check_raw_rewards(loaded, name="m", run=run)
+    path.write_text('{"reward": 1.0, "group": 1}\n{"reward": -0.2, "group": "1"}\n')
+    loaded = load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache2"))
+    with pytest.raises(ValueError, match=r"group must hold one JSON type \(all strings or all numbers\) in dataset 'm'"):
+        _patches._check_raw_rewards(loaded, name="m", run=run)
+
+
 # --- knobs ------------------------------------------------------------------------------------
 
 
