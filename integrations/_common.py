@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, Iterable, Sequence
+import os
+from typing import Any, Iterable, Iterator, Sequence
 
 #: The default dataset column names the adapters read (``rift-losses convert`` writes them).
 REWARD_COLUMN = "reward"
@@ -56,13 +57,131 @@ def read_reward(value: Any, *, column: str, where: str) -> float:
     if hasattr(value, "item") and not isinstance(value, (int, float)) and getattr(value, "ndim", 1) == 0:
         number = value.item()  # numpy / torch scalar
     if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
-        raise ValueError(f"{column} must be a finite number in every row, got {short(value)} in {where}")
+        why = ""
+        if isinstance(value, bool):
+            why = " (a JSON number, not a bool: write 1.0, not true)"
+        elif isinstance(value, str):
+            why = ' (a JSON number, not a string: write 1.0, not "1.0")'
+        raise ValueError(f"{column} must be a finite number in every row, got {short(value)} in {where}{why}")
     return float(number)
 
 
 def read_rewards(values: Sequence[Any], *, column: str, dataset: str) -> list[float]:
     """Validate a dataset's reward column (length N); the first bad row is named (0-based)."""
     return [read_reward(v, column=column, where=f"row {i} of dataset {dataset!r}") for i, v in enumerate(values)]
+
+
+#: File name endings of the local files whose rows the adapters read raw (as JSON) before a host loads them.
+JSON_EXTENSIONS = (".json", ".jsonl")
+
+
+def json_rows(path: str) -> Iterator[tuple[int, int | None, Any]] | None:
+    """The rows of a local JSON file as ``(row, line, value)``; None when it is not one we can read.
+
+    A file whose first non-blank character is ``[`` is one JSON array (row i is its i-th element,
+    line None); any other is JSON Lines (row i is the i-th non-blank line, ``line`` its 1-based
+    number), as ``datasets``' JSON loader reads them. Yields nothing more once a line is not
+    valid JSON (the host's own loader reports that); None for a file with another ending.
+    """
+    if not path.endswith(JSON_EXTENSIONS) or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8-sig") as f:
+        head = f.read(4096).lstrip()
+    if head.startswith("["):
+        with open(path, encoding="utf-8-sig") as f:
+            try:
+                values = json.load(f)
+            except ValueError:
+                return iter(())
+        return ((i, None, v) for i, v in enumerate(values if isinstance(values, list) else ()))
+    return _json_lines(path)
+
+
+def _json_lines(path: str) -> Iterator[tuple[int, int, Any]]:
+    row = 0
+    with open(path, encoding="utf-8-sig") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError:
+                return
+            yield row, number, value
+            row += 1
+
+
+def _where(row: int, line: int | None, *, dataset: str, path: str) -> str:
+    where = f"row {row} of dataset {dataset!r}"
+    if line is not None:
+        return where + (f" (line {line})" if path == dataset else f" (file {path!r}, line {line})")
+    return where if path == dataset else where + f" (file {path!r})"
+
+
+def check_json_rewards(path: str, *, column: str, dataset: str) -> int | None:
+    """The one reward rule of both hosts, on the raw values of a local JSON / JSON Lines file.
+
+    Every row's ``column`` must be a JSON number (an int or a float, finite; not a string such
+    as ``"1.0"``, not a bool, not null): the hosts call this before their loader runs, because
+    ``datasets`` converts a string ``"1.0"`` among numbers into the number 1.0 (4.x, MS-Swift)
+    or fails with "Trailing data" naming no column or row (LLaMA-Factory). Raises ``ValueError``
+    naming the dataset, the column, the row (0-based, as loaded) and the value. Returns how
+    many rows were checked, or None when the file cannot be read here (another format, no row
+    with ``column``: the host's own checks after loading then apply).
+    """
+    rows = json_rows(path)
+    if rows is None:
+        return None
+    checked, missing = 0, None
+    for row, line, record in rows:
+        if not isinstance(record, dict):
+            return None
+        if column not in record:
+            missing = missing or (row, line)
+            continue
+        read_reward(record[column], column=column, where=_where(row, line, dataset=dataset, path=path))
+        checked += 1
+        if missing:
+            break
+    if missing and checked:
+        raise ValueError(
+            f"{column} must be a finite number in every row, got no {column!r} key in "
+            f"{_where(*missing, dataset=dataset, path=path)}"
+        )
+    return checked or None
+
+
+def mixed_json_column(path: str) -> str | None:
+    """Where a local JSON file's column first mixes JSON types (numbers and strings, ...), or None.
+
+    The sentence names the column, the row and both values; ``datasets`` cannot load such a
+    column (LLaMA-Factory's fails with "Trailing data at position ..."). null mixes with anything.
+    """
+    rows = json_rows(path)
+    first: dict[str, tuple[str, Any, str]] = {}
+    for row, line, record in rows or ():
+        if not isinstance(record, dict):
+            return None
+        for key, value in record.items():
+            kind = _json_type(value)
+            if kind is None:
+                continue
+            where = f"row {row}" + (f" (line {line})" if line is not None else "")
+            seen = first.setdefault(key, (kind, value, where))
+            if seen[0] != kind:
+                return (f"column {key!r} mixes JSON types: {short(value)} (a {kind}) in {where} of {path!r}, "
+                        f"{short(seen[1])} (a {seen[0]}) in {seen[2]}")
+    return None
+
+
+def _json_type(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "list", dict: "object"}.get(type(value), type(value).__name__)
 
 
 def _json_default(value: Any) -> Any:
@@ -146,6 +265,36 @@ def ignored_reward_warning(*, dataset: str, column: str, loss: str, hint: str) -
         f"rift-losses: dataset {dataset!r} maps a reward column ({column!r}), but the loss\n"
         f"({loss}) ignores rewards: responses with negative rewards (wrong answers) are trained\n"
         f"exactly as the right ones.\n{hint}"
+    )
+
+
+#: Why a group normalizes to 0, per normalization (paper eq. 6-8).
+_ZERO_GROUPS = {
+    "gaussian": "a group of one row, or whose rewards are all equal, normalizes to 0",
+    "gpg_mean": "a group of one row, or whose rewards are all equal, normalizes to 0",
+    "gpg_scaled": "a group without a positive reward normalizes to 0",
+}
+
+
+def zero_rewards_warning(rewards: Sequence[float], raw: Sequence[float], *, dataset: str, column: str,
+                         normalization: str | None, groups: int | None, hint: str) -> str | None:
+    """The banner printed when every reward of a dataset is 0 (the run trains nothing on it), else None.
+
+    ``rewards`` are what the loss will see (after ``normalization`` within ``groups`` groups, if
+    any), ``raw`` the dataset's own. Every loss here is ``r`` times a term of the row, so a row
+    with r = 0 gives loss 0 and gradient 0.
+    """
+    if not rewards or any(r != 0 for r in rewards):
+        return None
+    if normalization is None or not any(r != 0 for r in raw):
+        what = f"all {len(rewards)} rows have {column} = 0"
+    else:
+        why = _ZERO_GROUPS.get(normalization, "every group normalizes to 0")
+        what = (f"all {len(rewards)} rewards are 0 after {normalization} normalization within {groups} groups\n"
+                f"({why}; the raw {column} values are not all 0)")
+    return _banner(
+        f"rift-losses: dataset {dataset!r}: {what}.\n"
+        f"Every row's loss and gradient are 0: this run trains NOTHING on this dataset.\n{hint}"
     )
 
 

@@ -6,19 +6,24 @@ So, only for a run parsed with ``use_rift_loss: true`` (``data_args.rift_config`
 
 1. ``DatasetAttr.join`` also reads ``"reward"`` and ``"group"`` from a dataset's
    ``dataset_info.json`` ``columns`` (alpaca, sharegpt and openai formats alike).
-2. ``align_dataset`` (per dataset, before merging): the reward column must be mapped and
+2. ``_load_single_dataset``: before ``datasets`` reads a local JSON / JSONL file, every raw value
+   of its reward column must be a JSON number (not ``"1.0"``, not ``true``): ``datasets`` fails
+   on such a column with "Trailing data at position ...", naming no column or row. Should the
+   loader still fail, a column that mixes JSON types (e.g. a group id ``1`` and ``"1"``) is named.
+3. ``align_dataset`` (per dataset, before merging): the reward column must be mapped and
    present, and every value a finite number; the group column likewise when
    ``rift_reward_normalization`` is set (ids: strings or numbers). Errors name the dataset,
    the column and the row (the checks are ``integrations/_common.py``'s, shared with MS-Swift).
    The converted dataset (one row per input row, same order) gets ``_rift_reward`` (and
    ``_rift_group``) added back.
-3. The dataset processor runs one sample at a time (:class:`RewardCarryingProcessor`): a
+4. The dataset processor runs one sample at a time (:class:`RewardCarryingProcessor`): a
    sample the processor drops takes its reward with it, so rewards can never shift onto
    other samples. The processed rows carry ``rift_reward`` (and ``rift_group``); these are
    what ``tokenized_path`` saves.
-4. ``get_dataset`` (the SFT workflow's, after loading or processing, cached or not):
+5. ``get_dataset`` (the SFT workflow's, after loading or processing, cached or not):
    normalizes the rewards over whole groups of each split with the core's
-   ``normalize_rewards`` (eq. 6-8), and drops the group column.
+   ``normalize_rewards`` (eq. 6-8), and drops the group column. A split whose rewards are all
+   0 (after normalization) gets a loud warning: it would train nothing.
 
 Row numbers in errors are 0-based positions in the dataset as loaded (file order unless
 ``num_samples`` re-sampled it).
@@ -26,7 +31,8 @@ Row numbers in errors are 0-based positions in the dataset as loaded (file order
 
 import os
 
-from .._common import normalize_dataset_rewards, read_group, read_rewards
+from .._common import (check_json_rewards, mixed_json_column, normalize_dataset_rewards, read_group, read_rewards,
+                       zero_rewards_warning)
 from ._args import config_of
 
 REWARD_IN, GROUP_IN = "_rift_reward", "_rift_group"  # after conversion, before processing
@@ -83,6 +89,41 @@ def _align_dataset(original):
         return aligned
 
     return align_dataset
+
+
+def _local_files(dataset_attr, data_args) -> list[str]:
+    """The files LLaMA-Factory loads for a ``file_name`` dataset (its own rule), else []."""
+    if getattr(dataset_attr, "load_from", None) != "file" or not isinstance(data_args.dataset_dir, str):
+        return []
+    path = os.path.join(data_args.dataset_dir, dataset_attr.dataset_name)
+    if os.path.isdir(path):
+        return [os.path.join(path, name) for name in os.listdir(path)]
+    return [path] if os.path.isfile(path) else []
+
+
+def _load_single_dataset(original):
+    def load_single_dataset(dataset_attr, model_args, data_args, training_args):
+        if config_of(data_args) is None:
+            return original(dataset_attr, model_args, data_args, training_args)
+        from datasets.exceptions import DatasetGenerationError
+
+        name = getattr(dataset_attr, "rift_dataset_name", repr(dataset_attr))
+        files = _local_files(dataset_attr, data_args)
+        column = getattr(dataset_attr, "rift_reward_column", None)
+        for path in files if column else ():  # the raw values, before `datasets` converts or chokes on them
+            check_json_rewards(path, column=column, dataset=name)
+        try:
+            return original(dataset_attr, model_args, data_args, training_args)
+        except DatasetGenerationError as exc:  # e.g. "Trailing data at position ...", naming nothing
+            for path in files:
+                mixed = mixed_json_column(path)
+                if mixed:
+                    raise ValueError(
+                        f"dataset {name!r} must hold one JSON type per column for `datasets` to load it, got: {mixed}"
+                    ) from exc
+            raise
+
+    return load_single_dataset
 
 
 class RewardCarryingProcessor:
@@ -165,9 +206,9 @@ def _finalize(dataset, split: str, config, data_args):
             f"{dataset.column_names} from {source}: it was saved by a run without use_rift_loss; delete it or "
             "point tokenized_path elsewhere"
         )
-    rewards = list(dataset[REWARD])
+    rewards = raw = list(dataset[REWARD])
     drop = [GROUP] if GROUP in dataset.column_names else []
-    note = ""
+    note, groups, normalization = "", None, None
     if config.normalization != "none":
         if not drop:
             raise ValueError(
@@ -175,10 +216,11 @@ def _finalize(dataset, split: str, config, data_args):
                 f"{config.normalization!r}, got columns {dataset.column_names} from {source}: it was saved "
                 "without groups; delete it or point tokenized_path elsewhere"
             )
-        groups = list(dataset[GROUP])
-        rewards = normalize_dataset_rewards(rewards, groups, method=config.normalization)
+        keys = list(dataset[GROUP])
+        rewards = normalize_dataset_rewards(rewards, keys, method=config.normalization)
         drop.append(REWARD)
-        note = f", normalized ({config.normalization}) over {len(set(groups))} whole groups"
+        normalization, groups = config.normalization, len(set(keys))
+        note = f", normalized ({normalization}) over {groups} whole groups"
     if drop:
         dataset = dataset.remove_columns(drop)
     if REWARD in drop:
@@ -186,9 +228,19 @@ def _finalize(dataset, split: str, config, data_args):
     pos = sum(r > 0 for r in rewards)
     neg = sum(r < 0 for r in rewards)
     # A child of LLaMA-Factory's library logger, so it prints with LLaMA-Factory's handler and format.
-    logging.get_logger("llamafactory.rift_losses").info_rank0(
+    logger = logging.get_logger("llamafactory.rift_losses")
+    logger.info_rank0(
         f"RIFT {split}: {len(rewards)} rewards ({pos} > 0, {neg} < 0, {len(rewards) - pos - neg} = 0){note}."
     )
+    hint = ('Give each group several responses with different rewards (the "group" column), or set '
+            "rift_reward_normalization: none." if normalization and any(raw)
+            else 'Check the "reward" column: the responses must be graded (+1.0 right, -0.2 wrong in the paper).')
+    names = (data_args.eval_dataset if split.startswith("eval") else data_args.dataset) or ()
+    label = split if "'" in split or not names else f"{split} ({', '.join(names)})"
+    warning = zero_rewards_warning(rewards, raw, dataset=label, column="reward",
+                                   normalization=normalization, groups=groups, hint=hint)
+    if warning:
+        logger.warning_rank0(warning)
     return dataset
 
 
@@ -213,6 +265,7 @@ _PATCHES = (
     # (module, attribute, wrapper): each attribute is looked up at call time by LLaMA-Factory.
     ("llamafactory.data.parser", "DatasetAttr.join", _join),
     ("llamafactory.data.loader", "get_dataset_list", _get_dataset_list),
+    ("llamafactory.data.loader", "_load_single_dataset", _load_single_dataset),
     ("llamafactory.data.loader", "align_dataset", _align_dataset),
     ("llamafactory.data.loader", "_get_dataset_processor", _get_dataset_processor),
     ("llamafactory.train.sft.workflow", "get_dataset", _get_dataset),

@@ -6,11 +6,14 @@ patch below wraps one MS-Swift function, is idempotent, and changes nothing unle
 active run writes:
 
 1. ``SwiftSft._prepare_model_tokenizer`` (right after the arguments are parsed, before the
-   model loads): activation. Reads the knobs and refuses unsupported options (:mod:`.config`).
+   model loads): activation. Refuses a misspelt RIFT ``--loss_type``, reads the knobs, refuses
+   unsupported options (:mod:`.config`), and checks the raw rewards of local JSON / JSONL
+   datasets (every value a JSON number; ``datasets`` would turn a string ``"1.0"`` into 1.0).
 2. ``DatasetLoader.load`` / ``RowPreprocessor.__call__`` / ``RowPreprocessor.remove_useless_columns``:
    keep the reward (and group) column, validate every raw row (the first bad one is named),
    normalize over whole groups for the normalized variants, and store the result as the
-   ``_rift_reward`` column. In a run whose loss ignores rewards, warn loudly about rewards < 0.
+   ``_rift_reward`` column; warn loudly when they are all 0 (the run would train nothing on
+   that dataset). In a run whose loss ignores rewards, warn loudly about rewards < 0.
 3. ``Template.encode``: copy ``_rift_reward`` from the row to the encoded sample.
 4. ``Template.data_collator``: ``(B,)`` rewards for padded batches, ``(1, T)`` per-token rewards
    for ``padding_free``/``packing`` (which rebuild the batch from a fixed set of keys).
@@ -85,6 +88,10 @@ def activate(args) -> Run | None:
     STATE.args = args
     loss_type = getattr(args, "loss_type", None)
     if not isinstance(loss_type, str) or loss_type not in config.LOSS_TYPES:
+        if not getattr(args, "rlhf_type", None):  # RLHF trainers have their own loss names
+            from swift.loss import loss_map
+
+            config.check_loss_type(loss_type, loss_map)
         STATE.run = None
         return None
     config.raise_registration_errors()
@@ -96,6 +103,7 @@ def activate(args) -> Run | None:
     if run == STATE.run:  # activated earlier in this pipeline (each stage re-checks)
         return run
     STATE.run = run
+    check_local_rewards(args, run)
     if knobs.group_column_given and not normalization:
         _logger().warning(
             f"rift-losses: {config.ENV_GROUP_COLUMN}={knobs.group_column} has no effect with --loss_type {loss_type}: "
@@ -113,6 +121,28 @@ def activate(args) -> Run | None:
 # --- datasets ---------------------------------------------------------------------------
 
 
+def check_local_rewards(args, run: Run) -> None:
+    """Check the raw rewards of every local JSON / JSONL ``--dataset`` and ``--val_dataset`` (before the model loads).
+
+    ``datasets`` 4.x loads a column of numbers with one string ``"1.0"`` as its ``Json`` feature,
+    which turns the string into the number 1.0: only the file shows it. ``--columns`` renames
+    are followed back to the file's column name.
+    """
+    from swift.dataset.dataset_syntax import DatasetSyntax
+
+    column = run.knobs.reward_column
+    renames = getattr(args, "columns", None)
+    if isinstance(renames, dict):  # --columns '{"score": "reward"}': the file calls it "score"
+        column = next((old for old, new in renames.items() if new == column), column)
+    for value in [*(getattr(args, "dataset", None) or []), *(getattr(args, "val_dataset", None) or [])]:
+        try:
+            syntax = DatasetSyntax.parse(value)
+        except Exception:  # MS-Swift reports a bad dataset argument itself
+            continue
+        if getattr(syntax, "dataset_type", None) == "path":
+            _common.check_json_rewards(syntax.dataset, column=column, dataset=syntax.dataset)
+
+
 def _check_raw_rewards(dataset, *, name: str, run: Run) -> None:
     """Validate the reward column of a dataset as read from its file (rows in file order)."""
     column = run.knobs.reward_column
@@ -122,6 +152,12 @@ def _check_raw_rewards(dataset, *, name: str, run: Run) -> None:
             f"dataset {name!r} must have a {column!r} column with one reward per row for --loss_type "
             f"{run.loss_type}, got columns {sorted(features)} (name yours with {config.ENV_REWARD_COLUMN}=...)"
         )
+    if type(features[column]).__name__ == "Json":  # datasets 4.x: values of several JSON types
+        raise ValueError(
+            f"{column} must be a JSON number in every row of dataset {name!r} for --loss_type {run.loss_type}, got a "
+            "column that mixes JSON types (numbers with strings or bools), which `datasets` loads turning a string "
+            "\"1.0\" into the number 1.0; write every reward as a number"
+        )
     _common.read_rewards(dataset[column], column=column, dataset=name)
     group = run.knobs.group_column
     if run.normalization and run.knobs.group_column_given and group not in features:
@@ -130,6 +166,12 @@ def _check_raw_rewards(dataset, *, name: str, run: Run) -> None:
             f"{run.loss_type}, got columns {sorted(features)} (unset {config.ENV_GROUP_COLUMN} to group rows by their prompt)"
         )
     if run.normalization and group in features:
+        if type(features[group]).__name__ == "Json":  # e.g. 1 and "1": `datasets` 4.x reads both as 1
+            raise ValueError(
+                f"{group} must hold one JSON type (all strings or all numbers) in dataset {name!r} for --loss_type "
+                f"{run.loss_type}, got a column that mixes them, which `datasets` loads turning a string \"1\" into "
+                "the number 1 (two groups would become one)"
+            )
         for i, value in enumerate(dataset[group]):
             _common.read_group(value, column=group, where=f"row {i} of dataset {name!r}")
 
@@ -172,10 +214,19 @@ def prepare_rewards(dataset, *, name: str, run: Run, remove_unused_columns: bool
     ]
     summary = (f"{sum(r > 0 for r in rewards)} > 0, {sum(r < 0 for r in rewards)} < 0, "
                f"{sum(r == 0 for r in rewards)} = 0")
+    raw, groups = rewards, None
     if run.normalization:
         keys, by = _group_keys(dataset, name=name, run=run)
         rewards = _common.normalize_dataset_rewards(rewards, keys, method=run.normalization)
-        summary += f"; normalized by {run.normalization} within {len(set(keys))} groups (by {by})"
+        groups = len(set(keys))
+        summary += f"; normalized by {run.normalization} within {groups} groups (by {by})"
+    hint = (f"Give each group several responses with different rewards ({config.ENV_GROUP_COLUMN}, or the prompt), "
+            f"or train on the raw rewards (--loss_type {config.PLAIN_LOSS_TYPE})." if run.normalization and any(raw)
+            else f"Check the {column!r} column: the responses must be graded (+1.0 right, -0.2 wrong in the paper).")
+    warning = _common.zero_rewards_warning(rewards, raw, dataset=name, column=column, normalization=run.normalization,
+                                           groups=groups, hint=hint)
+    if warning:
+        _logger().warning(warning)
     drop = [c for c in (KEY,) if c in dataset.column_names]
     if remove_unused_columns:
         drop += [c for c in (column, run.knobs.group_column) if c in dataset.column_names]

@@ -8,10 +8,11 @@ runs before the model is loaded.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from .._common import GROUP_COLUMN, REWARD_COLUMN, loss_variants
 
@@ -19,6 +20,8 @@ from .._common import GROUP_COLUMN, REWARD_COLUMN, loss_variants
 #: LOSSES and NORMALIZATIONS: rift (eq. 5), rift_naive (eq. 1), rift_gaussian / rift_gpg_mean /
 #: rift_gpg_scaled (eq. 5 on rewards normalized over whole groups, eq. 6-8).
 LOSS_TYPES: dict[str, tuple[str, str | None]] = loss_variants("rift")
+#: The loss type of the core's RIFT loss on raw rewards (eq. 5).
+PLAIN_LOSS_TYPE = next(name for name, (core, method) in LOSS_TYPES.items() if core == "rift" and method is None)
 
 ENV_REWARD_COLUMN = "RIFT_REWARD_COLUMN"
 ENV_GROUP_COLUMN = "RIFT_GROUP_COLUMN"
@@ -107,6 +110,25 @@ def reward_column_or_default(environ: Mapping[str, str] | None = None) -> str:
     environ = os.environ if environ is None else environ
     value = environ.get(ENV_REWARD_COLUMN) or REWARD_COLUMN
     return value.strip() or REWARD_COLUMN
+
+
+def check_loss_type(loss_type: Any, host_loss_types: Iterable[str]) -> None:
+    """Refuse a ``--loss_type`` that names no loss but looks like a RIFT one (``rift_gauss``).
+
+    MS-Swift only warns about an unknown loss type and fails with a bare ``KeyError`` after the
+    model has loaded; this runs before. Names that start with ``rift`` (any case) or are close
+    to one of :data:`LOSS_TYPES` are checked; other unknown names are left to MS-Swift.
+    """
+    if not isinstance(loss_type, str) or loss_type in LOSS_TYPES or loss_type in set(host_loss_types):
+        return
+    lowered = {name.lower(): name for name in LOSS_TYPES}
+    close = [lowered[m] for m in difflib.get_close_matches(loss_type.lower(), lowered, n=1, cutoff=0.75)]
+    if not loss_type.lower().startswith("rift") and not close:
+        return
+    raise ValueError(
+        f"--loss_type must be one of rift-losses' {', '.join(LOSS_TYPES)} (or an MS-Swift loss type), got "
+        f"{loss_type!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+    )
 
 
 def refusals(args: Any, knobs: Knobs) -> list[str]:

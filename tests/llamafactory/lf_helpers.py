@@ -55,9 +55,18 @@ def _write_data(data: Path) -> None:
     evals = [_alpaca_row(f"E{i}", i + 20, s, g) for i, (s, g) in enumerate(zip(EVAL_SCORES, EVAL_GROUPS))]
     nulls = [_alpaca_row(f"N{i}", i, s, "n") for i, s in enumerate([1.0, 0.5, None, -0.2])]
     strings = [_alpaca_row(f"S{i}", i, s, "s") for i, s in enumerate(["1.0", "high"])]
+    # one string / one bool among numbers (datasets' JSON loader fails on them naming nothing), a group
+    # column mixing numbers and strings, groups of one row (gaussian normalizes them all to 0), all-zero rewards
+    one_string = [_alpaca_row(f"T{i}", i, s, "t") for i, s in enumerate([1.0, -0.2, "1.0", 0.5])]
+    one_bool = [_alpaca_row(f"B{i}", i, s, "b") for i, s in enumerate([1.0, True, -0.2])]
+    mixed_group = [_alpaca_row(f"M{i}", i, 1.0, g) for i, g in enumerate([0, 0, "1", 1])]
+    single = [_alpaca_row(f"G{i}", i, s, f"g{i}") for i, s in enumerate([1.0, -0.2, 1.0, -0.2])]
+    zeros = [_alpaca_row(f"Z{i}", i + 30, 0.0, "z") for i in range(4)]
     for name, rows in (("alp.json", alpaca), ("sg.json", sharegpt), ("eval.json", evals),
-                       ("nulls.json", nulls), ("strings.json", strings)):
+                       ("nulls.json", nulls), ("strings.json", strings), ("one_string.json", one_string),
+                       ("mixed_group.json", mixed_group), ("single.json", single), ("zeros.json", zeros)):
         (data / name).write_text(json.dumps(rows))
+    (data / "one_bool.jsonl").write_text("".join(json.dumps(row) + "\n" for row in one_bool))
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -76,6 +85,11 @@ def _write_data(data: Path) -> None:
         "nulls": {"file_name": "nulls.json", "columns": {**alpaca_columns, "reward": "score"}},
         "strings": {"file_name": "strings.json", "columns": {**alpaca_columns, "reward": "score"}},
         "nonfinite": {"file_name": "nonfinite.parquet", "columns": {**alpaca_columns, "reward": "score"}},
+        "one_string": {"file_name": "one_string.json", "columns": {**alpaca_columns, "reward": "score"}},
+        "one_bool": {"file_name": "one_bool.jsonl", "columns": {**alpaca_columns, "reward": "score"}},
+        "mixed_group": {"file_name": "mixed_group.json", "columns": {**alpaca_columns, "reward": "score", "group": "pid"}},
+        "single": {"file_name": "single.json", "columns": {**alpaca_columns, "reward": "score", "group": "pid"}},
+        "zeros": {"file_name": "zeros.json", "columns": {**alpaca_columns, "reward": "score", "group": "pid"}},
     }
     for column in ("one", "two"):
         info[f"alp_{column}"] = {"file_name": "alp.json", "columns": {**alpaca_columns, "reward": column}}

@@ -97,6 +97,12 @@ def _expected_errors(lf):
                     ["score must be a finite number in every row, got '1.0' in row 0 of dataset 'strings'"]),
         "nonfinite": ({**rift, "dataset": "nonfinite"}, {},
                       ["score must be a finite number in every row, got nan in row 1 of dataset 'nonfinite'"]),
+        "one_bool": ({**rift, "dataset": "one_bool"}, {},
+                     ["score must be a finite number in every row, got True in row 1 of dataset 'one_bool' (file ",
+                      "one_bool.jsonl', line 2) (a JSON number, not a bool"]),
+        "mixed_group": ({**gaussian, "dataset": "mixed_group"}, {},
+                        ["dataset 'mixed_group' must hold one JSON type per column for `datasets` to load it",
+                         "column 'pid' mixes JSON types: '1' (a string) in row 2", "0 (a number) in row 0"]),
         "group_unmapped": ({**gaussian, "dataset": "alp_one"}, {},
                            ['columns must map "group" for dataset \'alp_one\'', "'gaussian'"]),
         "group_missing": ({**gaussian, "dataset": "no_group_col"}, {},
@@ -138,4 +144,15 @@ def test_misspelt_key_fails_in_the_cli(lf):
     run = lf.train(lf.config("misspelt", use_rift_loss=True, rift_reward_normalisation="gaussian"))
     assert run.rc != 0
     assert "Some keys are not used by the HfArgumentParser: ['rift_reward_normalisation']" in run.output, run.tail()
+    assert not run.log
+
+
+def test_one_string_reward_among_numbers_fails_in_the_cli_before_the_model_loads(lf):
+    """`datasets` fails on it with "Trailing data at position ...", naming nothing; the adapter names it first."""
+    run = lf.train(lf.config("one_string", use_rift_loss=True, dataset="alp,one_string"))
+    assert run.rc != 0
+    assert ("score must be a finite number in every row, got '1.0' in row 2 of dataset 'one_string' (file "
+            in run.output), run.tail()
+    assert '(a JSON number, not a string: write 1.0, not "1.0")' in run.output
+    assert "Trailing data" not in run.output and "trainable params" not in run.output  # the model never loaded
     assert not run.log

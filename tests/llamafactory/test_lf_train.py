@@ -118,6 +118,7 @@ def test_rewards_follow_their_samples(rift_a, reference):
         assert list(data["rift_group"]) == [rows[m][1] for m in markers]
     assert "RIFT train_dataset: 11 rewards" in rift_a.output
     assert "normalized (gaussian) over 5 whole groups" in rift_a.output
+    assert "trains NOTHING" not in rift_a.output
 
 
 def test_first_step_and_eval_equal_reference(rift_a, reference):
@@ -199,3 +200,19 @@ def test_sequence_level_naive_counts_sequences(lf, rift_a, reference):
     train = tokenized["train"]
     total = sum(-rows[m][0] * float(_logprobs(model, train[i]).sum()) for i, m in enumerate(TRAIN_MARKERS[:2]))
     assert _close(run.train_logs[0]["loss"], total / 2), (run.train_logs[0], total / 2)
+
+
+def test_rewards_that_normalize_to_zero_warn_that_nothing_trains(lf):
+    """Every training group one row (gaussian gives 0), evaluation rewards all 0: two loud warnings; loss 0."""
+    config = lf.config(
+        "zero_rewards", **RIFT, dataset="single", eval_dataset="zeros", per_device_eval_batch_size=4,
+        eval_strategy="steps", eval_steps=1, max_steps=1,
+    )
+    run = ok(lf.train(config))
+    assert ("rift-losses: dataset 'train_dataset (single)': all 4 rewards are 0 after gaussian normalization "
+            "within 4 groups" in run.output), run.tail()
+    assert "a group of one row, or whose rewards are all equal, normalizes to 0" in run.output
+    assert "rift-losses: dataset 'eval_dataset (zeros)': all 4 rows have reward = 0." in run.output
+    assert run.output.count("this run trains NOTHING on this dataset") == 2
+    assert run.train_logs[0]["loss"] == 0 and run.eval_loss(1) == 0
+    assert "trainable params" in run.output  # the model loaded (a refusal before it never prints this)

@@ -107,7 +107,7 @@ def test_mixed_rewards_first_step_equals_reference(swift_runs, data_dir, referen
     for h in run.train:  # the logged parts add up to the logged loss
         assert close(h["rift_pos_loss"] + h["rift_neg_loss"], h["loss"])
     assert "rows with rewards (3 > 0, 3 < 0, 0 = 0)" in run.output
-    assert "WRONG responses" not in run.output
+    assert "WRONG responses" not in run.output and "trains NOTHING" not in run.output
 
 
 def test_gradient_accumulation_equals_one_batch(swift_runs, data_dir):
@@ -278,3 +278,41 @@ def test_unsupported_options_are_refused_with_reasons(swift_runs, data_dir):
         "--enable_channel_loss cannot be combined with --loss_type rift",
     )
     assert "Loading weights" not in run.output  # refused before the model is loaded
+
+
+def test_one_string_or_bool_reward_among_numbers_is_refused_before_the_model_loads(swift_runs, data_dir):
+    # `datasets` 4.x loads a column of numbers with one "1.0" as its Json feature, which reads back the
+    # number 1.0: the adapter checks the file's raw values, before MS-Swift loads the model.
+    text = rows()
+    text[3]["reward"] = "1.0"
+    jsonl = write_jsonl(data_dir / "one_string_reward.jsonl", text)
+    run = train(swift_runs, data_dir, "bad_one_string", *BATCH6, "--loss_type", "rift", data=jsonl.name)
+    fails_before_training(run, f"reward must be a finite number in every row, got '1.0' in row 3 of dataset "
+                               f"{str(jsonl)!r} (line 4) (a JSON number, not a string")
+    assert "Loading weights" not in run.output  # refused before the model is loaded
+    flag = rows()
+    flag[1]["reward"] = True
+    array = data_dir / "one_bool_reward.json"
+    array.write_text(json.dumps(flag))  # a JSON array file
+    run = train(swift_runs, data_dir, "bad_one_bool", *BATCH6, "--loss_type", "rift_gpg_mean", data=array.name)
+    fails_before_training(run, f"got True in row 1 of dataset {str(array)!r} (a JSON number, not a bool")
+    assert "Loading weights" not in run.output
+
+
+def test_misspelt_rift_loss_type_is_refused_before_the_model_loads(swift_runs, data_dir):
+    run = train(swift_runs, data_dir, "bad_loss_type", *BATCH6, "--loss_type", "rift_gauss")
+    fails_before_training(run, "--loss_type must be one of rift-losses' rift_naive, rift, rift_gaussian, rift_gpg_mean, "
+                               "rift_gpg_scaled (or an MS-Swift loss type), got 'rift_gauss'; did you mean 'rift_gaussian'?")
+    assert "Loading weights" not in run.output and "KeyError" not in run.output
+
+
+def test_degenerate_groups_warn_that_the_run_trains_nothing(swift_runs, data_dir):
+    # every row its own group: gaussian normalization gives 0 everywhere, so loss and gradient are 0
+    path = write_jsonl(data_dir / "single_row_groups.jsonl", [{**r, "group": f"p{i}"} for i, r in enumerate(rows())])
+    run = train(swift_runs, data_dir, "degenerate_groups", *BATCH6, "--loss_type", "rift_gaussian", data=path.name,
+                steps=1).ok()
+    assert f"rift-losses: dataset {str(path)!r}: all 6 rewards are 0 after gaussian normalization within 6 groups" in run.output
+    assert "a group of one row, or whose rewards are all equal, normalizes to 0" in run.output
+    assert "this run trains NOTHING on this dataset" in run.output
+    assert run.train[0]["loss"] == 0 and run.train[0]["grad_norm"] == 0
+    assert "Loading weights" in run.output  # what the refusals above never reach

@@ -126,6 +126,84 @@ def test_negative_reward_warning_says_what_happens():
     assert "3 of 6 rows with reward < 0" in text and "WRONG responses" in text and "d.jsonl" in text
 
 
+# --- raw rewards of JSON files, mixed column types, all-zero rewards, misspelt loss types ---------
+
+
+def test_check_json_rewards_reads_the_raw_values_of_json_lines_and_arrays(tmp_path):
+    import json
+
+    lines = tmp_path / "r.jsonl"
+    lines.write_text('{"reward": 1}\n\n{"reward": -0.2}\n{"reward": "1.0"}\n')  # blank lines are not rows
+    with pytest.raises(ValueError, match=r"""got '1.0' in row 2 of dataset 'd' \(file '.*r.jsonl', line 4\) \(a JSON number, not a string"""):
+        _common.check_json_rewards(str(lines), column="reward", dataset="d")
+    array = tmp_path / "r.json"
+    array.write_text(json.dumps([{"reward": 1.0}, {"reward": False}]))
+    with pytest.raises(ValueError, match=r"got False in row 1 of dataset 'd' \(file .*\) \(a JSON number, not a bool"):
+        _common.check_json_rewards(str(array), column="reward", dataset="d")
+    array.write_text(json.dumps([{"reward": 1.0}, {"other": 2}]))
+    with pytest.raises(ValueError, match=r"got no 'reward' key in row 1 of dataset"):
+        _common.check_json_rewards(str(array), column="reward", dataset="d")
+    array.write_text(json.dumps([{"reward": 1}, {"reward": -0.2}]))
+    assert _common.check_json_rewards(str(array), column="reward", dataset="d") == 2
+    assert _common.check_json_rewards(str(array), column="score", dataset="d") is None  # no such column here
+    assert _common.check_json_rewards(str(tmp_path / "r.parquet"), column="reward", dataset="d") is None
+
+
+def test_mixed_json_column_names_the_column_and_both_rows(tmp_path):
+    path = tmp_path / "g.jsonl"
+    path.write_text('{"group": 1, "r": null}\n{"group": 2, "r": 1.0}\n{"group": "1", "r": 2}\n')
+    assert _common.mixed_json_column(str(path)) == (
+        f"column 'group' mixes JSON types: '1' (a string) in row 2 (line 3) of {str(path)!r}, 1 (a number) in row 0 (line 1)"
+    )
+    path.write_text('{"group": 1, "r": null}\n{"group": 2, "r": 1.0}\n')
+    assert _common.mixed_json_column(str(path)) is None
+
+
+def test_zero_rewards_warning_only_when_every_reward_is_zero():
+    assert _common.zero_rewards_warning([0.0, 0.5], [1.0, 0.5], dataset="d", column="reward", normalization=None,
+                                        groups=None, hint="h") is None
+    raw = _common.zero_rewards_warning([0.0, 0.0], [0.0, 0.0], dataset="d", column="reward", normalization="gaussian",
+                                       groups=1, hint="h")
+    assert "dataset 'd': all 2 rows have reward = 0." in raw and "trains NOTHING" in raw and raw.rstrip("!\n").endswith("h")
+    normalized = _common.normalize_dataset_rewards([1.0, -0.2, -0.2], ["a", "b", "b"], method="gaussian")
+    text = _common.zero_rewards_warning(normalized, [1.0, -0.2, -0.2], dataset="d", column="reward",
+                                        normalization="gaussian", groups=2, hint="h")
+    assert "all 3 rewards are 0 after gaussian normalization within 2 groups" in text
+
+
+@pytest.mark.parametrize("loss_type, close", [("rift_gauss", "rift_gaussian"), ("RIFT", "rift"), ("rift_gpg", "rift_gpg_mean"), ("rift_dpo", None),
+                                              ("rfit", "rift")])
+def test_misspelt_rift_loss_types_are_refused_with_a_suggestion(loss_type, close):
+    suggestion = rf"; did you mean '{close}'\?" if close else "$"
+    with pytest.raises(ValueError, match=rf"--loss_type must be one of rift-losses' rift_naive, rift, .* got '{loss_type}'{suggestion}"):
+        config.check_loss_type(loss_type, ["cross_entropy"])
+
+
+@pytest.mark.parametrize("loss_type", [None, "rift", "rift_gpg_scaled", "cross_entropy", "infonce", "rift_custom"])
+def test_known_and_unrelated_loss_types_pass(loss_type):
+    config.check_loss_type(loss_type, ["cross_entropy", "rift_custom"])  # rift_custom: another plugin's registration
+
+
+def test_columns_loaded_with_mixed_json_types_are_refused(tmp_path):
+    # What `datasets` 4.x makes of a hub or folder dataset (no raw file to read): a Json feature that
+    # reads a string "1.0" back as the number 1.0 and the group "1" as the group 1.
+    from datasets import load_dataset
+
+    from rift_losses.integrations.swift import _patches
+
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"reward": 1.0, "group": 1}\n{"reward": "1.0", "group": 2}\n')
+    loaded = load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
+    assert loaded["reward"][1] == 1.0  # the silent conversion
+    run = _patches.Run("rift_gaussian", "rift", "gaussian", config.Knobs())
+    with pytest.raises(ValueError, match=r"reward must be a JSON number in every row of dataset 'm' for --loss_type rift_gaussian, got a column that mixes"):
+        _patches._check_raw_rewards(loaded, name="m", run=run)
+    path.write_text('{"reward": 1.0, "group": 1}\n{"reward": -0.2, "group": "1"}\n')
+    loaded = load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache2"))
+    with pytest.raises(ValueError, match=r"group must hold one JSON type \(all strings or all numbers\) in dataset 'm'"):
+        _patches._check_raw_rewards(loaded, name="m", run=run)
+
+
 # --- knobs ------------------------------------------------------------------------------------
 
 
