@@ -506,6 +506,8 @@ class _TokenLogprobs(torch.autograd.Function):
             out = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
         if ctx.opts.impl == "triton":
             _triton_backend().backward(logits, safe_labels, mask, lse, g, out)
+            if ctx.opts.inplace_grad:  # the kernel's writes bypass autograd's version counter: bump it, so
+                torch.autograd.graph.increment_version(logits)  # a later reader of the old logits fails loudly
         else:
             _torch_backward(logits, safe_labels, mask, lse, g, out)
         return out, None, None, None
