@@ -15,7 +15,9 @@ PYTEST_ARGS ?=
 # Test directories per environment (core tests run in the MS-Swift env; the LLaMA-Factory env,
 # whose torch build ships Triton, also runs the Triton kernels in Triton's CPU interpreter).
 SWIFT_TESTS := $(wildcard tests/core tests/data tests/swift)
-LF_TESTS := $(wildcard tests/core/test_logprobs_impl.py tests/llamafactory)
+# It also compiles both kernels for sm_80/sm_90/sm_100 with Triton's bundled ptxas (no GPU needed).
+LF_TESTS := $(wildcard tests/core/test_logprobs_impl.py tests/core/test_triton_compile.py \
+	tests/core/test_inplace_version.py tests/llamafactory)
 
 .PHONY: test test-core demo bench venvs clean
 
