@@ -273,12 +273,17 @@ def part_hosts(cfg, dry, out: Path) -> dict:
         _device(dry)
     shape = _dry_shape() if dry else hosts.QWEN25_1_5B
     model = hosts.build_model(work / "model", shape, device="cpu" if dry else "cuda")
-    data = hosts.write_data(work / "data", model, rows=c.rows, prompt_tokens=c.prompt, response_tokens=c.response)
     result = {"model": shape.__dict__, "batch": c.rows, "steps": c.steps, "bf16": c.bf16, "gradient_checkpointing": True,
               "hosts": {}}
     errors = []
     for name, host in hosts.HOSTS.items():
         runs = {}
+        try:
+            data = hosts.write_host_data(host, work / f"data-{name}", model, rows=c.rows, prompt_tokens=c.prompt,
+                                         response_tokens=c.response)
+        except Exception as exc:
+            errors.append(f"{name}: {exc}")
+            continue
         for mode in ("plain", "rift"):
             job = hosts.Job(mode=mode, model=model, data=data, out=work / f"{name}-{mode}", batch=c.rows,
                             max_length=c.max_length, steps=c.steps, bf16=c.bf16, cpu=dry)

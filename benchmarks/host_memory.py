@@ -1,6 +1,6 @@
 """Host-level memory on CPU: peak RSS of one real training step, plain SFT against RIFT, per host.
 
-Run: ``make bench-hosts`` (needs ``make venvs``; about 5 minutes and 12 GB of free memory on a
+Run: ``make bench-hosts`` (needs ``make venvs``; about 10 minutes and 11 GB of free memory on a
 2-core machine; run it with nothing else heavy running).
 
 Each host (``benchmarks/hosts.py``: MS-Swift's ``swift sft``, LLaMA-Factory's
@@ -40,11 +40,11 @@ TARGET = 0.5
 
 def measure(work: Path, host_names, *, rows=8, prompt_tokens=64, response_tokens=512, shape=TINY_WIDE) -> dict:
     model = hosts.build_model(work / "model", shape)
-    data = hosts.write_data(work / "data", model, rows=rows, prompt_tokens=prompt_tokens,
-                            response_tokens=response_tokens)
     results = {}
     for name in host_names:
         host = hosts.HOSTS[name]
+        data = hosts.write_host_data(host, work / f"data-{name}", model, rows=rows, prompt_tokens=prompt_tokens,
+                                     response_tokens=response_tokens)
         results[name] = {}
         for label, mode, inplace in RUNS:
             job = hosts.Job(mode=mode, model=model, data=data, out=work / f"{name}-{label.replace(', ', '-').replace(' ', '_')}",

@@ -207,6 +207,17 @@ def write_data(path: Path, model: Path, *, rows: int, prompt_tokens: int, respon
     return path
 
 
+def write_host_data(host: Host, path: Path, model: Path, **sizes) -> Path:
+    """:func:`write_data` run by ``host``'s own Python: token counts are those of the host's tokenizer
+    (the same tokenizer files split text differently under different transformers versions)."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import hosts; "
+            f"from pathlib import Path; hosts.write_data(Path({str(path)!r}), Path({str(model)!r}), **{sizes!r})")
+    proc = subprocess.run([str(host.python()), "-c", code], capture_output=True, text=True, env=offline_env())
+    if proc.returncode != 0:
+        raise RuntimeError(f"{host.name}: writing the benchmark data failed:\n{proc.stderr[-3000:]}")
+    return path
+
+
 # ------------------------------------------------------------------------------------ running
 
 
