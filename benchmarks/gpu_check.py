@@ -52,7 +52,8 @@ REAL = SimpleNamespace(
     B=8, T=2048, V=151936, repeats=10, dtype="bf16",
     liger=SimpleNamespace(N=16384, H=1536, V=151936),
     autotune=SimpleNamespace(rows=4096, vocabs=(32000, 65536, 151936), block_v=(2048, 4096, 8192), warps=(4, 8, 16)),
-    hosts=SimpleNamespace(rows=4, prompt=1000, response=1000, max_length=2048, steps=3, bf16=True),
+    # 990 + 990 tokens + the template's ~66 (system prompt, role tags) = 2046 of max_length 2048
+    hosts=SimpleNamespace(rows=4, prompt=990, response=990, max_length=2048, steps=3, bf16=True),
 )
 DRY = SimpleNamespace(
     B=2, T=32, V=1000, repeats=2, dtype="bf16",

@@ -251,9 +251,9 @@ def run(host: Host, job: Job, *, timeout: int = 900) -> dict:
     if host.env is not None:
         extra.update(host.env(job))
     extra.update(PYTHONPATH=str(PROBE_DIR), RIFT_BENCH_PROBE=str(probe), MODELSCOPE_CACHE=str(job.out.parent / "ms_cache"),
-                 HF_HOME=str(job.out.parent / "hf"), MALLOC_MMAP_THRESHOLD_="65536")
-    if job.cpu:
-        extra["CUDA_VISIBLE_DEVICES"] = ""
+                 HF_HOME=str(job.out.parent / "hf"))
+    if job.cpu:  # CPU tensors are host memory: freed ones must leave the resident set
+        extra.update(CUDA_VISIBLE_DEVICES="", MALLOC_MMAP_THRESHOLD_="65536")
     cmd = [str(host.python()), "-c", _WRAPPER, *host.command(job, host.venv)]
     proc = subprocess.run(cmd, env=offline_env(**extra), cwd=job.out.parent, capture_output=True, text=True,
                           timeout=timeout)
