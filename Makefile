@@ -22,10 +22,13 @@ EDITABLE := --config-settings editable_mode=compat -e
 # Test directories per environment (core tests run in the MS-Swift env; the LLaMA-Factory env,
 # whose torch build ships Triton, also runs the Triton kernels in Triton's CPU interpreter).
 SWIFT_TESTS := $(wildcard tests/core tests/data tests/swift)
-LF_TESTS := $(wildcard tests/core/test_logprobs_impl.py tests/llamafactory)
+# It also compiles both kernels for sm_80/sm_90/sm_100 with Triton's bundled ptxas (no GPU needed).
+# tests/benchmarks rehearses `make gpu-check` on the CPU (--dry-run; its host part also uses .venvs/swift).
+LF_TESTS := $(wildcard tests/core/test_logprobs_impl.py tests/core/test_triton_compile.py \
+	tests/core/test_inplace_version.py tests/llamafactory tests/benchmarks)
 TRL_TESTS := $(wildcard tests/trl)
 
-.PHONY: test test-core demo bench venvs clean
+.PHONY: test test-core demo bench bench-hosts gpu-check venvs clean
 
 test: venvs
 	$(SWIFT_PY) -m pytest $(SWIFT_TESTS) $(PYTEST_ARGS)
@@ -45,6 +48,18 @@ demo: venvs
 # of `make test`. On a CUDA machine: python benchmarks/bench_logprobs.py (the anchor shape).
 bench: $(SWIFT_VENV)/.ready
 	$(SWIFT_PY) benchmarks/bench_logprobs.py $(BENCH_ARGS)
+
+# Peak RSS of one real training step per host, plain SFT vs RIFT (float32, V = 151936; minutes,
+# about 12 GB of memory). benchmarks/host_memory.py explains the method.
+bench-hosts: venvs
+	$(LF_PY) benchmarks/host_memory.py $(BENCH_ARGS)
+
+# Every GPU figure in one run on a machine with one CUDA GPU (under 8 minutes): pytest -m gpu, the
+# kernel benchmark, Triton autotune table, one host step per host. Writes gpu_report.{json,md} to
+# $(GPU_OUT) (or RIFT_GPU_OUT). GPU_CHECK_ARGS=--dry-run rehearses it on the CPU. Not in `make test`.
+GPU_OUT ?= $(or $(RIFT_GPU_OUT),gpu_out)
+gpu-check: venvs
+	$(LF_PY) benchmarks/gpu_check.py --out $(GPU_OUT) $(GPU_CHECK_ARGS)
 
 venvs: $(SWIFT_VENV)/.ready $(LF_VENV)/.ready $(TRL_VENV)/.ready
 

@@ -244,12 +244,14 @@ def load_line():
         return "n/a"
 
 
-def run_dtype(args, device, dtype_name):
+def measure(args, device, dtype_name, paths=None):
+    """Time and peak extra memory of every path (default: PATHS, plus CUDA_ONLY on CUDA); raw data."""
     cuda = device.type == "cuda"
     dtype = DTYPES[dtype_name]
-    paths = dict(PATHS)
-    if cuda:
-        paths.update(CUDA_ONLY)
+    if paths is None:
+        paths = dict(PATHS)
+        if cuda:
+            paths.update(CUDA_ONLY)
     logits, labels, rewards = make_inputs(args.B, args.T, args.V, dtype, device, args.mask)
     pristine = logits.clone()
     logits.requires_grad_()
@@ -279,6 +281,16 @@ def run_dtype(args, device, dtype_name):
     logits_bytes = logits.numel() * logits.element_size()
     copy = copy_ms(logits.detach(), args.repeats) if cuda else None
     del pristine, logits
+    return {"times": times, "peaks": peaks, "losses": losses, "ref": ref, "copy_ms": copy,
+            "logits_bytes": logits_bytes, "load": (load_before, load_after)}
+
+
+def run_dtype(args, device, dtype_name):
+    cuda = device.type == "cuda"
+    m = measure(args, device, dtype_name)
+    times, peaks, losses, ref, copy = m["times"], m["peaks"], m["losses"], m["ref"], m["copy_ms"]
+    logits_bytes, (load_before, load_after) = m["logits_bytes"], m["load"]
+    paths = times
 
     N = args.B * args.T
     print()

@@ -102,9 +102,19 @@ class _NullContext:
         return False
 
 
-def forward(logits: torch.Tensor, safe_labels: torch.Tensor, mask: torch.Tensor):
-    """Returns ``(logp (N,), lse (N,))`` float32; ``logp`` is 0 at ignored rows."""
+def _config(V: int, block_v: int | None, num_warps: int | None) -> tuple[int, int]:
+    """Launch configuration: ``BLOCK_V`` and warps (defaults: _BLOCK_V capped at V's power of 2, _NUM_WARPS)."""
+    block_v = min(_BLOCK_V, triton.next_power_of_2(V)) if block_v is None else block_v
+    return block_v, _NUM_WARPS if num_warps is None else num_warps
+
+
+def forward(logits: torch.Tensor, safe_labels: torch.Tensor, mask: torch.Tensor, *, block_v=None, num_warps=None):
+    """Returns ``(logp (N,), lse (N,))`` float32; ``logp`` is 0 at ignored rows.
+
+    ``block_v``/``num_warps`` override the launch configuration (benchmarks/gpu_check.py tunes them).
+    """
     V = logits.shape[-1]
+    block_v, num_warps = _config(V, block_v, num_warps)
     target = torch.where(mask, safe_labels, -1).reshape(-1).contiguous()
     n = target.shape[0]
     logp = torch.empty(n, dtype=torch.float32, device=logits.device)
@@ -115,23 +125,17 @@ def forward(logits: torch.Tensor, safe_labels: torch.Tensor, mask: torch.Tensor)
             rows = block.shape[0]
             if rows:
                 _forward_kernel[(rows,)](
-                    block,
-                    block.stride(0),
-                    block.stride(1),
-                    target[offset:],
-                    logp[offset:],
-                    lse[offset:],
-                    V,
-                    BLOCK_V=min(_BLOCK_V, triton.next_power_of_2(V)),
-                    num_warps=_NUM_WARPS,
+                    block, block.stride(0), block.stride(1), target[offset:], logp[offset:], lse[offset:], V,
+                    BLOCK_V=block_v, num_warps=num_warps,
                 )
             offset += rows
     return logp, lse
 
 
-def backward(logits, safe_labels, mask, lse, g, out) -> None:
+def backward(logits, safe_labels, mask, lse, g, out, *, block_v=None, num_warps=None) -> None:
     """Write ``g * (onehot(y) - softmax(logits))`` into ``out`` (logits' shape; may be logits)."""
     V = logits.shape[-1]
+    block_v, num_warps = _config(V, block_v, num_warps)
     target = torch.where(mask, safe_labels, -1).reshape(-1).contiguous()
     g = g.to(torch.float32).contiguous()
     lse = lse.contiguous()
@@ -144,17 +148,8 @@ def backward(logits, safe_labels, mask, lse, g, out) -> None:
             out_block = block if inplace else out_rows[offset : offset + rows]
             if rows:
                 _backward_kernel[(rows,)](
-                    block,
-                    block.stride(0),
-                    block.stride(1),
-                    out_block,
-                    out_block.stride(0),
-                    out_block.stride(1),
-                    target[offset:],
-                    lse[offset:],
-                    g[offset:],
-                    V,
-                    BLOCK_V=min(_BLOCK_V, triton.next_power_of_2(V)),
-                    num_warps=_NUM_WARPS,
+                    block, block.stride(0), block.stride(1), out_block, out_block.stride(0), out_block.stride(1),
+                    target[offset:], lse[offset:], g[offset:], V,
+                    BLOCK_V=block_v, num_warps=num_warps,
                 )
             offset += rows

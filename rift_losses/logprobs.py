@@ -107,6 +107,10 @@ class _TokenLogprobs(torch.autograd.Function):
         else:
             out = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
         _backend(ctx.opts.impl).backward(logits, safe_labels, mask, lse, g, out)
+        if ctx.opts.inplace_grad and ctx.opts.impl == "triton":
+            # The kernel's writes bypass autograd's version counter: bump it, so a later reader
+            # of the old logits fails loudly instead of reading the gradient.
+            torch.autograd.graph.increment_version(logits)
         return out, None, None, None
 
 

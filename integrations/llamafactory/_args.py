@@ -60,6 +60,11 @@ class RiftFinetuningArguments(FinetuningArguments):
         metadata={"help": "'token' applies the loss per target token (default); 'sequence' to pi(y|x) of "
                   "whole responses (eq. 5 read literally; short responses only)."},
     )
+    rift_inplace_grad: bool = field(
+        default=True,
+        metadata={"help": "Write the logits gradient over the logits buffer in training steps (one logits-sized "
+                  "buffer less; same values and gradients). false allocates it."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -67,8 +72,9 @@ class RiftFinetuningArguments(FinetuningArguments):
         one_of("rift_loss", self.rift_loss, LOSSES)
         one_of("rift_reward_normalization", self.rift_reward_normalization, NORMALIZATION_CHOICES)
         one_of("rift_level", self.rift_level, LEVELS)
-        if not isinstance(self.use_rift_loss, bool):
-            raise TypeError(f"use_rift_loss must be true or false, got {self.use_rift_loss!r}")
+        for name in ("use_rift_loss", "rift_inplace_grad"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

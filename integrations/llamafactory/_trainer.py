@@ -66,9 +66,11 @@ class RiftLoss:
     :attr:`stats` (detached, on device), scaled like the loss the Trainer logs.
     """
 
-    def __init__(self, loss: str, *, level: str, items_scale: float = 1.0):
+    def __init__(self, loss: str, *, level: str, items_scale: float = 1.0, inplace_grad: bool = True):
         self.function = LOSS_FUNCTIONS[loss]
         self.level = level
+        #: ``rift_inplace_grad``: the logits gradient over the logits buffer in training steps
+        self.inplace_grad = inplace_grad
         #: what the Trainer multiplies a loss over ``num_items_in_batch`` by before logging it
         self.items_scale = items_scale
         self.rewards = None
@@ -95,9 +97,12 @@ class RiftLoss:
                 "them (the Trainer calls the model without labels for a custom loss, which should keep them)"
             )
         labels = shift_labels(labels.to(logits.device), ignore_index=IGNORE_INDEX)
+        # In place only in a training step that will run backward: the Trainer's training_step drops
+        # the outputs after compute_loss; evaluation and prediction (which keep the logits) run none.
+        inplace_grad = self.inplace_grad and self.training and torch.is_grad_enabled() and logits.requires_grad
         loss, stats = self.function(
             logits, labels, rewards.to(logits.device), ignore_index=IGNORE_INDEX, reduction="mean",
-            num_items_in_batch=num_items_in_batch, level=self.level, return_stats=True,
+            num_items_in_batch=num_items_in_batch, level=self.level, return_stats=True, inplace_grad=inplace_grad,
         )
         if self.training:
             self.stats.add(stats, scale=self.items_scale if num_items_in_batch is not None else 1.0)
@@ -121,7 +126,7 @@ class RiftSeq2SeqTrainer(CustomSeq2SeqTrainer):
             # num_items_in_batch across devices (then the mean over ranks it logs is sum / N).
             scale = float(self.accelerator.num_processes) if self.args.average_tokens_across_devices else 1.0
             self._rift = RiftLoss(self.finetuning_args.rift_loss, level=self.finetuning_args.rift_level,
-                                  items_scale=scale)
+                                  items_scale=scale, inplace_grad=self.finetuning_args.rift_inplace_grad)
             self.compute_loss_func = self._rift
 
     def compute_loss(self, model, inputs, *args, **kwargs):

@@ -26,6 +26,9 @@ PLAIN_LOSS_TYPE = next(name for name, (core, method) in LOSS_TYPES.items() if co
 ENV_REWARD_COLUMN = "RIFT_REWARD_COLUMN"
 ENV_GROUP_COLUMN = "RIFT_GROUP_COLUMN"
 ENV_LEVEL = "RIFT_LEVEL"
+ENV_INPLACE_GRAD = "RIFT_INPLACE_GRAD"
+#: Values of RIFT_INPLACE_GRAD: "1" writes the logits gradient over the logits in training, "0" does not.
+SWITCH_VALUES = ("1", "0")
 #: The opt-out of the zero-flag registration (read by ``_rift_losses_hook``).
 ENV_AUTOLOAD = "RIFT_LOSSES_AUTOLOAD"
 
@@ -45,6 +48,11 @@ KNOBS: dict[str, tuple[str, str]] = {
         "without it a row's group is its prompt (every message before the last assistant turn)",
     ),
     ENV_LEVEL: ("token", "'token' (RIFT per target token) or 'sequence' (eq. 5 over whole responses)"),
+    ENV_INPLACE_GRAD: (
+        "1",
+        "'1' writes the logits gradient over the logits buffer in training steps (one logits-sized buffer "
+        "less; same values and gradients), '0' allocates it",
+    ),
 }
 
 #: The hook triggers whose registration errors a RIFT run re-raises.
@@ -60,6 +68,8 @@ class Knobs:
     level: str = "token"
     #: whether RIFT_GROUP_COLUMN was set (then the column must exist; else a row's group is its prompt)
     group_column_given: bool = False
+    #: RIFT_INPLACE_GRAD: the logits gradient written over the logits in training steps
+    inplace_grad: bool = True
 
 
 def _edit_distance(a: str, b: str) -> int:
@@ -95,6 +105,9 @@ def read_knobs(environ: Mapping[str, str] | None = None) -> Knobs:
     level = environ.get(ENV_LEVEL, KNOBS[ENV_LEVEL][0])
     if level not in _levels():
         raise ValueError(f"{ENV_LEVEL} must be one of {', '.join(map(repr, _levels()))}, got {level!r}")
+    inplace = environ.get(ENV_INPLACE_GRAD, KNOBS[ENV_INPLACE_GRAD][0])
+    if inplace not in SWITCH_VALUES:
+        raise ValueError(f"{ENV_INPLACE_GRAD} must be one of {', '.join(map(repr, SWITCH_VALUES))}, got {inplace!r}")
     reward_column = _column(environ, ENV_REWARD_COLUMN)
     group_column = _column(environ, ENV_GROUP_COLUMN)
     if reward_column == group_column:
@@ -102,7 +115,7 @@ def read_knobs(environ: Mapping[str, str] | None = None) -> Knobs:
             f"{ENV_GROUP_COLUMN} must differ from {ENV_REWARD_COLUMN}, got {group_column!r} for both"
         )
     return Knobs(reward_column=reward_column, group_column=group_column, level=level,
-                 group_column_given=ENV_GROUP_COLUMN in environ)
+                 group_column_given=ENV_GROUP_COLUMN in environ, inplace_grad=inplace == "1")
 
 
 def reward_column_or_default(environ: Mapping[str, str] | None = None) -> str:

@@ -159,10 +159,16 @@ class RiftLoss(BaseLoss):
                     f"{config.ENV_LEVEL}=sequence needs the number of responses of the optimizer step, which "
                     "rift-losses counts in Trainer._get_num_items_in_batch; this transformers version does not call it"
                 )
-        loss, stats = self._loss_fn(
-            logits, target, rewards, num_items_in_batch=denominator, level=self.level, return_stats=True
-        )
         mode = "train" if getattr(getattr(trainer, "model", None), "training", True) else "eval"
+        # The logits gradient over the logits buffer: only in a training step that will run backward.
+        # MS-Swift reads the logits after this call (token accuracy in compute_loss) before the
+        # backward, never after it; evaluation and prediction run no backward.
+        inplace_grad = (self.knobs.inplace_grad and mode == "train" and torch.is_grad_enabled()
+                        and logits.requires_grad)
+        loss, stats = self._loss_fn(
+            logits, target, rewards, num_items_in_batch=denominator, level=self.level, return_stats=True,
+            inplace_grad=inplace_grad,
+        )
         scale = 1
         args = getattr(trainer, "args", None)
         if (getattr(args, "average_tokens_across_devices", False) and getattr(trainer, "model_accepts_loss_kwargs", False)

@@ -6,6 +6,7 @@ step's batch is the first two processed rows; the references below recompute the
 those rows from the untouched initial model, in float64, written independently of the core.
 """
 
+import json
 import math
 import re
 import statistics
@@ -167,6 +168,18 @@ def test_gradient_accumulation_equals_large_batch(lf, rift_a):
     run = ok(lf.train(config))
     assert "Loaded tokenized dataset" in run.output
     _same_run(run, rift_a)
+
+
+def test_logits_gradient_in_place_trains_the_same(lf, rift_a):
+    """rift_inplace_grad: false (the logits gradient in its own buffer) logs what the default (in place) logs."""
+    config = lf.config("not_inplace", **RIFT, rift_inplace_grad=False, tokenized_path=rift_a.config["tokenized_path"])
+    run = ok(lf.train(config))
+    _same_run(run, rift_a)
+    norms = [[e["grad_norm"] for e in json.loads((r.output_dir / "trainer_state.json").read_text())["log_history"]
+              if "grad_norm" in e] for r in (run, rift_a)]
+    assert len(norms[0]) == len(norms[1]) == 3 and all(_close(a, b) for a, b in zip(*norms)), norms
+    losses = [e["loss"] for e in rift_a.train_logs]
+    assert abs(losses[0] - losses[2]) > 1e-3  # the weights moved: steps 2-3 compare the gradients too
 
 
 def test_torchrun_two_processes_equal_one(lf, rift_a):

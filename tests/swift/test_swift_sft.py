@@ -117,6 +117,15 @@ def test_gradient_accumulation_equals_one_batch(swift_runs, data_dir):
     assert_same_curve(accumulated, mixed(swift_runs, data_dir))
 
 
+def test_logits_gradient_in_place_trains_the_same(swift_runs, data_dir):
+    """The default writes the logits gradient over the logits; RIFT_INPLACE_GRAD=0 does not: same curve."""
+    separate = train(swift_runs, data_dir, "mixed_not_inplace", *BATCH6, "--loss_type", "rift",
+                     env={"RIFT_INPLACE_GRAD": "0"}).ok()
+    base = mixed(swift_runs, data_dir)
+    assert_same_curve(separate, base, rel=1e-6)
+    assert abs(base.train[0]["loss"] - base.train[2]["loss"]) > 1e-3  # the weights moved: gradients compared
+
+
 def test_two_process_data_parallel_equals_one_process(swift_runs, data_dir):
     ddp = train(swift_runs, data_dir, "mixed_ddp", "--per_device_train_batch_size", "3",
                 "--gradient_accumulation_steps", "1", "--loss_type", "rift", "--ddp_backend", "gloo",

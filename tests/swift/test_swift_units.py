@@ -209,7 +209,17 @@ def test_columns_loaded_with_mixed_json_types_are_refused(tmp_path):
 
 def test_knob_defaults_need_no_environment():
     assert config.read_knobs({}) == config.Knobs(reward_column="reward", group_column="group", level="token")
-    assert set(config.KNOBS) == {"RIFT_REWARD_COLUMN", "RIFT_GROUP_COLUMN", "RIFT_LEVEL"}
+    assert set(config.KNOBS) == {"RIFT_REWARD_COLUMN", "RIFT_GROUP_COLUMN", "RIFT_LEVEL", "RIFT_INPLACE_GRAD"}
+    assert config.read_knobs({}).inplace_grad is True  # the logits gradient in place by default
+
+
+def test_inplace_grad_knob_is_a_strict_switch():
+    assert config.read_knobs({"RIFT_INPLACE_GRAD": "0"}).inplace_grad is False
+    assert config.read_knobs({"RIFT_INPLACE_GRAD": "1"}).inplace_grad is True
+    with pytest.raises(ValueError, match="RIFT_INPLACE_GRAD must be one of '1', '0', got 'false'"):
+        config.read_knobs({"RIFT_INPLACE_GRAD": "false"})
+    with pytest.raises(ValueError, match="did you mean RIFT_INPLACE_GRAD"):
+        config.read_knobs({"RIFT_INPLACE_GRADS": "0"})
 
 
 def test_knob_values_are_read_and_checked():

@@ -1,0 +1,102 @@
+"""Host-level memory on CPU: peak RSS of one real training step, plain SFT against RIFT, per host.
+
+Run: ``make bench-hosts`` (needs ``make venvs``; about 10 minutes and 11 GB of free memory on a
+2-core machine; run it with nothing else heavy running).
+
+Each host (``benchmarks/hosts.py``: MS-Swift's ``swift sft``, LLaMA-Factory's
+``llamafactory-cli train``) trains a tiny Qwen2 backbone (hidden 32, 2 layers) with a wide
+vocabulary (V = 151936, the Qwen2.5 vocabulary) in float32 for one optimizer step of 8 samples x
+(64 prompt + 512 response tokens): about 4096 target tokens, so the logits are about 2.8 GB.
+Runs, each a fresh CLI process:
+
+- ``baseline``: the host's plain SFT on one short row (the loaded model, optimizer and framework);
+- ``plain``: the host's own loss (cross-entropy) on the 8 samples;
+- ``rift``: ``--loss_type rift`` / ``use_rift_loss: true`` (the logits gradient in place, the default);
+- ``rift, not in place``: the same with ``RIFT_INPLACE_GRAD=0`` / ``rift_inplace_grad: false``.
+
+Peak RSS is the training process's high-water mark (``ru_maxrss``; glibc's mmap threshold at 64 KiB
+so freed tensors leave the resident set). Reported: each run's peak above the baseline's, and RIFT
+over plain. Target (issue 14): RIFT's peak above the loaded model at most 0.5x plain SFT's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import hosts  # noqa: E402
+
+TINY_WIDE = hosts.Shape(vocab=151936, hidden=32, layers=2, heads=4, kv_heads=2, intermediate=64, dtype="float32")
+RUNS = (("baseline", "baseline", True), ("plain", "plain", True), ("rift", "rift", True),
+        ("rift, not in place", "rift", False))
+TARGET = 0.5
+
+
+def measure(work: Path, host_names, *, rows=8, prompt_tokens=64, response_tokens=512, shape=TINY_WIDE) -> dict:
+    model = hosts.build_model(work / "model", shape)
+    results = {}
+    for name in host_names:
+        host = hosts.HOSTS[name]
+        data = hosts.write_host_data(host, work / f"data-{name}", model, rows=rows, prompt_tokens=prompt_tokens,
+                                     response_tokens=response_tokens)
+        results[name] = {}
+        for label, mode, inplace in RUNS:
+            job = hosts.Job(mode=mode, model=model, data=data, out=work / f"{name}-{label.replace(', ', '-').replace(' ', '_')}",
+                            batch=rows, max_length=prompt_tokens + response_tokens + 128, steps=1, bf16=False,
+                            inplace_grad=inplace)
+            r = hosts.run(host, job)
+            results[name][label] = {"peak_rss_bytes": r["maxrss_bytes"], "step": r["steps"][0]}
+            print(f"  {name:<13} {label:<19} peak RSS {r['maxrss_bytes'] / 1e9:6.2f} GB  "
+                  f"batch {r['steps'][0]['input_shape']}, {r['steps'][0]['target_tokens']} target tokens", flush=True)
+    return results
+
+
+def table(results: dict) -> tuple[str, bool]:
+    lines = ["| host | baseline (loaded model) GB | plain SFT above GB | RIFT above GB | RIFT / plain | "
+             "RIFT not in place above GB | not in place / plain |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    ok = True
+    for name, runs in results.items():
+        base = runs["baseline"]["peak_rss_bytes"]
+        above = {k: (v["peak_rss_bytes"] - base) / 1e9 for k, v in runs.items()}
+        ratio = above["rift"] / above["plain"]
+        ok &= ratio <= TARGET
+        lines.append(f"| {name} | {base / 1e9:.2f} | {above['plain']:.2f} | {above['rift']:.2f} | {ratio:.2f} | "
+                     f"{above['rift, not in place']:.2f} | {above['rift, not in place'] / above['plain']:.2f} |")
+    return "\n".join(lines), ok
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--hosts", default=",".join(hosts.HOSTS), help=f"comma-separated of {', '.join(hosts.HOSTS)}")
+    p.add_argument("--work", default=None, help="working directory (default: a temporary one)")
+    p.add_argument("--json", default=None, help="also write the measurements to this file")
+    args = p.parse_args(argv)
+    names = args.hosts.split(",")
+    for name in names:
+        if name not in hosts.HOSTS:
+            raise SystemExit(f"--hosts must name hosts among {', '.join(hosts.HOSTS)}, got {name!r}")
+    from bench_logprobs import load_line, machine_line  # the machine and load lines of `make bench`
+    import torch
+
+    print("rift-losses: host-level peak RSS of one training step, plain SFT vs RIFT (float32, V = 151936)")
+    print(f"machine: {machine_line(torch.device('cpu'))}; total memory "
+          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; load before {load_line()}")
+    with tempfile.TemporaryDirectory(prefix="rift-bench-hosts-") as tmp:
+        results = measure(Path(args.work or tmp), names)
+    print(f"load after {load_line()}\n")
+    text, ok = table(results)
+    print(text)
+    print(f"\ntarget: RIFT's peak above the loaded model <= {TARGET}x plain SFT's in every host: {'PASS' if ok else 'FAIL'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

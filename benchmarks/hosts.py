@@ -1,0 +1,270 @@
+"""One training step through each host's real CLI: plain SFT (the host's own loss) and RIFT.
+
+Shared by ``benchmarks/host_memory.py`` (CPU: peak RSS) and ``benchmarks/gpu_check.py`` (CUDA:
+step time and peak GPU memory). A host is one entry of :data:`HOSTS`: the virtual environment
+it runs from and how to write its command for a :class:`Job`. Adding a host (TRL: TODO below)
+is one more entry, nothing else.
+
+Every run is a subprocess of the host's CLI from its venv (``make venvs``), offline, on a model
+and data built here (:func:`build_model`, :func:`write_data`). ``benchmarks/probe`` is put on the
+run's ``PYTHONPATH``: its ``sitecustomize`` records each ``Trainer.training_step`` (time, batch
+shape, target tokens; on CUDA the peak allocated memory). The process tree's peak resident set
+size is the largest ``ru_maxrss`` among the processes it waited for (read by a small wrapper
+process around the CLI), i.e. the peak RSS of the training process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE_DIR = Path(__file__).resolve().parent / "probe"
+MODES = ("plain", "rift")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A Qwen2 model shape (random weights; the tiny tokenizer only uses the first few hundred ids)."""
+
+    vocab: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    dtype: str  # "float32" | "bfloat16"
+
+
+#: Qwen2.5-1.5B (config.json of Qwen/Qwen2.5-1.5B-Instruct), for the GPU step.
+QWEN25_1_5B = Shape(vocab=151936, hidden=1536, layers=28, heads=12, kv_heads=2, intermediate=8960, dtype="bfloat16")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run: ``mode`` "plain" or "rift" (or "baseline": plain on one short row)."""
+
+    mode: str
+    model: Path
+    data: Path
+    out: Path
+    batch: int
+    max_length: int
+    steps: int
+    bf16: bool
+    gradient_checkpointing: bool = True
+    cpu: bool = True
+    #: RIFT only: the logits gradient in place (the adapters' default) or in its own buffer
+    inplace_grad: bool = True
+    env: dict = field(default_factory=dict)
+
+
+def _swift(job: Job, venv: Path) -> list[str]:
+    dataset = job.data / ("rift.jsonl" if job.mode == "rift" else "plain.jsonl")
+    if job.mode == "baseline":
+        dataset = job.data / "short.jsonl"
+    cmd = [
+        str(venv / "bin" / "swift"), "sft", "--model", str(job.model), "--model_type", "qwen2", "--template", "qwen",
+        "--check_model", "false", "--torch_dtype", "bfloat16" if job.bf16 else "float32",
+        "--dataset", str(dataset), "--split_dataset_ratio", "0", "--tuner_type", "full",
+        "--max_length", str(job.max_length), "--truncation_strategy", "delete",
+        "--per_device_train_batch_size", str(job.batch), "--gradient_accumulation_steps", "1",
+        "--max_steps", str(job.steps), "--gradient_checkpointing", str(job.gradient_checkpointing).lower(),
+        "--learning_rate", "1e-5", "--lr_scheduler_type", "constant", "--warmup_ratio", "0",
+        "--dataloader_num_workers", "0", "--dataset_num_proc", "1", "--report_to", "none", "--logging_steps", "1",
+        "--save_strategy", "no", "--add_version", "false", "--output_dir", str(job.out), "--seed", "0",
+    ]
+    if job.mode == "rift":
+        cmd += ["--loss_type", "rift"]
+    return cmd
+
+
+def _swift_env(job: Job) -> dict:
+    return {"RIFT_INPLACE_GRAD": "1" if job.inplace_grad else "0"} if job.mode == "rift" else {}
+
+
+def _llamafactory(job: Job, venv: Path) -> list[str]:
+    config = {
+        "model_name_or_path": str(job.model), "stage": "sft", "do_train": True, "finetuning_type": "full",
+        "template": "qwen", "dataset": {"rift": "bench_rift", "plain": "bench_plain", "baseline": "bench_short"}[job.mode],
+        "dataset_dir": str(job.data), "cutoff_len": job.max_length, "preprocessing_num_workers": 1,
+        "output_dir": str(job.out), "overwrite_output_dir": True, "per_device_train_batch_size": job.batch,
+        "gradient_accumulation_steps": 1, "learning_rate": 1.0e-5, "max_steps": job.steps, "logging_steps": 1,
+        "save_strategy": "no", "report_to": "none", "disable_shuffling": True, "seed": 0,
+        "disable_gradient_checkpointing": not job.gradient_checkpointing, "bf16": job.bf16,
+    }
+    if job.mode == "rift":
+        config.update(use_rift_loss=True, rift_inplace_grad=job.inplace_grad)
+    job.out.mkdir(parents=True, exist_ok=True)
+    path = job.out.parent / f"{job.out.name}.yaml"  # JSON is YAML (LLaMA-Factory's .json route is broken in 0.9.5)
+    path.write_text(json.dumps(config))
+    return [str(venv / "bin" / "llamafactory-cli"), "train", str(path)]
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    venv: Path
+    command: object  # (Job, venv) -> argv
+    env: object = None  # (Job) -> extra environment, or None
+
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+
+#: The hosts, in report order. TODO(TRL): add Host("trl", ROOT / ".venvs/trl", _trl) once the TRL
+#: adapter lands: a ``_trl(job, venv)`` that runs its SFT entry point (``trl sft`` with the RIFT loss
+#: for mode "rift", the plain loss otherwise) on ``job.data / "rift.jsonl"`` / ``"plain.jsonl"``.
+HOSTS = {
+    "ms-swift": Host("ms-swift", ROOT / ".venvs" / "swift", _swift, _swift_env),
+    "llamafactory": Host("llamafactory", ROOT / ".venvs" / "llamafactory", _llamafactory),
+}
+
+
+# ------------------------------------------------------------------------------ model and data
+
+
+def build_model(path: Path, shape: Shape, *, python: str = sys.executable, device: str = "cpu") -> Path:
+    """A random ``Qwen2ForCausalLM`` of ``shape`` with rift-losses' tiny tokenizer, saved to ``path``.
+
+    Built in a subprocess of ``python`` (weights initialised on ``device``: a 1.5B model initialises in
+    seconds on a GPU); idempotent.
+    """
+    marker = path / "rift_bench_model.json"
+    if marker.exists() and json.loads(marker.read_text()) == shape.__dict__:
+        return path
+    code = textwrap.dedent(
+        f"""
+        import json, torch
+        from pathlib import Path
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+        from rift_losses.testing import build_tokenizer
+        s = json.loads({json.dumps(json.dumps(shape.__dict__))})
+        path = Path({str(path)!r}); path.mkdir(parents=True, exist_ok=True)
+        tok = build_tokenizer(path)
+        config = Qwen2Config(vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["intermediate"],
+            num_hidden_layers=s["layers"], num_attention_heads=s["heads"], num_key_value_heads=s["kv_heads"],
+            max_position_embeddings=4096, tie_word_embeddings=True, bos_token_id=None,
+            eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+            torch_dtype=s["dtype"])
+        torch.manual_seed(0)
+        with torch.device({device!r}):
+            model = Qwen2ForCausalLM(config).to(getattr(torch, s["dtype"]))
+        model.save_pretrained(str(path))
+        (path / "rift_bench_model.json").write_text(json.dumps(s))
+        """
+    )
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, env=offline_env())
+    if proc.returncode != 0:
+        raise RuntimeError(f"building the {shape} model failed:\n{proc.stderr[-3000:]}")
+    return path
+
+
+def _text(tokenizer, n: int) -> str:
+    """Text of exactly ``n`` tokens for ``tokenizer``: single digits and spaces, one token each with the
+    tiny tokenizer whatever the transformers version (multi-digit numbers merge differently across versions)."""
+    words = " ".join(str(i % 10) for i in range(2 * n + 8))
+    ids = tokenizer(words, add_special_tokens=False)["input_ids"][:n]
+    text = tokenizer.decode(ids)
+    if len(tokenizer(text, add_special_tokens=False)["input_ids"]) != n:
+        raise RuntimeError(f"could not write a text of {n} tokens")
+    return text
+
+
+def write_data(path: Path, model: Path, *, rows: int, prompt_tokens: int, response_tokens: int) -> Path:
+    """The benchmark's datasets in ``path``, for every host: ``rows`` samples with a prompt of
+    ``prompt_tokens`` and a response of ``response_tokens`` tokens (rewards alternating +1.0 / -0.2),
+    the same without rewards (plain), and one short row (baseline); ``dataset_info.json`` for
+    LLaMA-Factory."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    path.mkdir(parents=True, exist_ok=True)
+    prompt, response = _text(tokenizer, prompt_tokens), _text(tokenizer, response_tokens)
+    samples = [(prompt, response, 1.0 if i % 2 == 0 else -0.2) for i in range(rows)]
+    short = [("What is 2 + 3?", "The answer is 5.", 1.0)]
+    for name, items, reward in (("rift", samples, True), ("plain", samples, False), ("short", short, False)):
+        with open(path / f"{name}.jsonl", "w") as f:
+            for p, r, w in items:
+                row = {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": r}]}
+                if reward:
+                    row["reward"] = w
+                f.write(json.dumps(row) + "\n")
+        alpaca = [{"instruction": p, "output": r, **({"reward": w} if reward else {})} for p, r, w in items]
+        (path / f"{name}.json").write_text(json.dumps(alpaca))
+    columns = {"prompt": "instruction", "response": "output"}
+    info = {
+        "bench_rift": {"file_name": "rift.json", "columns": {**columns, "reward": "reward"}},
+        "bench_plain": {"file_name": "plain.json", "columns": columns},
+        "bench_short": {"file_name": "short.json", "columns": columns},
+    }
+    (path / "dataset_info.json").write_text(json.dumps(info, indent=1))
+    return path
+
+
+def write_host_data(host: Host, path: Path, model: Path, **sizes) -> Path:
+    """:func:`write_data` run by ``host``'s own Python: token counts are those of the host's tokenizer
+    (the same tokenizer files split text differently under different transformers versions)."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import hosts; "
+            f"from pathlib import Path; hosts.write_data(Path({str(path)!r}), Path({str(model)!r}), **{sizes!r})")
+    proc = subprocess.run([str(host.python()), "-c", code], capture_output=True, text=True, env=offline_env())
+    if proc.returncode != 0:
+        raise RuntimeError(f"{host.name}: writing the benchmark data failed:\n{proc.stderr[-3000:]}")
+    return path
+
+
+# ------------------------------------------------------------------------------------ running
+
+
+def offline_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("RIFT_") and k not in ("NPROC_PER_NODE", "NNODES", "FORCE_TORCHRUN", "PYTHONPATH")}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               WANDB_DISABLED="true")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+_WRAPPER = textwrap.dedent(
+    """
+    import json, resource, subprocess, sys
+    rc = subprocess.run(sys.argv[1:]).returncode
+    print("RIFT_BENCH_MAXRSS " + json.dumps({"rc": rc, "maxrss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+    """
+)
+
+
+def run(host: Host, job: Job, *, timeout: int = 900) -> dict:
+    """Run ``job`` through ``host``'s CLI; its probe records and peak RSS. Raises on any failure."""
+    if not host.python().exists():
+        raise RuntimeError(f"{host.name}: no virtual environment at {host.venv} (run `make venvs`)")
+    job.out.mkdir(parents=True, exist_ok=True)
+    probe = job.out / "probe"
+    for old in job.out.glob("probe.*.json"):
+        old.unlink()
+    extra = dict(job.env)
+    if host.env is not None:
+        extra.update(host.env(job))
+    extra.update(PYTHONPATH=str(PROBE_DIR), RIFT_BENCH_PROBE=str(probe), MODELSCOPE_CACHE=str(job.out.parent / "ms_cache"),
+                 HF_HOME=str(job.out.parent / "hf"))
+    if job.cpu:  # CPU tensors are host memory: freed ones must leave the resident set
+        extra.update(CUDA_VISIBLE_DEVICES="", MALLOC_MMAP_THRESHOLD_="65536")
+    cmd = [str(host.python()), "-c", _WRAPPER, *host.command(job, host.venv)]
+    proc = subprocess.run(cmd, env=offline_env(**extra), cwd=job.out.parent, capture_output=True, text=True,
+                          timeout=timeout)
+    (job.out.parent / f"{job.out.name}.log").write_text(proc.stdout + proc.stderr)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RIFT_BENCH_MAXRSS ")]
+    if proc.returncode != 0 or not line or json.loads(line[-1].split(" ", 1)[1])["rc"] != 0:
+        raise RuntimeError(f"{host.name} {job.mode}: the run failed (log {job.out.parent / (job.out.name + '.log')}):\n"
+                           f"{(proc.stdout + proc.stderr)[-4000:]}")
+    records = [json.loads(p.read_text())["steps"] for p in job.out.glob("probe.*.json")]
+    records = [r for r in records if r]
+    if len(records) != 1 or len(records[0]) != job.steps:
+        raise RuntimeError(f"{host.name} {job.mode}: expected one process with {job.steps} probed training steps, "
+                           f"got {[len(r) for r in records]} (log {job.out.parent / (job.out.name + '.log')})")
+    return {"maxrss_bytes": json.loads(line[-1].split(" ", 1)[1])["maxrss_kib"] * 1024, "steps": records[0]}
