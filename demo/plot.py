@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-COLORS = {"naive": "#d62728", "rift": "#1f77b4", "rift_lf": "#2ca02c"}
+COLORS = {"naive": "#d62728", "rift": "#1f77b4", "rift_lf": "#2ca02c", "rift_trl": "#9467bd"}
+#: RIFT runs of the other hosts, drawn beside MS-Swift's (dashed) and checked like it.
+OTHER_HOSTS = {"rift_lf": "LLaMA-Factory", "rift_trl": "TRL"}
 
 
 def _smooth(values: list[float], window: int) -> list[float]:
@@ -38,11 +40,13 @@ def check(runs: dict[str, list[dict]]) -> list[str]:
     if low < -1e-6:
         raise AssertionError(f"RIFT's loss must stay >= 0, got {low:.4f}")
     facts.append(f"RIFT (MS-Swift): loss >= 0 at every one of {len(rift)} steps (lowest {low:.3f})")
-    if "rift_lf" in runs:
-        low_lf = min(r["loss"] for r in runs["rift_lf"])
-        if low_lf < -1e-6:
-            raise AssertionError(f"RIFT's loss (LLaMA-Factory) must stay >= 0, got {low_lf:.4f}")
-        facts.append(f"RIFT (LLaMA-Factory): loss >= 0 at every one of {len(runs['rift_lf'])} steps (lowest {low_lf:.3f})")
+    for name, host in OTHER_HOSTS.items():
+        if name not in runs:
+            continue
+        low_host = min(r["loss"] for r in runs[name])
+        if low_host < -1e-6:
+            raise AssertionError(f"RIFT's loss ({host}) must stay >= 0, got {low_host:.4f}")
+        facts.append(f"RIFT ({host}): loss >= 0 at every one of {len(runs[name])} steps (lowest {low_host:.3f})")
     tail = max(5, len(naive) // 10)
     first_neg = sum(r["neg"] for r in naive[:tail]) / tail
     last_neg = sum(r["neg"] for r in naive[-tail:]) / tail
@@ -72,21 +76,23 @@ def plot(runs: dict[str, list[dict]], path: str | Path, *, title: str, lr: float
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = {"naive": "naive  -r log p  (eq. 1), MS-Swift", "rift": "RIFT  (eq. 5), MS-Swift", "rift_lf": "RIFT  (eq. 5), LLaMA-Factory"}
+    labels = {"naive": "naive  -r log p  (eq. 1), MS-Swift", "rift": "RIFT  (eq. 5), MS-Swift"}
+    labels.update({name: f"RIFT  (eq. 5), {host}" for name, host in OTHER_HOSTS.items()})
     window = max(3, len(runs["rift"]) // 25)
     with_grad = all("grad_norm" in runs[n][0] for n in ("naive", "rift"))
     ncols = 3 if with_grad else 2
     fig, axes = plt.subplots(1, ncols, figsize=(6.2 * ncols, 5.4), dpi=100, gridspec_kw={"width_ratios": [1.25, 1, 1][:ncols]})
     ax, bx = axes[0], axes[1]
-    for name in ("naive", "rift", "rift_lf"):
+    for name in ("naive", "rift", *OTHER_HOSTS):
         if name not in runs:
             continue
         steps = [r["step"] for r in runs[name]]
         loss = [r["loss"] for r in runs[name]]
-        style = {"color": COLORS[name], "linestyle": "--" if name == "rift_lf" else "-"}
+        other = name in OTHER_HOSTS
+        style = {"color": COLORS[name], "linestyle": "--" if other else "-"}
         ax.plot(steps, loss, alpha=0.18, linewidth=0.8, color=COLORS[name])
-        ax.plot(steps, _smooth(loss, window), linewidth=2.2 if name != "rift_lf" else 1.5, label=labels[name], **style)
-        if name == "rift_lf":
+        ax.plot(steps, _smooth(loss, window), linewidth=1.5 if other else 2.2, label=labels[name], **style)
+        if other:
             continue
         short = "RIFT" if name == "rift" else "naive"
         bx.plot(steps, _smooth([r["pos"] for r in runs[name]], window), linestyle=":", linewidth=1.8, color=COLORS[name],

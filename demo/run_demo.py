@@ -6,13 +6,13 @@
 3. ``rift-losses stats``: the paper's Table 1 and Table 4 for it.
 4. ``rift-losses convert`` to each host's layout.
 5. ``swift sft --loss_type rift``, then the same with ``--loss_type rift_naive`` (eq. 1), then
-   ``llamafactory-cli train`` with ``use_rift_loss: true``; per-step loss with its positive
-   and negative parts.
+   ``llamafactory-cli train`` with ``use_rift_loss: true`` and ``trl sft`` with
+   ``loss_type: rift``; per-step loss with its positive and negative parts.
 6. One PNG: RIFT against the naive loss on the same data (demo_out/rift_vs_naive.png), and a
    check of what it shows.
 
 Run from the repository root with the MS-Swift environment's Python (``make demo`` does);
-LLaMA-Factory runs from its own environment (``--llamafactory-cli``). CPU is enough; the hosts
+LLaMA-Factory and TRL run from their own environments (``--llamafactory-cli``, ``--trl-cli``). CPU is enough; the hosts
 use a GPU when there is one.
 """
 
@@ -124,6 +124,50 @@ def read_llamafactory_log(output_dir: Path) -> list[dict]:
     return rows
 
 
+def read_trl_log(stdout: str) -> list[dict]:
+    """Per-step logs of ``trl sft`` (the Trainer prints each one as a Python dict on stdout)."""
+    import ast
+
+    rows = []
+    for line in stdout.splitlines():
+        if not line.startswith("{'loss'"):
+            continue
+        entry = ast.literal_eval(line)
+        if "rift/pos_loss" not in entry:
+            continue
+        rows.append({
+            "step": len(rows) + 1,
+            "loss": float(entry["loss"]),
+            "pos": float(entry["rift/pos_loss"]),
+            "neg": float(entry["rift/neg_loss"]),
+            "neg_prob": float(entry.get("rift/neg_prob", 0.0)),
+        })  # fmt: skip
+    return rows
+
+
+def trl_config(model: Path, data_dir: Path, out: Path, args: argparse.Namespace) -> dict:
+    return {
+        "model_name_or_path": str(model),
+        "dataset_name": str(data_dir),
+        "output_dir": str(out),
+        "loss_type": "rift",
+        "rift_level": "token",
+        "use_cpu": True,
+        "bf16": False,
+        "per_device_train_batch_size": args.batch,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": args.lr,
+        "lr_scheduler_type": "constant",
+        "max_steps": args.steps,
+        "seed": args.seed,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+
+
 def print_steps(name: str, rows: list[dict], every: int) -> None:
     if not rows:
         raise SystemExit(f"demo: {name} logged no training step with RIFT's loss parts")
@@ -191,7 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         "--llamafactory-cli", type=Path, default=REPO / ".venvs" / "llamafactory" / "bin" / "llamafactory-cli",
         help="LLaMA-Factory's CLI, in its own environment (default: %(default)s)",
     )  # fmt: skip
-    parser.add_argument("--skip-llamafactory", action="store_true", help="run MS-Swift only")
+    parser.add_argument("--skip-llamafactory", action="store_true", help="do not run LLaMA-Factory")
+    parser.add_argument(
+        "--trl-cli", type=Path, default=REPO / ".venvs" / "trl" / "bin" / "trl",
+        help="TRL's CLI, in its own environment (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument("--skip-trl", action="store_true", help="do not run TRL")
     args = parser.parse_args(argv)
     out: Path = args.out.resolve()
     every = max(1, args.steps // 12)
@@ -249,7 +298,28 @@ def main(argv: list[str] | None = None) -> int:
         runs["rift_lf"] = read_llamafactory_log(run_dir)
         print_steps("llamafactory use_rift_loss: true", runs["rift_lf"], every)
 
-    heading("8. the picture: RIFT against the naive loss")
+    if not args.skip_trl:
+        heading("8. TRL: trl sft --config cfg.yaml with loss_type: rift")
+        cli = args.trl_cli
+        if not cli.exists():
+            raise SystemExit(f"demo: {cli} not found: `make demo` builds it (or pass --trl-cli, or --skip-trl)")
+        run_dir = out / "trl" / "run-rift"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        data_dir = out / "trl" / "data"  # a folder of its own: `dataset_name` loads every file in it
+        data_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(swift_data, data_dir / "buffer.jsonl")  # the same messages + reward + group rows
+        import yaml
+
+        cfg = run_dir.parent / "rift_demo.yaml"
+        cfg.write_text(yaml.safe_dump(trl_config(model, data_dir, run_dir, args), sort_keys=False))
+        say(f"   {cfg.name}: loss_type: rift, rift_level: token, dataset_name: {data_dir.name}/ (messages, reward, group)")
+        log = run_dir / "train.log"
+        run([cli, "sft", "--config", cfg], log=log)
+        runs["rift_trl"] = read_trl_log(log.read_text())
+        print_steps("trl sft loss_type: rift", runs["rift_trl"], every)
+
+    heading("9. the picture: RIFT against the naive loss")
     png = plot(
         runs, out / "rift_vs_naive.png", lr=args.lr, batch=args.batch,
         title=f"RIFT stays bounded, the naive reward-weighted loss runs away: tiny Qwen2, {args.rollouts.name} "

@@ -17,7 +17,7 @@ import plot  # noqa: E402
 
 
 def _runs(*, naive_runs_away=True, rift_negative=False, steps=120):
-    rift, naive, lf = [], [], []
+    rift, naive, lf, trl = [], [], [], []
     for s in range(1, steps + 1):
         pos = 4 * math.exp(-s / 30) + 0.2
         neg_rift = 0.2 * 0.3
@@ -27,15 +27,17 @@ def _runs(*, naive_runs_away=True, rift_negative=False, steps=120):
         naive.append({"step": s, "loss": pos + neg_naive, "pos": pos, "neg": neg_naive, "neg_prob": 0.3,
                       "grad_norm": 0.6 * (1 + (s / 10 if naive_runs_away else 0))})  # fmt: skip
         lf.append({"step": s, "loss": pos * 1.02 + neg_rift, "pos": pos * 1.02, "neg": neg_rift, "neg_prob": 0.3})
-    return {"rift": rift, "naive": naive, "rift_lf": lf}
+        trl.append({"step": s, "loss": pos * 0.98 + neg_rift, "pos": pos * 0.98, "neg": neg_rift, "neg_prob": 0.3})
+    return {"rift": rift, "naive": naive, "rift_lf": lf, "rift_trl": trl}
 
 
 def test_check_states_what_the_picture_shows():
     facts = plot.check(_runs())
     assert facts[0].startswith("RIFT (MS-Swift): loss >= 0 at every one of 120 steps")
     assert facts[1].startswith("RIFT (LLaMA-Factory): loss >= 0")
-    assert facts[2].startswith("gradient norm over the last 12 steps (median): naive")
-    assert facts[3].startswith("naive: below zero from step ")
+    assert facts[2].startswith("RIFT (TRL): loss >= 0")
+    assert facts[3].startswith("gradient norm over the last 12 steps (median): naive")
+    assert facts[4].startswith("naive: below zero from step ")
 
 
 def test_check_fails_when_the_naive_loss_does_not_run_away():
@@ -46,6 +48,10 @@ def test_check_fails_when_the_naive_loss_does_not_run_away():
 def test_check_fails_when_rift_goes_below_zero():
     with pytest.raises(AssertionError, match="RIFT's loss must stay >= 0, got"):
         plot.check(_runs(rift_negative=True))
+    runs = _runs()
+    runs["rift_trl"][5]["loss"] = -0.5
+    with pytest.raises(AssertionError, match=r"RIFT's loss \(TRL\) must stay >= 0, got -0.5000"):
+        plot.check(runs)
 
 
 def test_plot_writes_a_non_trivial_png(tmp_path):
