@@ -3,7 +3,7 @@
 Run: ``make bench-hosts`` (needs ``make venvs``; about 10 minutes and 11 GB of free memory on a
 2-core machine; run it with nothing else heavy running).
 
-Each host (``benchmarks/hosts.py``: MS-Swift's ``swift sft``, LLaMA-Factory's
+Each host (``benchmarks/hosts.py``: MS-Swift's ``swift sft``, TRL's ``trl sft``, LLaMA-Factory's
 ``llamafactory-cli train``) trains a tiny Qwen2 backbone (hidden 32, 2 layers) with a wide
 vocabulary (V = 151936, the Qwen2.5 vocabulary) in float32 for one optimizer step of 8 samples x
 (64 prompt + 512 response tokens): about 4096 target tokens, so the logits are about 2.8 GB.

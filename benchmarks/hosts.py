@@ -2,8 +2,8 @@
 
 Shared by ``benchmarks/host_memory.py`` (CPU: peak RSS) and ``benchmarks/gpu_check.py`` (CUDA:
 step time and peak GPU memory). A host is one entry of :data:`HOSTS`: the virtual environment
-it runs from and how to write its command for a :class:`Job`. Adding a host (TRL: TODO below)
-is one more entry, nothing else.
+it runs from and how to write its command for a :class:`Job`. Adding a host is one more entry,
+nothing else.
 
 Every run is a subprocess of the host's CLI from its venv (``make venvs``), offline, on a model
 and data built here (:func:`build_model`, :func:`write_data`). ``benchmarks/probe`` is put on the
@@ -106,6 +106,27 @@ def _llamafactory(job: Job, venv: Path) -> list[str]:
     return [str(venv / "bin" / "llamafactory-cli"), "train", str(path)]
 
 
+def _trl(job: Job, venv: Path) -> list[str]:
+    # `dataset_name` loads every data file of a folder: each run gets a folder with its one file.
+    name = {"rift": "rift.jsonl", "plain": "plain.jsonl", "baseline": "short.jsonl"}[job.mode]
+    data_dir = job.out / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "train.jsonl").write_text((job.data / name).read_text())
+    config = {
+        "model_name_or_path": str(job.model), "dataset_name": str(data_dir), "output_dir": str(job.out),
+        "max_length": job.max_length, "per_device_train_batch_size": job.batch, "gradient_accumulation_steps": 1,
+        "learning_rate": 1.0e-5, "lr_scheduler_type": "constant", "max_steps": job.steps, "logging_steps": 1,
+        "save_strategy": "no", "report_to": "none", "seed": 0, "train_sampling_strategy": "sequential",
+        "dataloader_num_workers": 0, "gradient_checkpointing": job.gradient_checkpointing, "bf16": job.bf16,
+        "use_cpu": job.cpu, "disable_tqdm": True,
+    }
+    if job.mode == "rift":
+        config.update(loss_type="rift", rift_inplace_grad=job.inplace_grad)
+    path = job.out.parent / f"{job.out.name}.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return [str(venv / "bin" / "trl"), "sft", "--config", str(path)]
+
+
 @dataclass(frozen=True)
 class Host:
     name: str
@@ -117,12 +138,11 @@ class Host:
         return self.venv / "bin" / "python"
 
 
-#: The hosts, in report order. TODO(TRL): add Host("trl", ROOT / ".venvs/trl", _trl) once the TRL
-#: adapter lands: a ``_trl(job, venv)`` that runs its SFT entry point (``trl sft`` with the RIFT loss
-#: for mode "rift", the plain loss otherwise) on ``job.data / "rift.jsonl"`` / ``"plain.jsonl"``.
+#: The hosts, in report order. TRL's plain SFT is its own ``loss_type: nll`` (its fused LM head).
 HOSTS = {
     "ms-swift": Host("ms-swift", ROOT / ".venvs" / "swift", _swift, _swift_env),
     "llamafactory": Host("llamafactory", ROOT / ".venvs" / "llamafactory", _llamafactory),
+    "trl": Host("trl", ROOT / ".venvs" / "trl", _trl),
 }
 
 

@@ -63,7 +63,7 @@ def test_dry_run_hosts_part(tmp_path):
     proc = gpu_check(tmp_path, "--dry-run", "--parts", "hosts")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     hosts = report(tmp_path)["parts"]["hosts"]["result"]["hosts"]
-    assert set(hosts) == {"ms-swift", "llamafactory"}
+    assert set(hosts) == {"ms-swift", "llamafactory", "trl"}
     for name, runs in hosts.items():
         for mode in ("plain", "rift"):
             run = runs[mode]
