@@ -122,10 +122,12 @@ def reference_loss(logits, labels, rewards, rows=512):
     V = logits.shape[-1]
     with torch.no_grad():
         flat, y = logits.reshape(-1, V), labels.reshape(-1).clamp_min(0)
-        logp = torch.cat([
-            torch.log_softmax(flat[i : i + rows].double(), -1).gather(-1, y[i : i + rows, None])[:, 0]
-            for i in range(0, flat.shape[0], rows)
-        ]).view(labels.shape)
+        logp = torch.cat(
+            [
+                torch.log_softmax(flat[i : i + rows].double(), -1).gather(-1, y[i : i + rows, None])[:, 0]
+                for i in range(0, flat.shape[0], rows)
+            ]
+        ).view(labels.shape)
         mask = labels != IGNORE
         logp = logp * mask
         r_tok = torch.where(mask, rewards[:, None].double().expand_as(logp), 0.0)
@@ -167,9 +169,22 @@ def child_memory(args):
 
 def cpu_peak_extra(args, dtype_name, path):
     cmd = [
-        sys.executable, os.path.abspath(__file__), "--child-path", path, "--dtype", dtype_name,
-        "--B", str(args.B), "--T", str(args.T), "--V", str(args.V), "--mask", args.mask,
-        "--threads", str(args.threads),
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child-path",
+        path,
+        "--dtype",
+        dtype_name,
+        "--B",
+        str(args.B),
+        "--T",
+        str(args.T),
+        "--V",
+        str(args.V),
+        "--mask",
+        args.mask,
+        "--threads",
+        str(args.threads),
     ]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -281,8 +296,15 @@ def measure(args, device, dtype_name, paths=None):
     logits_bytes = logits.numel() * logits.element_size()
     copy = copy_ms(logits.detach(), args.repeats) if cuda else None
     del pristine, logits
-    return {"times": times, "peaks": peaks, "losses": losses, "ref": ref, "copy_ms": copy,
-            "logits_bytes": logits_bytes, "load": (load_before, load_after)}
+    return {
+        "times": times,
+        "peaks": peaks,
+        "losses": losses,
+        "ref": ref,
+        "copy_ms": copy,
+        "logits_bytes": logits_bytes,
+        "load": (load_before, load_after),
+    }
 
 
 def run_dtype(args, device, dtype_name):
@@ -294,12 +316,16 @@ def run_dtype(args, device, dtype_name):
 
     N = args.B * args.T
     print()
-    print(f"== {device.type}: N={N} (B={args.B} x T={args.T}), V={args.V}, {dtype_name}, "
-          f"{'first quarter of each sample' if args.mask == 'prefix' else 'a random quarter of the'} labels -100, "
-          f"rewards +1.0/-0.2 by sample; logits {logits_bytes / 1e6:.1f} MB")
+    print(
+        f"== {device.type}: N={N} (B={args.B} x T={args.T}), V={args.V}, {dtype_name}, "
+        f"{'first quarter of each sample' if args.mask == 'prefix' else 'a random quarter of the'} labels -100, "
+        f"rewards +1.0/-0.2 by sample; logits {logits_bytes / 1e6:.1f} MB"
+    )
     print(f"   machine: {machine_line(device)}")
-    print(f"   load average (1, 5, 15 min): before {load_before}, after {load_after}; "
-          f"{args.repeats} repeats after 1 warm-up, round robin")
+    print(
+        f"   load average (1, 5, 15 min): before {load_before}, after {load_after}; "
+        f"{args.repeats} repeats after 1 warm-up, round robin"
+    )
     head = f"{'path':<28} {'median ms':>10} {'min ms':>9} {'x CE':>6} {'peak extra MB':>14} {'x CE':>6}"
     if cuda:
         head += f" {'eff. TB/s (3 passes)':>21} {'bound/time':>10}"
@@ -325,8 +351,11 @@ def run_dtype(args, device, dtype_name):
         print(row)
         results[name] = (med / ce_med, None if peak is None or not ce_peak else peak / ce_peak)
     if cuda:
-        print(f"   device copy of the logits: {copy:.2f} ms ({2 * logits_bytes / (copy * 1e-3) / 1e12:.2f} TB/s read+write); "
-              f"3-pass bound {1.5 * copy:.2f} ms = {1.5 * copy / ce_med:.2f}x CE")
+        print(
+            f"   device copy of the logits: {copy:.2f} ms "
+            f"({2 * logits_bytes / (copy * 1e-3) / 1e12:.2f} TB/s read+write); "
+            f"3-pass bound {1.5 * copy:.2f} ms = {1.5 * copy / ce_med:.2f}x CE"
+        )
     return results
 
 
@@ -349,7 +378,9 @@ def report_targets(device, all_results):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
-    p.add_argument("--dtypes", default=None, help="comma-separated of bf16, fp16, fp32 (default: bf16,fp32 on CPU; bf16 on CUDA)")
+    p.add_argument(
+        "--dtypes", default=None, help="comma-separated of bf16, fp16, fp32 (default: bf16,fp32 on CPU; bf16 on CUDA)"
+    )
     p.add_argument("--B", type=int, default=None, help="samples (default 4 on CPU, 8 on CUDA)")
     p.add_argument("--T", type=int, default=None, help="tokens per sample (default 1024 on CPU, 2048 on CUDA)")
     p.add_argument("--V", type=int, default=None, help="vocabulary (default 32000 on CPU, 151936 on CUDA)")
@@ -365,16 +396,25 @@ def main(argv=None):
         child_memory(args)
         return
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     cuda = device.type == "cuda"
     args.B = args.B or (8 if cuda else 4)
     args.T = args.T or (2048 if cuda else 1024)
     args.V = args.V or (151936 if cuda else 32000)
     dtypes = (args.dtypes or ("bf16" if cuda else "bf16,fp32")).split(",")
     print("rift-losses: forward + backward of a RIFT loss on three token log-prob paths")
-    print("peak extra memory: " + ("torch.cuda.max_memory_allocated above the inputs" if cuda else
-          "RSS high-water mark above the inputs, fresh subprocess per case, MALLOC_MMAP_THRESHOLD_=65536"))
+    print(
+        "peak extra memory: "
+        + (
+            "torch.cuda.max_memory_allocated above the inputs"
+            if cuda
+            else "RSS high-water mark above the inputs, fresh subprocess per case, MALLOC_MMAP_THRESHOLD_=65536"
+        )
+    )
     all_results = {d: run_dtype(args, device, d) for d in dtypes}
     report_targets(device, all_results)
 

@@ -50,24 +50,53 @@ def _child(case: str, rows: int, targets: int, vocab: int, workdir: str) -> dict
     torch.manual_seed(0)
     tokenizer = build_tokenizer(Path(workdir) / "tok")
     tokenizer = AutoTokenizer.from_pretrained(str(Path(workdir) / "tok"))
-    config = Qwen2Config(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=targets + 8,
-                         tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id)
+    config = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=targets + 8,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = Qwen2ForCausalLM(config)
     g = torch.Generator().manual_seed(1)
-    data = [{"input_ids": torch.randint(0, vocab, (targets + 1,), generator=g).tolist(),
-             "reward": 1.0 if i % 2 == 0 else -0.2} for i in range(rows)]
+    data = [
+        {
+            "input_ids": torch.randint(0, vocab, (targets + 1,), generator=g).tolist(),
+            "reward": 1.0 if i % 2 == 0 else -0.2,
+        }
+        for i in range(rows)
+    ]
     for row in data:
         row["labels"] = list(row["input_ids"])
-    common = dict(output_dir=str(Path(workdir) / "out"), bf16=False, use_cpu=True, report_to=[], save_strategy="no",
-                  per_device_train_batch_size=rows, max_steps=2, logging_steps=1, max_length=None,
-                  train_sampling_strategy="sequential", disable_tqdm=True, dataloader_num_workers=0)
+    common = dict(  # noqa: C408 (keyword arguments of the configs below)
+        output_dir=str(Path(workdir) / "out"),
+        bf16=False,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        per_device_train_batch_size=rows,
+        max_steps=2,
+        logging_steps=1,
+        max_length=None,
+        train_sampling_strategy="sequential",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
     if case == "trl nll":
-        trainer = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=Dataset.from_list(data),
-                             processing_class=tokenizer)
+        trainer = SFTTrainer(
+            model=model, args=SFTConfig(**common), train_dataset=Dataset.from_list(data), processing_class=tokenizer
+        )
     else:
-        trainer = RiftSFTTrainer(model=model, args=RiftSFTConfig(loss_type="rift", **common),
-                                 train_dataset=Dataset.from_list(data), processing_class=tokenizer)
+        trainer = RiftSFTTrainer(
+            model=model,
+            args=RiftSFTConfig(loss_type="rift", **common),
+            train_dataset=Dataset.from_list(data),
+            processing_class=tokenizer,
+        )
         if case == "rift (logits path)":
             del trainer.model.forward
     marks = {}
@@ -100,18 +129,40 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as workdir:
             print("RESULT " + json.dumps(_child(args.child, args.rows, args.targets, args.vocab, workdir)))
         return
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "RIFT_LOSSES_AUTOLOAD": "0", "TOKENIZERS_PARALLELISM": "false"}
-    print(f"one training step, CPU, float32, V={args.vocab}, {args.rows} rows x {args.targets} targets "
-          f"= {args.rows * args.targets} target tokens")
-    print(f"| case | peak RSS GB | step rise above pre-step RSS GB |\n| --- | --- | --- |")
+    env = {
+        **os.environ,
+        "MALLOC_MMAP_THRESHOLD_": "65536",
+        "RIFT_LOSSES_AUTOLOAD": "0",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    print(
+        f"one training step, CPU, float32, V={args.vocab}, {args.rows} rows x {args.targets} targets "
+        f"= {args.rows * args.targets} target tokens"
+    )
+    print("| case | peak RSS GB | step rise above pre-step RSS GB |\n| --- | --- | --- |")
     results = {}
     for case in CASES:
-        done = subprocess.run([sys.executable, __file__, "--child", case, "--rows", str(args.rows), "--targets",
-                               str(args.targets), "--vocab", str(args.vocab)], env=env, capture_output=True, text=True)
-        line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                case,
+                "--rows",
+                str(args.rows),
+                "--targets",
+                str(args.targets),
+                "--vocab",
+                str(args.vocab),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             raise SystemExit(f"{case} failed:\n{done.stderr[-3000:]}")
-        r = json.loads(line[len("RESULT "):])
+        r = json.loads(line[len("RESULT ") :])
         results[case] = r
         print(f"| {case} | {r['peak_bytes'] / 1e9:.2f} | {r['step_rise_bytes'] / 1e9:.2f} |", flush=True)
     base = results["trl nll"]["peak_bytes"]

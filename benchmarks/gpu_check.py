@@ -36,7 +36,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 import xml.etree.ElementTree as ET
@@ -49,14 +48,22 @@ PARTS = ("pytest", "kernels", "liger", "autotune", "hosts")
 
 # The sizes of a real run and of the dry run.
 REAL = SimpleNamespace(
-    B=8, T=2048, V=151936, repeats=10, dtype="bf16",
+    B=8,
+    T=2048,
+    V=151936,
+    repeats=10,
+    dtype="bf16",
     liger=SimpleNamespace(N=16384, H=1536, V=151936),
     autotune=SimpleNamespace(rows=4096, vocabs=(32000, 65536, 151936), block_v=(2048, 4096, 8192), warps=(4, 8, 16)),
     # 990 + 990 tokens + the template's ~66 (system prompt, role tags) = 2046 of max_length 2048
     hosts=SimpleNamespace(rows=4, prompt=990, response=990, max_length=2048, steps=3, bf16=True),
 )
 DRY = SimpleNamespace(
-    B=2, T=32, V=1000, repeats=2, dtype="bf16",
+    B=2,
+    T=32,
+    V=1000,
+    repeats=2,
+    dtype="bf16",
     liger=SimpleNamespace(N=64, H=32, V=1000),
     autotune=SimpleNamespace(rows=4, vocabs=(1000, 3001), block_v=(256, 512), warps=(4, 8)),
     hosts=SimpleNamespace(rows=4, prompt=16, response=16, max_length=128, steps=3, bf16=False),
@@ -79,8 +86,10 @@ def _device(dry: bool):
     if dry:
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise MeasurementError("no CUDA device is visible to torch (torch.cuda.is_available() is False); "
-                               "use --dry-run for the CPU rehearsal")
+        raise MeasurementError(
+            "no CUDA device is visible to torch (torch.cuda.is_available() is False); "
+            "use --dry-run for the CPU rehearsal"
+        )
     return torch.device("cuda")
 
 
@@ -93,12 +102,24 @@ def part_pytest(cfg, dry, out: Path) -> dict:
     if dry:
         env["CUDA_VISIBLE_DEVICES"] = ""
     env.pop("TRITON_INTERPRET", None)
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", str(ROOT / "tests" / "core"), "-q", "-p", "no:cacheprovider",
-           f"--junitxml={xml}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-m",
+        "gpu",
+        str(ROOT / "tests" / "core"),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={xml}",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     (out / "pytest_gpu.log").write_text(proc.stdout + proc.stderr)
     if not xml.exists():
-        raise MeasurementError(f"pytest wrote no report (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+        raise MeasurementError(
+            f"pytest wrote no report (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}"
+        )
     suite = ET.parse(xml).getroot()
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
@@ -109,7 +130,9 @@ def part_pytest(cfg, dry, out: Path) -> dict:
     if counts["failures"] or counts["errors"]:
         raise MeasurementError(f"pytest -m gpu: {counts} (log {out / 'pytest_gpu.log'})")
     if not dry and (counts["skipped"] or proc.returncode != 0):
-        raise MeasurementError(f"pytest -m gpu must run every selected test on a GPU, got {counts}, exit {proc.returncode}")
+        raise MeasurementError(
+            f"pytest -m gpu must run every selected test on a GPU, got {counts}, exit {proc.returncode}"
+        )
     return result
 
 
@@ -117,13 +140,13 @@ def part_pytest(cfg, dry, out: Path) -> dict:
 
 
 def part_kernels(cfg, dry, out: Path) -> dict:
+    import bench_logprobs as bench
     import torch
 
-    import bench_logprobs as bench
-
     device = _device(dry)
-    args = SimpleNamespace(B=cfg.B, T=cfg.T, V=cfg.V, mask="random", repeats=cfg.repeats,
-                           threads=torch.get_num_threads(), check=True)
+    args = SimpleNamespace(
+        B=cfg.B, T=cfg.T, V=cfg.V, mask="random", repeats=cfg.repeats, threads=torch.get_num_threads(), check=True
+    )
     m = bench.measure(args, device, cfg.dtype)
     ce_ms = statistics.median(m["times"][bench.CE])
     ce_peak = m["peaks"][bench.CE]
@@ -132,17 +155,33 @@ def part_kernels(cfg, dry, out: Path) -> dict:
         med, peak = statistics.median(times), m["peaks"][name]
         if peak is None:
             raise MeasurementError(f"no peak memory for {name!r}")
-        row = {"median_ms": med, "min_ms": min(times), "time_x_ce": med / ce_ms, "peak_extra_bytes": peak,
-               "peak_x_ce": peak / ce_peak if ce_peak else None, "loss_abs_err": abs(m["losses"][name] - m["ref"])}
+        row = {
+            "median_ms": med,
+            "min_ms": min(times),
+            "time_x_ce": med / ce_ms,
+            "peak_extra_bytes": peak,
+            "peak_x_ce": peak / ce_peak if ce_peak else None,
+            "loss_abs_err": abs(m["losses"][name] - m["ref"]),
+        }
         if m["copy_ms"] is not None:
             passes3 = 3 * m["logits_bytes"]
             row["effective_tb_s_3pass"] = passes3 / (med * 1e-3) / 1e12
             row["bound_over_time"] = 1.5 * m["copy_ms"] / med
         rows[name] = row
-    return {"N": cfg.B * cfg.T, "B": cfg.B, "T": cfg.T, "V": cfg.V, "dtype": cfg.dtype, "device": bench.machine_line(device),
-            "logits_bytes": m["logits_bytes"], "copy_ms": m["copy_ms"],
-            "three_pass_bound_ms": None if m["copy_ms"] is None else 1.5 * m["copy_ms"], "paths": rows,
-            "labels": "a random quarter -100; rewards +1.0/-0.2 by sample", "repeats": cfg.repeats}
+    return {
+        "N": cfg.B * cfg.T,
+        "B": cfg.B,
+        "T": cfg.T,
+        "V": cfg.V,
+        "dtype": cfg.dtype,
+        "device": bench.machine_line(device),
+        "logits_bytes": m["logits_bytes"],
+        "copy_ms": m["copy_ms"],
+        "three_pass_bound_ms": None if m["copy_ms"] is None else 1.5 * m["copy_ms"],
+        "paths": rows,
+        "labels": "a random quarter -100; rewards +1.0/-0.2 by sample",
+        "repeats": cfg.repeats,
+    }
 
 
 # ------------------------------------------------------------------------------------ 3. liger
@@ -179,11 +218,15 @@ def part_liger(cfg, dry, out: Path) -> dict:
         def fn():
             logits = hidden @ weight.T
             return rift_losses.rift_loss(logits[None], labels[None], rewards_tok[None], inplace_grad=inplace)
+
         return fn
 
     results = {}
-    for name, fn in (("Liger FLCE(reduction=none) + RIFT terms", liger), ("hidden @ W.T + rift_loss", ours(False)),
-                     ("hidden @ W.T + rift_loss, in place", ours(True))):
+    for name, fn in (
+        ("Liger FLCE(reduction=none) + RIFT terms", liger),
+        ("hidden @ W.T + rift_loss", ours(False)),
+        ("hidden @ W.T + rift_loss, in place", ours(True)),
+    ):
         times = []
         for rep in range(4):
             torch.cuda.synchronize()
@@ -201,8 +244,14 @@ def part_liger(cfg, dry, out: Path) -> dict:
         results[name] = {"median_ms": statistics.median(times), "peak_extra_bytes": peak}
     import liger_kernel
 
-    return {"installed": True, "version": getattr(liger_kernel, "__version__", "?"), "N": c.N, "H": c.H, "V": c.V,
-            "paths": results}
+    return {
+        "installed": True,
+        "version": getattr(liger_kernel, "__version__", "?"),
+        "N": c.N,
+        "H": c.H,
+        "V": c.V,
+        "paths": results,
+    }
 
 
 # --------------------------------------------------------------------------------- 4. autotune
@@ -226,7 +275,7 @@ def part_autotune(cfg, dry, out: Path) -> dict:
         out_buf = torch.empty_like(logits)
         default = kernels._config(V, None, None)
 
-        def launch(block_v, warps):
+        def launch(block_v, warps, logits=logits, labels=labels, mask=mask, grad=grad, out_buf=out_buf):
             logp, lse = kernels.forward(logits, labels, mask, block_v=block_v, num_warps=warps)
             kernels.backward(logits, labels, mask, lse, grad, out_buf, block_v=block_v, num_warps=warps)
             return logp
@@ -256,10 +305,21 @@ def part_autotune(cfg, dry, out: Path) -> dict:
             timings[f"{block_v}x{warps}"] = ms
         best = min(timings, key=timings.get)
         default_key = f"{default[0]}x{default[1]}"
-        table[str(V)] = {"timings_ms": timings, "best": best, "best_ms": timings[best], "default": default_key,
-                         "default_ms": timings[default_key], "default_over_best": timings[default_key] / timings[best]}
-    return {"rows": c.rows, "dtype": "bf16", "timed": "once each, after a compiling launch",
-            "interpreter": os.environ.get("TRITON_INTERPRET") == "1", "by_vocab": table}
+        table[str(V)] = {
+            "timings_ms": timings,
+            "best": best,
+            "best_ms": timings[best],
+            "default": default_key,
+            "default_ms": timings[default_key],
+            "default_over_best": timings[default_key] / timings[best],
+        }
+    return {
+        "rows": c.rows,
+        "dtype": "bf16",
+        "timed": "once each, after a compiling launch",
+        "interpreter": os.environ.get("TRITON_INTERPRET") == "1",
+        "by_vocab": table,
+    }
 
 
 # ------------------------------------------------------------------------------------ 5. hosts
@@ -274,20 +334,36 @@ def part_hosts(cfg, dry, out: Path) -> dict:
         _device(dry)
     shape = _dry_shape() if dry else hosts.QWEN25_1_5B
     model = hosts.build_model(work / "model", shape, device="cpu" if dry else "cuda")
-    result = {"model": shape.__dict__, "batch": c.rows, "steps": c.steps, "bf16": c.bf16, "gradient_checkpointing": True,
-              "hosts": {}}
+    result = {
+        "model": shape.__dict__,
+        "batch": c.rows,
+        "steps": c.steps,
+        "bf16": c.bf16,
+        "gradient_checkpointing": True,
+        "hosts": {},
+    }
     errors = []
     for name, host in hosts.HOSTS.items():
         runs = {}
         try:
-            data = hosts.write_host_data(host, work / f"data-{name}", model, rows=c.rows, prompt_tokens=c.prompt,
-                                         response_tokens=c.response)
+            data = hosts.write_host_data(
+                host, work / f"data-{name}", model, rows=c.rows, prompt_tokens=c.prompt, response_tokens=c.response
+            )
         except Exception as exc:
             errors.append(f"{name}: {exc}")
             continue
         for mode in ("plain", "rift"):
-            job = hosts.Job(mode=mode, model=model, data=data, out=work / f"{name}-{mode}", batch=c.rows,
-                            max_length=c.max_length, steps=c.steps, bf16=c.bf16, cpu=dry)
+            job = hosts.Job(
+                mode=mode,
+                model=model,
+                data=data,
+                out=work / f"{name}-{mode}",
+                batch=c.rows,
+                max_length=c.max_length,
+                steps=c.steps,
+                bf16=c.bf16,
+                cpu=dry,
+            )
             try:
                 r = hosts.run(host, job, timeout=600)
             except Exception as exc:  # the other host still runs
@@ -295,15 +371,21 @@ def part_hosts(cfg, dry, out: Path) -> dict:
                 continue
             steps = r["steps"]
             timed = [s["seconds"] for s in steps[1:]] or [steps[0]["seconds"]]
-            run = {"step_ms": 1e3 * statistics.median(timed), "input_shape": steps[-1]["input_shape"],
-                   "target_tokens": steps[-1]["target_tokens"], "peak_rss_bytes": r["maxrss_bytes"],
-                   "losses": [s["loss"] for s in steps]}
+            run = {
+                "step_ms": 1e3 * statistics.median(timed),
+                "input_shape": steps[-1]["input_shape"],
+                "target_tokens": steps[-1]["target_tokens"],
+                "peak_rss_bytes": r["maxrss_bytes"],
+                "losses": [s["loss"] for s in steps],
+            }
             if not dry:
                 if "cuda_peak" not in steps[-1]:
                     errors.append(f"{name} {mode}: the training step did not run on CUDA")
                     continue
                 run["cuda_peak_bytes"] = max(s["cuda_peak"] for s in steps)
-                run["cuda_peak_above_step_start_bytes"] = max(s["cuda_peak"] - s["cuda_allocated_before"] for s in steps)
+                run["cuda_peak_above_step_start_bytes"] = max(
+                    s["cuda_peak"] - s["cuda_allocated_before"] for s in steps
+                )
                 run["device"] = steps[-1]["device"]
             runs[mode] = run
         if set(runs) == {"plain", "rift"}:
@@ -333,71 +415,106 @@ def _gb(x):
 
 def markdown(report: dict) -> str:
     m = report["meta"]
-    lines = [f"# rift-losses GPU check{' (DRY RUN: CPU, tiny sizes, Triton interpreter)' if m['dry_run'] else ''}", "",
-             f"- machine: {m['machine']}", f"- torch {m['torch']}, triton {m['triton']}, python {m['python']}",
-             f"- date {m['date']}, total {m['seconds']:.0f} s", ""]
+    lines = [
+        f"# rift-losses GPU check{' (DRY RUN: CPU, tiny sizes, Triton interpreter)' if m['dry_run'] else ''}",
+        "",
+        f"- machine: {m['machine']}",
+        f"- torch {m['torch']}, triton {m['triton']}, python {m['python']}",
+        f"- date {m['date']}, total {m['seconds']:.0f} s",
+        "",
+    ]
     parts = report["parts"]
     p = parts.get("pytest", {})
     if "result" in p:
         r = p["result"]
-        lines += ["## pytest -m gpu", "", f"{r['passed']} passed, {r['skipped']} skipped, {r['failures']} failed, "
-                  f"{r['errors']} errors of {r['tests']} (`{r['command']}`)", ""]
+        lines += [
+            "## pytest -m gpu",
+            "",
+            f"{r['passed']} passed, {r['skipped']} skipped, {r['failures']} failed, "
+            f"{r['errors']} errors of {r['tests']} (`{r['command']}`)",
+            "",
+        ]
     k = parts.get("kernels", {}).get("result")
     if k:
-        lines += [f"## Kernels: N = {k['N']}, V = {k['V']}, {k['dtype']} ({k['labels']})", "",
-                  f"logits {k['logits_bytes'] / 1e9:.2f} GB; device copy {k['copy_ms'] and round(k['copy_ms'], 2)} ms; "
-                  f"3-pass bound {k['three_pass_bound_ms'] and round(k['three_pass_bound_ms'], 2)} ms", "",
-                  "| path | median ms | x CE | peak extra GB | x CE | TB/s (3 passes) | bound / time | \\|loss - fp64\\| |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            f"## Kernels: N = {k['N']}, V = {k['V']}, {k['dtype']} ({k['labels']})",
+            "",
+            f"logits {k['logits_bytes'] / 1e9:.2f} GB; device copy {k['copy_ms'] and round(k['copy_ms'], 2)} ms; "
+            f"3-pass bound {k['three_pass_bound_ms'] and round(k['three_pass_bound_ms'], 2)} ms",
+            "",
+            "| path | median ms | x CE | peak extra GB | x CE | TB/s (3 passes) | bound / time | \\|loss - fp64\\| |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for name, r in k["paths"].items():
             cells = [r["peak_x_ce"], r.get("effective_tb_s_3pass"), r.get("bound_over_time")]
             px, tb, bt = ("n/a" if x is None else f"{x:.2f}" for x in cells)
-            lines.append(f"| {name} | {r['median_ms']:.2f} | {r['time_x_ce']:.2f} | {_gb(r['peak_extra_bytes'])} | "
-                         f"{px} | {tb} | {bt} | {r['loss_abs_err']:.1e} |")
+            lines.append(
+                f"| {name} | {r['median_ms']:.2f} | {r['time_x_ce']:.2f} | {_gb(r['peak_extra_bytes'])} | "
+                f"{px} | {tb} | {bt} | {r['loss_abs_err']:.1e} |"
+            )
         lines.append("")
     li = parts.get("liger", {}).get("result")
     if li:
         lines += ["## Liger fused linear cross-entropy", ""]
         if "paths" in li:
-            lines += [f"N = {li['N']}, H = {li['H']}, V = {li['V']}, bf16, liger_kernel {li['version']}", "",
-                      "| path (from hidden states) | median ms | peak extra GB |", "| --- | --- | --- |"]
+            lines += [
+                f"N = {li['N']}, H = {li['H']}, V = {li['V']}, bf16, liger_kernel {li['version']}",
+                "",
+                "| path (from hidden states) | median ms | peak extra GB |",
+                "| --- | --- | --- |",
+            ]
             lines += [f"| {n} | {r['median_ms']:.2f} | {_gb(r['peak_extra_bytes'])} |" for n, r in li["paths"].items()]
         else:
             lines.append(li["note"])
         lines.append("")
     a = parts.get("autotune", {}).get("result")
     if a:
-        lines += [f"## Triton BLOCK_V x num_warps by vocabulary ({a['rows']} rows, bf16, {a['timed']})", "",
-                  "| V | best | best ms | default | default ms | default / best | all (ms) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            f"## Triton BLOCK_V x num_warps by vocabulary ({a['rows']} rows, bf16, {a['timed']})",
+            "",
+            "| V | best | best ms | default | default ms | default / best | all (ms) |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for V, r in a["by_vocab"].items():
             alls = ", ".join(f"{k} {v:.3g}" for k, v in r["timings_ms"].items())
-            lines.append(f"| {V} | {r['best']} | {r['best_ms']:.3f} | {r['default']} | {r['default_ms']:.3f} | "
-                         f"{r['default_over_best']:.2f} | {alls} |")
+            lines.append(
+                f"| {V} | {r['best']} | {r['best_ms']:.3f} | {r['default']} | {r['default_ms']:.3f} | "
+                f"{r['default_over_best']:.2f} | {alls} |"
+            )
         lines.append("")
     h = parts.get("hosts", {}).get("result")
     if h:
         s = h["model"]
-        lines += [f"## One training step per host (Qwen2 V={s['vocab']} H={s['hidden']} L={s['layers']}, {s['dtype']}, "
-                  f"batch {h['batch']}, gradient checkpointing, {h['steps']} steps, median of steps 2-{h['steps']})", "",
-                  "| host | loss | batch | target tokens | step ms | peak GPU GB | peak above step start GB | peak RSS GB |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            f"## One training step per host (Qwen2 V={s['vocab']} H={s['hidden']} L={s['layers']}, {s['dtype']}, "
+            f"batch {h['batch']}, gradient checkpointing, {h['steps']} steps, median of steps 2-{h['steps']})",
+            "",
+            "| host | loss | batch | target tokens | step ms | peak GPU GB | peak above step start GB | peak RSS GB |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for name, runs in h["hosts"].items():
             for mode in ("plain", "rift"):
                 r = runs.get(mode)
                 if r:
-                    lines.append(f"| {name} | {mode} | {r['input_shape']} | {r['target_tokens']} | {r['step_ms']:.0f} | "
-                                 f"{_gb(r.get('cuda_peak_bytes'))} | {_gb(r.get('cuda_peak_above_step_start_bytes'))} | "
-                                 f"{_gb(r['peak_rss_bytes'])} |")
+                    lines.append(
+                        f"| {name} | {mode} | {r['input_shape']} | {r['target_tokens']} | {r['step_ms']:.0f} | "
+                        f"{_gb(r.get('cuda_peak_bytes'))} | {_gb(r.get('cuda_peak_above_step_start_bytes'))} | "
+                        f"{_gb(r['peak_rss_bytes'])} |"
+                    )
             if "ratios" in runs:
-                lines.append(f"| {name} | RIFT / plain | | | {runs['ratios']['step_time']:.2f} | "
-                             f"{runs['ratios'].get('cuda_peak_bytes', float('nan')):.2f} | "
-                             f"{runs['ratios'].get('cuda_peak_above_step_start_bytes', float('nan')):.2f} | "
-                             f"{runs['ratios']['peak_rss_bytes']:.2f} |")
+                lines.append(
+                    f"| {name} | RIFT / plain | | | {runs['ratios']['step_time']:.2f} | "
+                    f"{runs['ratios'].get('cuda_peak_bytes', float('nan')):.2f} | "
+                    f"{runs['ratios'].get('cuda_peak_above_step_start_bytes', float('nan')):.2f} | "
+                    f"{runs['ratios']['peak_rss_bytes']:.2f} |"
+                )
         lines.append("")
     failed = {n: v["error"] for n, v in parts.items() if "error" in v}
     lines += ["## Result", ""]
-    lines += [f"- {n}: {v.get('seconds', 0):.0f} s, {'FAILED: ' + v['error'].splitlines()[0] if 'error' in v else 'ok'}"
-              for n, v in parts.items()]
+    lines += [
+        f"- {n}: {v.get('seconds', 0):.0f} s, {'FAILED: ' + v['error'].splitlines()[0] if 'error' in v else 'ok'}"
+        for n, v in parts.items()
+    ]
     lines.append("")
     lines.append("FAILED" if failed else "all measurements taken")
     return "\n".join(lines) + "\n"
@@ -405,9 +522,15 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default=os.environ.get("RIFT_GPU_OUT", "gpu_out"), help="report directory (env RIFT_GPU_OUT)")
-    p.add_argument("--dry-run", action="store_true", default=os.environ.get("RIFT_GPU_CHECK_DRY", "0") == "1",
-                   help="CPU rehearsal at tiny sizes (env RIFT_GPU_CHECK_DRY=1)")
+    p.add_argument(
+        "--out", default=os.environ.get("RIFT_GPU_OUT", "gpu_out"), help="report directory (env RIFT_GPU_OUT)"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=os.environ.get("RIFT_GPU_CHECK_DRY", "0") == "1",
+        help="CPU rehearsal at tiny sizes (env RIFT_GPU_CHECK_DRY=1)",
+    )
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated of {', '.join(PARTS)} (default: all)")
     args = p.parse_args(argv)
     parts = args.parts.split(",")
@@ -418,9 +541,8 @@ def main(argv=None) -> int:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     sys.path.insert(0, str(HERE))
-    import torch
-
     import bench_logprobs as bench
+    import torch
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -433,11 +555,25 @@ def main(argv=None) -> int:
         triton_version = "not installed"
     started = time.time()
     device = torch.device("cuda") if torch.cuda.is_available() and not args.dry_run else torch.device("cpu")
-    report = {"meta": {"dry_run": args.dry_run, "machine": bench.machine_line(device), "torch": torch.__version__,
-                       "triton": triton_version, "python": platform.python_version(),
-                       "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "parts": parts}, "parts": {}}
-    functions = {"pytest": part_pytest, "kernels": part_kernels, "liger": part_liger, "autotune": part_autotune,
-                 "hosts": part_hosts}
+    report = {
+        "meta": {
+            "dry_run": args.dry_run,
+            "machine": bench.machine_line(device),
+            "torch": torch.__version__,
+            "triton": triton_version,
+            "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "parts": parts,
+        },
+        "parts": {},
+    }
+    functions = {
+        "pytest": part_pytest,
+        "kernels": part_kernels,
+        "liger": part_liger,
+        "autotune": part_autotune,
+        "hosts": part_hosts,
+    }
     for part in parts:
         t0 = time.time()
         print(f"[gpu-check] {part} ...", flush=True)

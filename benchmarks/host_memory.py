@@ -33,8 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hosts  # noqa: E402
 
 TINY_WIDE = hosts.Shape(vocab=151936, hidden=32, layers=2, heads=4, kv_heads=2, intermediate=64, dtype="float32")
-RUNS = (("baseline", "baseline", True), ("plain", "plain", True), ("rift", "rift", True),
-        ("rift, not in place", "rift", False))
+RUNS = (
+    ("baseline", "baseline", True),
+    ("plain", "plain", True),
+    ("rift", "rift", True),
+    ("rift, not in place", "rift", False),
+)
 TARGET = 0.5
 
 
@@ -43,32 +47,48 @@ def measure(work: Path, host_names, *, rows=8, prompt_tokens=64, response_tokens
     results = {}
     for name in host_names:
         host = hosts.HOSTS[name]
-        data = hosts.write_host_data(host, work / f"data-{name}", model, rows=rows, prompt_tokens=prompt_tokens,
-                                     response_tokens=response_tokens)
+        data = hosts.write_host_data(
+            host, work / f"data-{name}", model, rows=rows, prompt_tokens=prompt_tokens, response_tokens=response_tokens
+        )
         results[name] = {}
         for label, mode, inplace in RUNS:
-            job = hosts.Job(mode=mode, model=model, data=data, out=work / f"{name}-{label.replace(', ', '-').replace(' ', '_')}",
-                            batch=rows, max_length=prompt_tokens + response_tokens + 128, steps=1, bf16=False,
-                            inplace_grad=inplace)
+            job = hosts.Job(
+                mode=mode,
+                model=model,
+                data=data,
+                out=work / f"{name}-{label.replace(', ', '-').replace(' ', '_')}",
+                batch=rows,
+                max_length=prompt_tokens + response_tokens + 128,
+                steps=1,
+                bf16=False,
+                inplace_grad=inplace,
+            )
             r = hosts.run(host, job)
             results[name][label] = {"peak_rss_bytes": r["maxrss_bytes"], "step": r["steps"][0]}
-            print(f"  {name:<13} {label:<19} peak RSS {r['maxrss_bytes'] / 1e9:6.2f} GB  "
-                  f"batch {r['steps'][0]['input_shape']}, {r['steps'][0]['target_tokens']} target tokens", flush=True)
+            print(
+                f"  {name:<13} {label:<19} peak RSS {r['maxrss_bytes'] / 1e9:6.2f} GB  "
+                f"batch {r['steps'][0]['input_shape']}, {r['steps'][0]['target_tokens']} target tokens",
+                flush=True,
+            )
     return results
 
 
 def table(results: dict) -> tuple[str, bool]:
-    lines = ["| host | baseline (loaded model) GB | plain SFT above GB | RIFT above GB | RIFT / plain | "
-             "RIFT not in place above GB | not in place / plain |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| host | baseline (loaded model) GB | plain SFT above GB | RIFT above GB | RIFT / plain | "
+        "RIFT not in place above GB | not in place / plain |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     ok = True
     for name, runs in results.items():
         base = runs["baseline"]["peak_rss_bytes"]
         above = {k: (v["peak_rss_bytes"] - base) / 1e9 for k, v in runs.items()}
         ratio = above["rift"] / above["plain"]
         ok &= ratio <= TARGET
-        lines.append(f"| {name} | {base / 1e9:.2f} | {above['plain']:.2f} | {above['rift']:.2f} | {ratio:.2f} | "
-                     f"{above['rift, not in place']:.2f} | {above['rift, not in place'] / above['plain']:.2f} |")
+        lines.append(
+            f"| {name} | {base / 1e9:.2f} | {above['plain']:.2f} | {above['rift']:.2f} | {ratio:.2f} | "
+            f"{above['rift, not in place']:.2f} | {above['rift, not in place'] / above['plain']:.2f} |"
+        )
     return "\n".join(lines), ok
 
 
@@ -82,18 +102,23 @@ def main(argv=None):
     for name in names:
         if name not in hosts.HOSTS:
             raise SystemExit(f"--hosts must name hosts among {', '.join(hosts.HOSTS)}, got {name!r}")
-    from bench_logprobs import load_line, machine_line  # the machine and load lines of `make bench`
     import torch
+    from bench_logprobs import load_line, machine_line  # the machine and load lines of `make bench`
 
     print("rift-losses: host-level peak RSS of one training step, plain SFT vs RIFT (float32, V = 151936)")
-    print(f"machine: {machine_line(torch.device('cpu'))}; total memory "
-          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; load before {load_line()}")
+    print(
+        f"machine: {machine_line(torch.device('cpu'))}; total memory "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; load before {load_line()}"
+    )
     with tempfile.TemporaryDirectory(prefix="rift-bench-hosts-") as tmp:
         results = measure(Path(args.work or tmp), names)
     print(f"load after {load_line()}\n")
     text, ok = table(results)
     print(text)
-    print(f"\ntarget: RIFT's peak above the loaded model <= {TARGET}x plain SFT's in every host: {'PASS' if ok else 'FAIL'}")
+    print(
+        f"\ntarget: RIFT's peak above the loaded model <= {TARGET}x plain SFT's in every host: "
+        f"{'PASS' if ok else 'FAIL'}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

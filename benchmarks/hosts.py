@@ -69,15 +69,58 @@ def _swift(job: Job, venv: Path) -> list[str]:
     if job.mode == "baseline":
         dataset = job.data / "short.jsonl"
     cmd = [
-        str(venv / "bin" / "swift"), "sft", "--model", str(job.model), "--model_type", "qwen2", "--template", "qwen",
-        "--check_model", "false", "--torch_dtype", "bfloat16" if job.bf16 else "float32",
-        "--dataset", str(dataset), "--split_dataset_ratio", "0", "--tuner_type", "full",
-        "--max_length", str(job.max_length), "--truncation_strategy", "delete",
-        "--per_device_train_batch_size", str(job.batch), "--gradient_accumulation_steps", "1",
-        "--max_steps", str(job.steps), "--gradient_checkpointing", str(job.gradient_checkpointing).lower(),
-        "--learning_rate", "1e-5", "--lr_scheduler_type", "constant", "--warmup_ratio", "0",
-        "--dataloader_num_workers", "0", "--dataset_num_proc", "1", "--report_to", "none", "--logging_steps", "1",
-        "--save_strategy", "no", "--add_version", "false", "--output_dir", str(job.out), "--seed", "0",
+        str(venv / "bin" / "swift"),
+        "sft",
+        "--model",
+        str(job.model),
+        "--model_type",
+        "qwen2",
+        "--template",
+        "qwen",
+        "--check_model",
+        "false",
+        "--torch_dtype",
+        "bfloat16" if job.bf16 else "float32",
+        "--dataset",
+        str(dataset),
+        "--split_dataset_ratio",
+        "0",
+        "--tuner_type",
+        "full",
+        "--max_length",
+        str(job.max_length),
+        "--truncation_strategy",
+        "delete",
+        "--per_device_train_batch_size",
+        str(job.batch),
+        "--gradient_accumulation_steps",
+        "1",
+        "--max_steps",
+        str(job.steps),
+        "--gradient_checkpointing",
+        str(job.gradient_checkpointing).lower(),
+        "--learning_rate",
+        "1e-5",
+        "--lr_scheduler_type",
+        "constant",
+        "--warmup_ratio",
+        "0",
+        "--dataloader_num_workers",
+        "0",
+        "--dataset_num_proc",
+        "1",
+        "--report_to",
+        "none",
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--add_version",
+        "false",
+        "--output_dir",
+        str(job.out),
+        "--seed",
+        "0",
     ]
     if job.mode == "rift":
         cmd += ["--loss_type", "rift"]
@@ -90,13 +133,28 @@ def _swift_env(job: Job) -> dict:
 
 def _llamafactory(job: Job, venv: Path) -> list[str]:
     config = {
-        "model_name_or_path": str(job.model), "stage": "sft", "do_train": True, "finetuning_type": "full",
-        "template": "qwen", "dataset": {"rift": "bench_rift", "plain": "bench_plain", "baseline": "bench_short"}[job.mode],
-        "dataset_dir": str(job.data), "cutoff_len": job.max_length, "preprocessing_num_workers": 1,
-        "output_dir": str(job.out), "overwrite_output_dir": True, "per_device_train_batch_size": job.batch,
-        "gradient_accumulation_steps": 1, "learning_rate": 1.0e-5, "max_steps": job.steps, "logging_steps": 1,
-        "save_strategy": "no", "report_to": "none", "disable_shuffling": True, "seed": 0,
-        "disable_gradient_checkpointing": not job.gradient_checkpointing, "bf16": job.bf16,
+        "model_name_or_path": str(job.model),
+        "stage": "sft",
+        "do_train": True,
+        "finetuning_type": "full",
+        "template": "qwen",
+        "dataset": {"rift": "bench_rift", "plain": "bench_plain", "baseline": "bench_short"}[job.mode],
+        "dataset_dir": str(job.data),
+        "cutoff_len": job.max_length,
+        "preprocessing_num_workers": 1,
+        "output_dir": str(job.out),
+        "overwrite_output_dir": True,
+        "per_device_train_batch_size": job.batch,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1.0e-5,
+        "max_steps": job.steps,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_shuffling": True,
+        "seed": 0,
+        "disable_gradient_checkpointing": not job.gradient_checkpointing,
+        "bf16": job.bf16,
     }
     if job.mode == "rift":
         config.update(use_rift_loss=True, rift_inplace_grad=job.inplace_grad)
@@ -113,12 +171,25 @@ def _trl(job: Job, venv: Path) -> list[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "train.jsonl").write_text((job.data / name).read_text())
     config = {
-        "model_name_or_path": str(job.model), "dataset_name": str(data_dir), "output_dir": str(job.out),
-        "max_length": job.max_length, "per_device_train_batch_size": job.batch, "gradient_accumulation_steps": 1,
-        "learning_rate": 1.0e-5, "lr_scheduler_type": "constant", "max_steps": job.steps, "logging_steps": 1,
-        "save_strategy": "no", "report_to": "none", "seed": 0, "train_sampling_strategy": "sequential",
-        "dataloader_num_workers": 0, "gradient_checkpointing": job.gradient_checkpointing, "bf16": job.bf16,
-        "use_cpu": job.cpu, "disable_tqdm": True,
+        "model_name_or_path": str(job.model),
+        "dataset_name": str(data_dir),
+        "output_dir": str(job.out),
+        "max_length": job.max_length,
+        "per_device_train_batch_size": job.batch,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1.0e-5,
+        "lr_scheduler_type": "constant",
+        "max_steps": job.steps,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": 0,
+        "train_sampling_strategy": "sequential",
+        "dataloader_num_workers": 0,
+        "gradient_checkpointing": job.gradient_checkpointing,
+        "bf16": job.bf16,
+        "use_cpu": job.cpu,
+        "disable_tqdm": True,
     }
     if job.mode == "rift":
         config.update(loss_type="rift", rift_inplace_grad=job.inplace_grad)
@@ -170,7 +241,8 @@ def build_model(path: Path, shape: Shape, *, python: str = sys.executable, devic
         config = Qwen2Config(vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["intermediate"],
             num_hidden_layers=s["layers"], num_attention_heads=s["heads"], num_key_value_heads=s["kv_heads"],
             max_position_embeddings=4096, tie_word_embeddings=True, bos_token_id=None,
-            eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+            eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+            pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
             torch_dtype=s["dtype"])
         torch.manual_seed(0)
         with torch.device({device!r}):
@@ -230,8 +302,10 @@ def write_data(path: Path, model: Path, *, rows: int, prompt_tokens: int, respon
 def write_host_data(host: Host, path: Path, model: Path, **sizes) -> Path:
     """:func:`write_data` run by ``host``'s own Python: token counts are those of the host's tokenizer
     (the same tokenizer files split text differently under different transformers versions)."""
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import hosts; "
-            f"from pathlib import Path; hosts.write_data(Path({str(path)!r}), Path({str(model)!r}), **{sizes!r})")
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import hosts; "
+        f"from pathlib import Path; hosts.write_data(Path({str(path)!r}), Path({str(model)!r}), **{sizes!r})"
+    )
     proc = subprocess.run([str(host.python()), "-c", code], capture_output=True, text=True, env=offline_env())
     if proc.returncode != 0:
         raise RuntimeError(f"{host.name}: writing the benchmark data failed:\n{proc.stderr[-3000:]}")
@@ -242,10 +316,18 @@ def write_host_data(host: Host, path: Path, model: Path, **sizes) -> Path:
 
 
 def offline_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("RIFT_") and k not in ("NPROC_PER_NODE", "NNODES", "FORCE_TORCHRUN", "PYTHONPATH")}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               WANDB_DISABLED="true")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RIFT_") and k not in ("NPROC_PER_NODE", "NNODES", "FORCE_TORCHRUN", "PYTHONPATH")
+    }
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        WANDB_DISABLED="true",
+    )
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -254,7 +336,8 @@ _WRAPPER = textwrap.dedent(
     """
     import json, resource, subprocess, sys
     rc = subprocess.run(sys.argv[1:]).returncode
-    print("RIFT_BENCH_MAXRSS " + json.dumps({"rc": rc, "maxrss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print("RIFT_BENCH_MAXRSS " + json.dumps({"rc": rc, "maxrss_kib": peak}))
     """
 )
 
@@ -270,21 +353,30 @@ def run(host: Host, job: Job, *, timeout: int = 900) -> dict:
     extra = dict(job.env)
     if host.env is not None:
         extra.update(host.env(job))
-    extra.update(PYTHONPATH=str(PROBE_DIR), RIFT_BENCH_PROBE=str(probe), MODELSCOPE_CACHE=str(job.out.parent / "ms_cache"),
-                 HF_HOME=str(job.out.parent / "hf"))
+    extra.update(
+        PYTHONPATH=str(PROBE_DIR),
+        RIFT_BENCH_PROBE=str(probe),
+        MODELSCOPE_CACHE=str(job.out.parent / "ms_cache"),
+        HF_HOME=str(job.out.parent / "hf"),
+    )
     if job.cpu:  # CPU tensors are host memory: freed ones must leave the resident set
         extra.update(CUDA_VISIBLE_DEVICES="", MALLOC_MMAP_THRESHOLD_="65536")
     cmd = [str(host.python()), "-c", _WRAPPER, *host.command(job, host.venv)]
-    proc = subprocess.run(cmd, env=offline_env(**extra), cwd=job.out.parent, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        cmd, env=offline_env(**extra), cwd=job.out.parent, capture_output=True, text=True, timeout=timeout
+    )
     (job.out.parent / f"{job.out.name}.log").write_text(proc.stdout + proc.stderr)
     line = [x for x in proc.stdout.splitlines() if x.startswith("RIFT_BENCH_MAXRSS ")]
     if proc.returncode != 0 or not line or json.loads(line[-1].split(" ", 1)[1])["rc"] != 0:
-        raise RuntimeError(f"{host.name} {job.mode}: the run failed (log {job.out.parent / (job.out.name + '.log')}):\n"
-                           f"{(proc.stdout + proc.stderr)[-4000:]}")
+        raise RuntimeError(
+            f"{host.name} {job.mode}: the run failed (log {job.out.parent / (job.out.name + '.log')}):\n"
+            f"{(proc.stdout + proc.stderr)[-4000:]}"
+        )
     records = [json.loads(p.read_text())["steps"] for p in job.out.glob("probe.*.json")]
     records = [r for r in records if r]
     if len(records) != 1 or len(records[0]) != job.steps:
-        raise RuntimeError(f"{host.name} {job.mode}: expected one process with {job.steps} probed training steps, "
-                           f"got {[len(r) for r in records]} (log {job.out.parent / (job.out.name + '.log')})")
+        raise RuntimeError(
+            f"{host.name} {job.mode}: expected one process with {job.steps} probed training steps, "
+            f"got {[len(r) for r in records]} (log {job.out.parent / (job.out.name + '.log')})"
+        )
     return {"maxrss_bytes": json.loads(line[-1].split(" ", 1)[1])["maxrss_kib"] * 1024, "steps": records[0]}

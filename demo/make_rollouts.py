@@ -90,7 +90,9 @@ def marbles(rng):
     b = rng.choice([4, 6, 7])
     a = b * c + rng.choice([5, 9, 12])
     left = a - b * c
-    prompt = f"Tom has {a} marbles. He gives {b} marbles to each of his {c} friends. How many marbles does Tom have left?"
+    prompt = (
+        f"Tom has {a} marbles. He gives {b} marbles to each of his {c} friends. How many marbles does Tom have left?"
+    )
     right = [
         f"He gives away {b} * {c} = {b * c} marbles. He has {a} - {b * c} = {left} left. The answer is {left}.",
         f"Each friend gets {b}, and there are {c} friends: {b} x {c} = {b * c}. Then {a} - {b * c} = {left}.\nThe final answer is \\boxed{{{left}}}.",
@@ -138,7 +140,14 @@ def train(rng):
 
 
 TEMPLATES = (clips, babysitting, bakery, marbles, pizza, train)
-OPENINGS = ("", "", "Let's solve this step by step.\n", "Let me think.\n", "Step by step:\n", "We need to work this out carefully.\n")
+OPENINGS = (
+    "",
+    "",
+    "Let's solve this step by step.\n",
+    "Let me think.\n",
+    "Step by step:\n",
+    "We need to work this out carefully.\n",
+)
 
 
 def rollouts(seed: int = 0, problems: int = 24) -> list[dict]:

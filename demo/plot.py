@@ -52,14 +52,18 @@ def check(runs: dict[str, list[dict]]) -> list[str]:
     last_neg = sum(r["neg"] for r in naive[-tail:]) / tail
     last_loss = sum(r["loss"] for r in naive[-tail:]) / tail
     if not last_loss < 0:
-        raise AssertionError(f"the naive loss must end below zero, got a mean of {last_loss:.3f} over its last {tail} steps")
+        raise AssertionError(
+            f"the naive loss must end below zero, got a mean of {last_loss:.3f} over its last {tail} steps"
+        )
     if not last_neg < 2 * first_neg:
         raise AssertionError(f"the naive negative part must keep falling, got {first_neg:.3f} -> {last_neg:.3f}")
     if "grad_norm" in naive[0] and "grad_norm" in rift[0]:
         g_naive = sorted(r["grad_norm"] for r in naive[-tail:])[tail // 2]
         g_rift = sorted(r["grad_norm"] for r in rift[-tail:])[tail // 2]
         if not g_naive > 2 * g_rift:
-            raise AssertionError(f"the naive gradient norm must blow up against RIFT's, got medians {g_naive:.2f} vs {g_rift:.2f}")
+            raise AssertionError(
+                f"the naive gradient norm must blow up against RIFT's, got medians {g_naive:.2f} vs {g_rift:.2f}"
+            )
         facts.append(f"gradient norm over the last {tail} steps (median): naive {g_naive:.1f}, RIFT {g_rift:.2f}")
     below = next(r["step"] for r in naive if r["loss"] < 0)
     facts.append(
@@ -81,7 +85,9 @@ def plot(runs: dict[str, list[dict]], path: str | Path, *, title: str, lr: float
     window = max(3, len(runs["rift"]) // 25)
     with_grad = all("grad_norm" in runs[n][0] for n in ("naive", "rift"))
     ncols = 3 if with_grad else 2
-    fig, axes = plt.subplots(1, ncols, figsize=(6.2 * ncols, 5.4), dpi=100, gridspec_kw={"width_ratios": [1.25, 1, 1][:ncols]})
+    fig, axes = plt.subplots(
+        1, ncols, figsize=(6.2 * ncols, 5.4), dpi=100, gridspec_kw={"width_ratios": [1.25, 1, 1][:ncols]}
+    )
     ax, bx = axes[0], axes[1]
     for name in ("naive", "rift", *OTHER_HOSTS):
         if name not in runs:
@@ -95,7 +101,8 @@ def plot(runs: dict[str, list[dict]], path: str | Path, *, title: str, lr: float
         if other:
             continue
         short = "RIFT" if name == "rift" else "naive"
-        bx.plot(steps, _smooth([r["pos"] for r in runs[name]], window), linestyle=":", linewidth=1.8, color=COLORS[name],
+        pos = _smooth([r["pos"] for r in runs[name]], window)
+        bx.plot(steps, pos, linestyle=":", linewidth=1.8, color=COLORS[name],
                 label=f"{short}: positive part (correct answers)")  # fmt: skip
         bx.plot(steps, _smooth([r["neg"] for r in runs[name]], window), linewidth=2.2, color=COLORS[name],
                 label=f"{short}: negative part (wrong answers)")  # fmt: skip
@@ -120,7 +127,8 @@ def plot(runs: dict[str, list[dict]], path: str | Path, *, title: str, lr: float
         arrowprops={"arrowstyle": "->", "color": COLORS["naive"]},
     )  # fmt: skip
     ax.annotate(
-        "RIFT: bounded. A wrong answer costs -r p,\nbetween 0 and |r| = 0.2 (Theorem 3.4):\nthe loss never goes below 0",
+        "RIFT: bounded. A wrong answer costs -r p,\nbetween 0 and |r| = 0.2 (Theorem 3.4):\n"
+        "the loss never goes below 0",
         xy=(end, _smooth([r["loss"] for r in rift], window)[-1]),
         xytext=(0.40, 0.76), textcoords="axes fraction", color=COLORS["rift"], fontsize=9.5,
         arrowprops={"arrowstyle": "->", "color": COLORS["rift"]},
@@ -131,7 +139,8 @@ def plot(runs: dict[str, list[dict]], path: str | Path, *, title: str, lr: float
     if pos_naive[-1] > 1.5 * min(pos_naive):
         bx.annotate(
             "naive: the loss on correct answers\nrises again (forgetting, paper sec. 3.2)",
-            xy=(end, pos_naive[-1]), xytext=(0.35, 0.80), textcoords="axes fraction", color=COLORS["naive"], fontsize=9.5,
+            xy=(end, pos_naive[-1]), xytext=(0.35, 0.80), textcoords="axes fraction", color=COLORS["naive"],
+            fontsize=9.5,
             arrowprops={"arrowstyle": "->", "color": COLORS["naive"]},
         )  # fmt: skip
     if with_grad:
@@ -172,7 +181,9 @@ def check_png(path: str | Path, *, min_bytes: int = 20_000) -> str:
         raise AssertionError(f"{path} must be at least {min_bytes} bytes for a plot with curves and text, got {size}")
     image = mpimg.imread(path)
     height, width = image.shape[:2]
-    colors = {tuple(px) for px in image[:: max(1, height // 60), :: max(1, width // 60), :3].reshape(-1, 3).round(2).tolist()}
+    colors = {
+        tuple(px) for px in image[:: max(1, height // 60), :: max(1, width // 60), :3].reshape(-1, 3).round(2).tolist()
+    }
     if len(colors) < 8:
         raise AssertionError(f"{path} looks blank: {len(colors)} distinct colours")
     return f"{path}: {width}x{height} px, {size / 1024:.0f} KB"

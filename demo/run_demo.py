@@ -85,10 +85,18 @@ def run(cmd: list, *, log: Path | None = None, show: bool = True) -> float:
     if proc.returncode != 0:
         if log is not None:
             say(Path(log).read_text()[-6000:])
-        raise SystemExit(f"demo: `{' '.join(shown[:3])} ...` failed with exit status {proc.returncode}" + (f" (log: {log})" if log else ""))
+        raise SystemExit(
+            f"demo: `{' '.join(shown[:3])} ...` failed with exit status {proc.returncode}"
+            + (f" (log: {log})" if log else "")
+        )
     if show and log is not None:
-        say(f"   ({seconds:.0f} s, {cpu:.0f} s of CPU; full log: {log.relative_to(REPO) if log.is_relative_to(REPO) else log})")
+        say(f"   ({seconds:.0f} s, {cpu:.0f} s of CPU; full log: {_shown(log)})")
     return seconds
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the repository when it is inside it (shorter lines in the demo's output)."""
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
 
 def read_swift_log(output_dir: Path) -> list[dict]:
@@ -252,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = build_tiny_qwen2(out / "tiny-qwen2")
     config = json.loads((model / "config.json").read_text())
-    say(f"   {model.relative_to(REPO) if model.is_relative_to(REPO) else model}: Qwen2ForCausalLM, hidden {config['hidden_size']}, "
+    say(f"   {_shown(model)}: Qwen2ForCausalLM, hidden {config['hidden_size']}, "
         f"{config['num_hidden_layers']} layers, vocabulary {config['vocab_size']}")  # fmt: skip
 
     heading("2. label the sampled responses: math-verify grades each final answer")
@@ -270,7 +278,11 @@ def main(argv: list[str] | None = None) -> int:
 
     runs: dict[str, list[dict]] = {}
     for step_no, (name, loss_type, what) in enumerate(
-        (("rift", "rift", "RIFT (eq. 5)"), ("naive", "rift_naive", "the naive reward-weighted loss (eq. 1), same data")), start=5
+        (
+            ("rift", "rift", "RIFT (eq. 5)"),
+            ("naive", "rift_naive", "the naive reward-weighted loss (eq. 1), same data"),
+        ),
+        start=5,
     ):
         heading(f"{step_no}. MS-Swift: swift sft --loss_type {loss_type}: {what}")
         run_dir = out / "swift" / f"run-{loss_type}"
@@ -284,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         heading("7. LLaMA-Factory: llamafactory-cli train with use_rift_loss: true")
         cli = args.llamafactory_cli
         if not cli.exists():
-            raise SystemExit(f"demo: {cli} not found: `make demo` builds it (or pass --llamafactory-cli, or --skip-llamafactory)")
+            raise SystemExit(
+                f"demo: {cli} not found: `make demo` builds it (or pass --llamafactory-cli, or --skip-llamafactory)"
+            )
         run_dir = out / "llamafactory" / "run-rift"
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
@@ -292,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = run_dir.parent / "rift_demo.yaml"
         cfg.write_text(yaml.safe_dump(llamafactory_config(model, lf_dir, run_dir, args), sort_keys=False))
-        say(f"   {cfg.name}: " + ", ".join(f"{k}: {v}" for k, v in llamafactory_config(model, lf_dir, run_dir, args).items()
+        shown = llamafactory_config(model, lf_dir, run_dir, args).items()
+        say(f"   {cfg.name}: " + ", ".join(f"{k}: {v}" for k, v in shown
                                           if k.startswith(("use_rift", "rift_", "dataset"))))  # fmt: skip
         run([cli, "train", cfg], log=run_dir / "train.log")
         runs["rift_lf"] = read_llamafactory_log(run_dir)
@@ -313,23 +328,28 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = run_dir.parent / "rift_demo.yaml"
         cfg.write_text(yaml.safe_dump(trl_config(model, data_dir, run_dir, args), sort_keys=False))
-        say(f"   {cfg.name}: loss_type: rift, rift_level: token, dataset_name: {data_dir.name}/ (messages, reward, group)")
+        say(f"   {cfg.name}: loss_type: rift, rift_level: token, dataset_name: {data_dir.name}/")
         log = run_dir / "train.log"
         run([cli, "sft", "--config", cfg], log=log)
         runs["rift_trl"] = read_trl_log(log.read_text())
         print_steps("trl sft loss_type: rift", runs["rift_trl"], every)
 
     heading("9. the picture: RIFT against the naive loss")
+    with open(labelled) as rows:
+        responses = sum(1 for _ in rows)
     png = plot(
         runs, out / "rift_vs_naive.png", lr=args.lr, batch=args.batch,
         title=f"RIFT stays bounded, the naive reward-weighted loss runs away: tiny Qwen2, {args.rollouts.name} "
-              f"({sum(1 for _ in open(labelled))} responses), {args.steps} steps",
+              f"({responses} responses), {args.steps} steps",
     )  # fmt: skip
     for fact in check(runs):
         say(f"   checked: {fact}")
     say(f"   checked: {check_png(png)}")
     say()
-    say(f"demo: done in {time.monotonic() - started:.0f} s ({_children_cpu():.0f} s of CPU in the commands). Look at {png.relative_to(REPO) if png.is_relative_to(REPO) else png}")
+    say(
+        f"demo: done in {time.monotonic() - started:.0f} s ({_children_cpu():.0f} s of CPU in the commands). "
+        f"Look at {_shown(png)}"
+    )
     return 0
 
 

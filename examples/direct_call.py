@@ -18,15 +18,19 @@ rewards = rift_losses.constant_rewards(correct)  # +1.0 / -0.2, the paper's sche
 loss, stats = rift_losses.rift_loss(logits, labels, rewards, return_stats=True)
 loss.backward()
 print(f"rewards       {rewards.tolist()}")
-print(f"RIFT loss     {loss.item():.4f}  (positive part {stats.pos_loss.item():.4f}, negative part {stats.neg_loss.item():.4f})")
+print(f"RIFT loss     {loss.item():.4f}  (positive part {stats.pos_loss.item():.4f}, ", end="")
+print(f"negative part {stats.neg_loss.item():.4f})")
 print(f"naive loss    {rift_losses.naive_loss(logits, labels, rewards).item():.4f}")
-print(f"tokens        {int(stats.pos_tokens)} positive, {int(stats.neg_tokens)} negative; mean p of negative tokens {stats.neg_prob_mean.item():.4f}")
+print(f"tokens        {int(stats.pos_tokens)} positive, {int(stats.neg_tokens)} negative; ", end="")
+print(f"mean p of negative tokens {stats.neg_prob_mean.item():.4f}")
 
 # Hugging Face causal-LM labels (labels == input_ids, masked) are shifted explicitly:
 hf_labels = torch.randint(0, V, (B, T))
-print(f"shifted CE-like RIFT with all rewards 1: {rift_losses.rift_loss(logits, rift_losses.shift_labels(hf_labels), torch.ones(B)).item():.4f}")
+ce_like = rift_losses.rift_loss(logits, rift_losses.shift_labels(hf_labels), torch.ones(B))
+print(f"shifted CE-like RIFT with all rewards 1: {ce_like.item():.4f}")
 
 # Group-normalized rewards (eq. 6-8): responses of the same problem share a group id.
 groups = torch.tensor([0, 0, 1, 1])
 for method in rift_losses.NORMALIZATIONS:
-    print(f"{method:<11}   {rift_losses.normalize_rewards(torch.tensor([1.0, -0.2, 1.0, 1.0]), groups, method=method).tolist()}")
+    normalized = rift_losses.normalize_rewards(torch.tensor([1.0, -0.2, 1.0, 1.0]), groups, method=method)
+    print(f"{method:<11}   {normalized.tolist()}")

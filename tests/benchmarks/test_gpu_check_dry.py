@@ -22,8 +22,14 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 def gpu_check(out: Path, *args, env=None, timeout=900):
     env = {**os.environ, **(env or {})}
     env.pop("RIFT_GPU_CHECK_DRY", None)
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return proc
 
 
@@ -41,11 +47,16 @@ def test_dry_run_kernel_parts(tmp_path):
     pytest_gpu = parts["pytest"]["result"]
     assert pytest_gpu["tests"] > 0 and pytest_gpu["failures"] == pytest_gpu["errors"] == 0
     kernels = parts["kernels"]["result"]["paths"]
-    assert set(kernels) == {"rift_loss (ours)", "rift_loss, in-place grad", "torch CE none", "log_softmax(float)+gather"}
+    assert set(kernels) == {
+        "rift_loss (ours)",
+        "rift_loss, in-place grad",
+        "torch CE none",
+        "log_softmax(float)+gather",
+    }
     assert kernels["rift_loss (ours)"]["loss_abs_err"] < 1e-5 and kernels["rift_loss (ours)"]["peak_extra_bytes"] > 0
     tune = parts["autotune"]["result"]
     assert tune["interpreter"] is True
-    for V, row in tune["by_vocab"].items():
+    for row in tune["by_vocab"].values():
         assert len(row["timings_ms"]) >= 4 and row["best"] in row["timings_ms"] and row["default"] in row["timings_ms"]
     assert "installed" in parts["liger"]["result"]
 
