@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from lf_helpers import ok
 
 pytestmark = pytest.mark.slow
@@ -34,7 +35,8 @@ def zero_config(stage: int) -> dict:
     """LLaMA-Factory's examples/deepspeed/ds_z{stage}_config.json (0.9.5), without monitor_config."""
     zero = {
         2: {"stage": 2, "allgather_partitions": True, "allgather_bucket_size": 5e8, "overlap_comm": False,
-            "reduce_scatter": True, "reduce_bucket_size": 5e8, "contiguous_gradients": True, "round_robin_gradients": True},
+            "reduce_scatter": True, "reduce_bucket_size": 5e8, "contiguous_gradients": True,
+            "round_robin_gradients": True},
         3: {"stage": 3, "overlap_comm": False, "contiguous_gradients": True, "sub_group_size": 1e9,
             "reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto",
             "stage3_param_persistence_threshold": "auto", "stage3_max_live_parameters": 1e9,
@@ -74,8 +76,8 @@ def _run(lf, ds_dataset, variant, stage):
             config = lf.config(name, **common, per_device_train_batch_size=3, gradient_accumulation_steps=2,
                                deepspeed=str(lf.root / f"ds_z{stage}_config.json"),
                                accelerator_config={"use_configured_state": True})
-            env = {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2", "RIFT_TEST_CPU_DEEPSPEED": "1", "DS_ACCELERATOR": "cpu",
-                   "OMP_NUM_THREADS": "1",
+            env = {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2", "RIFT_TEST_CPU_DEEPSPEED": "1",
+                   "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
                    "PYTHONPATH": os.pathsep.join(filter(None, [str(SUPPORT), os.environ.get("PYTHONPATH")]))}
         else:
             config, env = lf.config(name, **common, per_device_train_batch_size=12), None
