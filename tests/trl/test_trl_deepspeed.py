@@ -2,9 +2,10 @@
 
 ``accelerate launch --config_file`` with TRL's shipped ``zero2.yaml``/``zero3.yaml`` (what
 ``trl sft --accelerate_config zero2`` uses; here with ``--num_processes 2 --mixed_precision no``)
-starts tests/trl/deepspeed_train.py on 2 CPU processes over gloo; each optimizer step sees the 12 rows once, so every step must log the same
-loss, loss parts, token counts and gradient norm as one process with one batch of 12, for ``rift``
-(mixed rewards; rank 1's first micro-batch has only negative rewards) and ``rift_gaussian``.
+starts tests/trl/deepspeed_train.py on 2 CPU processes over gloo; each optimizer step sees the 12
+rows once, so every step must log the same loss, loss parts, token counts and gradient norm as one
+process with one batch of 12, for ``rift`` (mixed rewards; rank 1's first micro-batch has only
+negative rewards) and ``rift_gaussian``.
 
 CPU-only scaffolding (tests/cpu_deepspeed/sitecustomize.py says why): the gloo process group is
 made before the Trainer, which reuses it (``accelerator_config={"use_configured_state": True}``).
