@@ -12,6 +12,9 @@ SWIFT_PY := $(SWIFT_VENV)/bin/python
 LF_PY := $(LF_VENV)/bin/python
 TRL_PY := $(TRL_VENV)/bin/python
 PIP_QUIET ?= -q
+# deepspeed (in every envs/*.txt) is installed without building its C++/CUDA ops: the tests run
+# its pure-PyTorch ZeRO path on the CPU over gloo, and building ops needs a CUDA toolkit.
+export DS_BUILD_OPS := 0
 PYTEST_ARGS ?=
 # Editable installs as a plain path entry (the checkout on sys.path; rift_losses/integrations/
 # stands in for the top-level integrations/ folder), not setuptools' default import finder,
