@@ -24,6 +24,7 @@ from rift_losses import LEVELS, LOSSES, NORMALIZATIONS
 from rift_losses._checks import one_of
 
 from .._common import ignored_reward_warning
+from ._run import RiftConfig
 
 #: Values of ``rift_reward_normalization``: "none" or a group normalization of the core.
 NORMALIZATION_CHOICES = ("none", *NORMALIZATIONS)
@@ -75,24 +76,6 @@ class RiftFinetuningArguments(FinetuningArguments):
         for name in ("use_rift_loss", "rift_inplace_grad"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be true or false, got {getattr(self, name)!r}")
-
-
-@dataclass(frozen=True)
-class RiftConfig:
-    """What the data pipeline and the trainer need to know, attached to ``data_args``."""
-
-    loss: str
-    normalization: str
-    level: str
-
-    @classmethod
-    def from_args(cls, finetuning_args) -> "RiftConfig":
-        return cls(finetuning_args.rift_loss, finetuning_args.rift_reward_normalization, finetuning_args.rift_level)
-
-
-def config_of(data_args) -> RiftConfig | None:
-    """The RIFT config of a parsed run (None when RIFT was not asked for)."""
-    return getattr(data_args, "rift_config", None)
 
 
 def check_config(model_args, data_args, training_args, finetuning_args, *, mca: bool = False) -> None:

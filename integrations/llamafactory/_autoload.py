@@ -42,8 +42,9 @@ def install() -> None:
 
 
 def _registration_error():
-    hook = sys.modules.get("_rift_losses_hook")
-    return getattr(hook, "errors", {}).get(TRIGGER) if hook is not None else None
+    from .._core.hook import registration_error
+
+    return registration_error(TRIGGER)
 
 
 def _keys(args) -> list:

@@ -33,10 +33,8 @@ import os
 
 from .._common import (check_json_rewards, mixed_json_column, normalize_dataset_rewards, read_group, read_rewards,
                        zero_rewards_warning)
-from ._args import config_of
-
-REWARD_IN, GROUP_IN = "_rift_reward", "_rift_group"  # after conversion, before processing
-REWARD, GROUP = "rift_reward", "rift_group"  # processed rows (and tokenized_path)
+from .._core.patching import wrap_all
+from ._run import GROUP, GROUP_IN, HOST, REWARD, REWARD_IN, config_of
 
 
 # ---------------------------------------------------------------- LLaMA-Factory patches
@@ -274,6 +272,4 @@ _PATCHES = (
 
 def install() -> None:
     """Wrap LLaMA-Factory's data hook points (idempotent; inert for runs without RIFT)."""
-    from ._patching import wrap_all
-
-    wrap_all(_PATCHES)
+    wrap_all(_PATCHES, host=HOST)

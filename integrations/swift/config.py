@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import difflib
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from .._common import GROUP_COLUMN, REWARD_COLUMN, loss_variants
+from .._core import hook
 
 #: ``--loss_type`` name -> (core loss, group normalization or None); built from the core's
 #: LOSSES and NORMALIZATIONS: rift (eq. 5), rift_naive (eq. 1), rift_gaussian / rift_gpg_mean /
@@ -209,12 +209,4 @@ def check_args(args: Any, knobs: Knobs) -> None:
 
 def raise_registration_errors() -> None:
     """Re-raise, loudly, an error the import hook caught while setting up this adapter."""
-    hook = sys.modules.get("_rift_losses_hook")
-    errors = getattr(hook, "errors", {}) or {}
-    for trigger in TRIGGERS:
-        if trigger in errors:
-            exc = errors[trigger]
-            raise RuntimeError(
-                f"rift-losses failed to set up its MS-Swift adapter when {trigger} was imported: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+    hook.raise_registration_errors(TRIGGERS, host="MS-Swift")

@@ -8,12 +8,12 @@ Notation: N rows of a dataset, B samples of a batch, L tokens of a padding-free 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
 
-from .._common import normalize_dataset_rewards, per_token_rewards, prompt_key, read_group, read_reward, read_rewards
+from .._common import (normalize_dataset_rewards, per_token_rewards, prompt_key, read_group, read_reward, read_rewards,
+                       refuse_mixed_json_feature, text_prompt_key)
 
 #: The batch key that carries the rewards from the collator to ``compute_loss`` (float32,
 #: ``(B,)``, or ``(1, L)`` one per token for a padding-free batch).
@@ -48,6 +48,9 @@ def prepare_rewards(dataset, *, column: str, group_column: str, method: str | No
             f"reward_column {column!r} must be a column of the {name} dataset for loss_type={loss_type!r} (one reward "
             f"per row), got columns {columns}"
         )
+    what = f"loss_type={loss_type!r}"
+    features = getattr(dataset, "features", None)
+    refuse_mixed_json_feature(features, column, dataset=name, what=what)
     rewards = read_rewards(dataset[column], column=column, dataset=name)
     if method is None:
         return dataset
@@ -60,6 +63,8 @@ def group_keys(dataset, *, group_column: str, name: str, loss_type: str) -> list
     """One group key per row: the ``group_column`` value, else the row's prompt."""
     columns = list(dataset.column_names)
     if group_column in columns:
+        refuse_mixed_json_feature(getattr(dataset, "features", None), group_column, dataset=name,
+                                  what=f"loss_type={loss_type!r}", group=True)
         return [read_group(v, column=group_column, where=f"row {i} of dataset {name!r}") for i, v in enumerate(dataset[group_column])]
     if "messages" in columns:
         tools = dataset["tools"] if "tools" in columns else [None] * len(dataset)
@@ -77,8 +82,7 @@ def group_keys(dataset, *, group_column: str, name: str, loss_type: str) -> list
 def _prompt_row_key(prompt: Any, completion: Any, tools: Any) -> str:
     if isinstance(prompt, list):  # conversational prompt/completion: the same key as a messages row
         return prompt_key(list(prompt) + list(completion or [{"role": "assistant", "content": ""}]), extra=tools)
-    key = json.dumps(prompt, ensure_ascii=False)
-    return key + ("\x00" + json.dumps(tools, ensure_ascii=False, sort_keys=True) if tools else "")
+    return text_prompt_key(prompt, extra=tools)  # a text prompt: the key of the same user turn
 
 
 class RiftCollator:

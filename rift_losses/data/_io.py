@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import json
 import math
@@ -15,7 +16,9 @@ from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
+
+from .._fields import short as _short
 
 
 class DataError(ValueError):
@@ -30,10 +33,8 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON (use a finite number or null)")
 
 
-def short(value: Any, limit: int = 60) -> str:
-    """``repr``-like text of a JSON value for error messages, cut to ``limit`` characters."""
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+#: ``repr``-like text of a JSON value for error messages, as written in the file (``null``, ``true``).
+short = functools.partial(_short, as_json=True)
 
 
 def read_jsonl(path: str | os.PathLike, progress: "Progress | None" = None) -> Iterator[tuple[int, dict]]:

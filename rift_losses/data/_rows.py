@@ -8,9 +8,9 @@ prompt/response row ``{"prompt": PROMPT, "response": RESPONSE}``; the field name
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 
+from .._fields import GROUP_COLUMN, REWARD_COLUMN, as_reward, group_key, prompt_key, text_prompt_key
 from ._io import DataError, digest, short
 
 
@@ -22,8 +22,8 @@ class Fields:
     prompt: str = "prompt"
     response: str = "response"
     answer: str = "answer"
-    reward: str = "reward"
-    group: str = "group"
+    reward: str = REWARD_COLUMN
+    group: str = GROUP_COLUMN
     group_given: bool = False  # True: --group-field was given, every row must have it
 
 
@@ -54,8 +54,7 @@ def conversation(row: dict, fields: Fields, path: str, line: int) -> Conversatio
             )
         if len(messages) < 2:
             raise DataError(path, line, f"field {name!r} must hold the prompt before the assistant's response, got only the response")
-        prompt_key = json.dumps(messages[:-1], ensure_ascii=False, sort_keys=True)
-        return Conversation(prompt_key, messages[-1]["content"], messages)
+        return Conversation(prompt_key(messages), messages[-1]["content"], messages)
     if fields.prompt in row or fields.response in row:
         values = []
         for name in (fields.prompt, fields.response):
@@ -66,7 +65,7 @@ def conversation(row: dict, fields: Fields, path: str, line: int) -> Conversatio
             values.append(row[name])
         prompt, response = values
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-        return Conversation(json.dumps(prompt, ensure_ascii=False), response, messages)
+        return Conversation(text_prompt_key(prompt), response, messages)
     raise DataError(
         path,
         line,
@@ -80,10 +79,10 @@ def reward(row: dict, fields: Fields, path: str, line: int) -> float:
     name = fields.reward
     if name not in row:
         raise DataError(path, line, f"missing field {name!r} (label the buffer first with `rift-losses label`, or name yours with --reward-field)")
-    value = row[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DataError(path, line, f"field {name!r} must be a finite number, got {short(value)}")
-    return float(value)
+    value = as_reward(row[name])
+    if value is None:
+        raise DataError(path, line, f"field {name!r} must be a finite number, got {short(row[name])}")
+    return value
 
 
 def answer(row: dict, fields: Fields, path: str, line: int) -> str:
@@ -121,9 +120,10 @@ class Grouper:
             if name not in row:
                 raise DataError(self.path, line, f"missing field {name!r}: the rows before have it, and it names each response's group")
             value = row[name]
-            if value is None or isinstance(value, (dict, list)):
+            key = group_key(value)
+            if key is None:
                 raise DataError(self.path, line, f"field {name!r} must be a string or a number, got {short(value)}")
-            return digest("g" + json.dumps(value, ensure_ascii=False)), f"{name} {short(value)}"
+            return digest("g" + key), f"{name} {short(value)}"
         if name in row:
             raise DataError(
                 self.path, line, f"field {name!r} appears here but not on the first row; give it on every row, or on none to group by the prompt"

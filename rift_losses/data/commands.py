@@ -14,6 +14,7 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
+from .._fields import GROUP_COLUMN, REWARD_COLUMN  # what the host adapters read
 from ._grade import GRADES, UNLABELLED, grade_pair
 from ._io import DataError, DigestTable, Progress, atomic_output, check_output, dumps, file_size, read_jsonl
 from ._rows import Fields, Grouper, answer, conversation, reward
@@ -21,9 +22,6 @@ from ._rows import Fields, Grouper, answer, conversation, reward
 #: Hosts that ``convert --to`` writes for.
 HOSTS = ("swift", "llamafactory")
 
-#: Column names the host adapters read (MS-Swift: a dataset column; LLaMA-Factory: dataset_info.json "columns").
-REWARD_COLUMN = "reward"
-GROUP_COLUMN = "group"
 
 _MAX_LINES_LISTED = 20
 

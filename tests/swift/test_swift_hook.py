@@ -54,7 +54,7 @@ def test_a_broken_adapter_never_breaks_swift_and_fails_loudly_when_asked_for():
     # Simulate a broken install: the loss module and the patches lack what the hook imports.
     code = (
         "import sys, types, rift_losses.integrations.swift as pkg\n"
-        "for name in ('loss', '_patches'):\n"
+        "for name in ('loss', '_template', '_activation'):\n"
         "    sys.modules[f'rift_losses.integrations.swift.{name}'] = types.ModuleType('simulated_breakage')\n"
         "import swift.loss, swift.template.base, swift.pipelines.train.sft, _rift_losses_hook as h\n"
         "from swift.loss import loss_map\n"

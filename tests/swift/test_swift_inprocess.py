@@ -28,14 +28,14 @@ def sft_args(loss_type, **kw):
 
 @pytest.fixture
 def patches(monkeypatch, tmp_path):
-    from rift_losses.integrations.swift import _patches, install
+    from rift_losses.integrations.swift import _activation, install
 
     install()
     monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "cache"))
     for name in ("RIFT_LEVEL", "RIFT_REWARD_COLUMN", "RIFT_GROUP_COLUMN"):
         monkeypatch.delenv(name, raising=False)
-    yield _patches
-    _patches.STATE.run = _patches.STATE.args = None
+    yield _activation
+    _activation.STATE.run = _activation.STATE.args = None
 
 
 def load(path, **kw):

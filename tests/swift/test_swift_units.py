@@ -12,6 +12,7 @@ import torch
 
 import rift_losses
 from rift_losses.integrations import _common
+from rift_losses.integrations._core import stats as core_stats
 from rift_losses.integrations.swift import config
 
 
@@ -104,19 +105,19 @@ def test_stats_accumulator_sums_calls_like_one_batch():
     labels[:, :2] = -100
     rewards = torch.tensor([1.0, -0.2, 0.5, -1.0])
     n = int((labels != -100).sum())
-    acc = _common.StatsAccumulator()
+    acc = core_stats.StatsAccumulator()
     total = 0.0
     for rows in (slice(0, 1), slice(1, 4)):  # two micro-batches, one global denominator
         loss, stats = rift_losses.rift_loss(logits[rows], labels[rows], rewards[rows], num_items_in_batch=n, return_stats=True)
         acc.add(stats, scale=2.0)
         total += float(loss)
     full, full_stats = rift_losses.rift_loss(logits, labels, rewards, return_stats=True)
-    summary = _common.stats_summary(acc.totals().tolist(), units=1, world_size=2)
+    summary = core_stats.stats_summary(acc.totals().tolist(), units=1, world_size=2)
     assert summary["pos_loss"] + summary["neg_loss"] == pytest.approx(float(full), rel=1e-6)
     assert summary["pos_loss"] == pytest.approx(float(full_stats.pos_loss), rel=1e-6)
     assert (summary["pos_tokens"], summary["neg_tokens"]) == (float(full_stats.pos_tokens), float(full_stats.neg_tokens))
     assert summary["neg_prob"] == pytest.approx(float(full_stats.neg_prob_mean), rel=1e-6)
-    assert _common.stats_summary(acc.totals().tolist(), units=0)["pos_loss"] is None
+    assert core_stats.stats_summary(acc.totals().tolist(), units=0)["pos_loss"] is None
     acc.reset()
     assert acc.totals().sum() == 0
 
@@ -189,19 +190,19 @@ def test_columns_loaded_with_mixed_json_types_are_refused(tmp_path):
     # reads a string "1.0" back as the number 1.0 and the group "1" as the group 1.
     from datasets import load_dataset
 
-    from rift_losses.integrations.swift import _patches
+    from rift_losses.integrations.swift import _datasets
 
     path = tmp_path / "m.jsonl"
     path.write_text('{"reward": 1.0, "group": 1}\n{"reward": "1.0", "group": 2}\n')
     loaded = load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
     assert loaded["reward"][1] == 1.0  # the silent conversion
-    run = _patches.Run("rift_gaussian", "rift", "gaussian", config.Knobs())
+    run = _datasets.Run("rift_gaussian", "rift", "gaussian", config.Knobs())
     with pytest.raises(ValueError, match=r"reward must be a JSON number in every row of dataset 'm' for --loss_type rift_gaussian, got a column that mixes"):
-        _patches._check_raw_rewards(loaded, name="m", run=run)
+        _datasets._check_raw_rewards(loaded, name="m", run=run)
     path.write_text('{"reward": 1.0, "group": 1}\n{"reward": -0.2, "group": "1"}\n')
     loaded = load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache2"))
     with pytest.raises(ValueError, match=r"group must hold one JSON type \(all strings or all numbers\) in dataset 'm'"):
-        _patches._check_raw_rewards(loaded, name="m", run=run)
+        _datasets._check_raw_rewards(loaded, name="m", run=run)
 
 
 # --- knobs ------------------------------------------------------------------------------------
