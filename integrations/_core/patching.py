@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import importlib
 
-#: Set on every replacement: the original it wraps (so a second install leaves it alone).
+#: Set (True) on every replacement, so a second install leaves it alone. The original stays
+#: reachable: ``__wrapped__`` of a function, the base of a replacing subclass.
 MARK = "__rift_wrapped__"
 
 
@@ -34,12 +35,12 @@ def wrap(owner, name: str, make, *, host: tuple[str, str] | None = None, static:
     original = getattr(owner, name, None)
     if original is None:
         raise _missing(getattr(owner, "__name__", repr(owner)), name, host)
-    if getattr(original, MARK, None) is not None:
+    if getattr(original, MARK, False):
         return
     replacement = make(original)
     if update and not isinstance(replacement, type):
         functools.update_wrapper(replacement, original)
-    setattr(replacement, MARK, original)
+    setattr(replacement, MARK, True)
     setattr(owner, name, staticmethod(replacement) if static else replacement)
 
 

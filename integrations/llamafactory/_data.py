@@ -62,6 +62,15 @@ def _column(dataset, dataset_attr, data_args, role: str, why: str) -> str:
     return column
 
 
+def group_keys(values, *, column: str, dataset: str) -> list[str]:
+    """The group of each row: its ``group`` column's id as JSON text (1 and "1" stay different groups).
+
+    LLaMA-Factory's rows have no prompt field of their own (each format names it differently),
+    so the group column is required for normalization; ``rift-losses convert`` writes it.
+    """
+    return [read_group(value, column=column, where=f"row {row} of dataset {dataset!r}") for row, value in enumerate(values)]
+
+
 def _align_dataset(original):
     def align_dataset(dataset, dataset_attr, data_args, training_args):
         config = config_of(data_args)
@@ -74,10 +83,7 @@ def _align_dataset(original):
         if config.normalization != "none":
             why = f"when rift_reward_normalization is {config.normalization!r} (a group is one prompt's responses)"
             group_column = _column(dataset, dataset_attr, data_args, "group", why)
-            groups = [  # group keys as JSON text: 1 and "1" stay different groups
-                read_group(value, column=group_column, where=f"row {row} of dataset {name!r}")
-                for row, value in enumerate(dataset[group_column])
-            ]
+            groups = group_keys(dataset[group_column], column=group_column, dataset=name)
         aligned = original(dataset, dataset_attr, data_args, training_args)
         if len(aligned) != len(rewards):  # the converter maps one row to one row
             raise RuntimeError(f"dataset {name!r}: format conversion changed the row count, rewards cannot follow")

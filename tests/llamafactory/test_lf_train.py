@@ -188,6 +188,22 @@ def test_torchrun_two_processes_equal_one(lf, rift_a):
     run = ok(lf.train(config, env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}))
     assert "world size: 2" in run.output
     _same_run(run, rift_a)
+    _parts_add_up(run)
+
+
+def _parts_add_up(run):
+    assert run.train_logs
+    for entry in run.train_logs:  # the statistics are scaled as the Trainer scales the loss it logs
+        assert _close(entry["rift/pos_loss"] + entry["rift/neg_loss"], entry["loss"]), entry
+
+
+def test_torchrun_statistics_add_up_without_averaging_tokens_across_devices(lf, rift_a):
+    """average_tokens_across_devices false: each rank divides by its own tokens and the Trainer does not scale."""
+    config = lf.config("ddp_local_tokens", **RIFT, per_device_train_batch_size=1, average_tokens_across_devices=False,
+                       tokenized_path=rift_a.config["tokenized_path"])
+    run = ok(lf.train(config, env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}))
+    assert "world size: 2" in run.output
+    _parts_add_up(run)
 
 
 def test_explicit_launcher_without_pth_hook(lf, plain):

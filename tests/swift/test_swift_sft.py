@@ -132,6 +132,23 @@ def test_two_process_data_parallel_equals_one_process(swift_runs, data_dir):
                 "--use_cpu", "true", nproc=2).ok()
     assert "world_size: 2" in ddp.output
     assert_same_curve(ddp, mixed(swift_runs, data_dir))
+    assert_parts_add_up(ddp)
+
+
+def assert_parts_add_up(run):
+    """The logged RIFT parts add up to the logged loss (the statistics are scaled as the trainer scales the loss)."""
+    assert run.train
+    for h in run.train:
+        assert close(h["rift_pos_loss"] + h["rift_neg_loss"], h["loss"]), h
+
+
+def test_statistics_add_up_without_averaging_tokens_across_devices(swift_runs, data_dir):
+    """average_tokens_across_devices false: each rank divides by its own tokens and the Trainer does not scale."""
+    ddp = train(swift_runs, data_dir, "mixed_ddp_local_tokens", "--per_device_train_batch_size", "3",
+                "--gradient_accumulation_steps", "1", "--loss_type", "rift", "--ddp_backend", "gloo",
+                "--use_cpu", "true", "--average_tokens_across_devices", "false", nproc=2).ok()
+    assert "world_size: 2" in ddp.output
+    assert_parts_add_up(ddp)
 
 
 def test_padding_free_carries_per_token_rewards(swift_runs, data_dir):

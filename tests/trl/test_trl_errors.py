@@ -95,3 +95,29 @@ def test_a_batch_without_rewards_is_refused(model_dir, tmp_path):
         tr.compute_loss(tr.model, batch)
     with pytest.raises(ValueError, match=r"reward must be a finite number in every row, got 'x' in example 1 of a batch"):
         tr.data_collator([{**tr.train_dataset[0]}, {**tr.train_dataset[1], "reward": "x"}])
+
+
+@pytest.mark.parametrize("column,value,match", [
+    ("reward", "1.0", r"reward must be a JSON number in every row of dataset 'train' for loss_type='rift_gaussian', got "
+                      r"a column that mixes JSON types"),
+    ("group", "1", r"group must hold one JSON type \(all strings or all numbers\) in dataset 'train' for "
+                   r"loss_type='rift_gaussian', got a column that mixes them"),
+])
+def test_a_json_file_mixing_types_in_the_reward_or_group_column_is_refused(tmp_path, column, value, match):
+    """`datasets` loads one "1.0" among numbers as its Json feature, reading it back as 1.0: refused, as in MS-Swift."""
+    import json
+
+    from datasets import load_dataset
+
+    rows = messages_rows()
+    for i, row in enumerate(rows):
+        row["group"] = i // 4
+    rows[3][column] = value
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    loaded = load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
+    assert type(loaded.features[column]).__name__ == "Json"  # the silent conversion this guards against
+    from rift_losses.integrations.trl import RiftSFTTrainer
+
+    with pytest.raises(ValueError, match=match):
+        RiftSFTTrainer(model=NOT_A_MODEL, args=config(tmp_path / "out", loss_type="rift_gaussian"), train_dataset=loaded)
