@@ -61,7 +61,8 @@ class RiftLoss:
     :attr:`stats` (detached, on device), scaled like the loss the Trainer logs.
     """
 
-    def __init__(self, trainer, loss: str, *, level: str, inplace_grad: bool = True):
+    def __init__(self, loss: str, *, level: str, inplace_grad: bool = True, trainer=None):
+        #: the trainer whose rule scales the logged loss (None: a loss used on its own, scale 1)
         self.trainer = trainer
         self.loss = loss
         self.level = level
@@ -95,7 +96,7 @@ class RiftLoss:
         inplace = inplace_grad_allowed(self.inplace_grad, training=self.training, logits=logits)
         loss, stats = batch_loss(labels, rewards, loss=self.loss, level=self.level,
                                  num_items_in_batch=num_items_in_batch, logits=logits, inplace_grad=inplace)
-        if self.training:  # the Trainer's own rule: this is its compute_loss_func
+        if self.training and self.trainer is not None:  # the Trainer's own rule: this is its compute_loss_func
             scale = logged_loss_scale(self.trainer, num_items_in_batch)
             self.stats.add(stats, scale=scale, global_step=self.trainer.state.global_step)
         return loss
@@ -113,8 +114,8 @@ class RiftSeq2SeqTrainer(CustomSeq2SeqTrainer):
                     "rift_level must be 'token' with this transformers version, got 'sequence': its Trainer has no "
                     "_get_num_items_in_batch to count sequences, and counting tokens instead would be wrong"
                 )
-            self._rift = RiftLoss(self, self.finetuning_args.rift_loss, level=self.finetuning_args.rift_level,
-                                  inplace_grad=self.finetuning_args.rift_inplace_grad)
+            self._rift = RiftLoss(self.finetuning_args.rift_loss, level=self.finetuning_args.rift_level,
+                                  inplace_grad=self.finetuning_args.rift_inplace_grad, trainer=self)
             self.compute_loss_func = self._rift
 
     def compute_loss(self, model, inputs, *args, **kwargs):

@@ -3,7 +3,7 @@
 MS-Swift's trainer instantiates ``loss_map[args.loss_type](args, trainer)`` and calls it per
 micro-batch as ``loss(outputs, labels, num_items_in_batch=..., loss_scale=..., trainer=...)``
 with the *unshifted* labels ``(B, T)`` and without the batch. The batch's rewards reach it
-through the trainer (see :mod:`._patches`): ``(B,)`` one per sample, or ``(1, T)`` one per
+through the trainer (see :mod:`._trainer`): ``(B,)`` one per sample, or ``(1, T)`` one per
 token for ``padding_free``/``packing``, aligned with the labels.
 
 Per target token (paper eq. 5 / eq. 1), with r the reward of the token's response:
