@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-import rift_losses
+from rift_losses import logprob_loss, shift_labels, token_logprobs
 
 #: Hugging Face's (and every host's) label padding.
 IGNORE_INDEX = -100
@@ -77,15 +77,15 @@ def batch_loss(
     device = (logits if logits is not None else logprobs).device
     rewards = rewards.to(device=device, dtype=torch.float32)
     if rewards.dim() == 2:  # one per token, aligned with the unshifted labels: shift like them
-        rewards = rift_losses.shift_labels(rewards, ignore_index=0.0) if logits is not None else rewards[:, 1:]
+        rewards = shift_labels(rewards, ignore_index=0.0) if logits is not None else rewards[:, 1:]
     if logits is not None:
-        targets = rift_losses.shift_labels(labels.to(device), ignore_index=IGNORE_INDEX)
-        logprobs = rift_losses.token_logprobs(logits, targets, ignore_index=IGNORE_INDEX, inplace_grad=inplace_grad)
+        targets = shift_labels(labels.to(device), ignore_index=IGNORE_INDEX)
+        logprobs = token_logprobs(logits, targets, ignore_index=IGNORE_INDEX, inplace_grad=inplace_grad)
         mask = targets != IGNORE_INDEX
     if token_weights is not None:
         weights = token_weights.to(device=device, dtype=torch.float32).reshape(mask.shape)
         rewards = (rewards[:, None] if rewards.dim() == 1 else rewards) * weights
-    return rift_losses.logprob_loss(
+    return logprob_loss(
         logprobs, mask, rewards, loss=loss, reduction="mean", num_items_in_batch=num_items_in_batch,
         level=level, return_stats=True,
     )

@@ -128,3 +128,14 @@ def test_rows_without_rewards_collate_exactly_as_before(patches, template):
     batch = padded.data_collator([padded.encode(r) for r in rows()[:2]])
     assert "_rift_reward" not in batch and set(batch) == {"input_ids", "labels", "attention_mask"}
     assert PROMPTS  # the rows above are the tests' shared dataset
+
+
+def test_a_local_file_without_the_reward_column_is_refused_at_activation(patches, tmp_path):
+    """Activation runs before the model loads: a local JSONL without the column is refused then, not after."""
+    path = write_jsonl(tmp_path / "no_reward.jsonl", rows(reward_column="score"))
+    with pytest.raises(ValueError, match=r"dataset '.*no_reward.jsonl' must have a 'reward' column with one reward per "
+                                         r"row for --loss_type rift, got columns \['group', 'messages', 'score'\] "
+                                         r"\(name yours with RIFT_REWARD_COLUMN=...\)"):
+        patches.activate(sft_args("rift", dataset=[str(path)]))
+    patches.STATE.run = None
+    patches.activate(sft_args("rift", dataset=[str(path)], columns={"score": "reward"}))  # renamed: found
