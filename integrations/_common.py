@@ -19,10 +19,13 @@ import json
 import os
 from typing import Any, Iterable, Iterator, Sequence
 
-# The column names, short(), the reward rule and the prompt key are the ones the `rift-losses`
-# command uses (rift_losses/_fields.py), so both group and read rows alike.
-from rift_losses._fields import GROUP_COLUMN, REWARD_COLUMN, prompt_key, text_prompt_key  # noqa: F401 (for the adapters)
+from rift_losses import _fields
 from rift_losses._fields import as_reward, group_key, short
+
+# The row rules of the `rift-losses` command (rift_losses/_fields.py): column names, short(), what a
+# reward is, the group and prompt keys. Re-exported for the adapters, so both read and group rows alike.
+REWARD_COLUMN, GROUP_COLUMN = _fields.REWARD_COLUMN, _fields.GROUP_COLUMN
+prompt_key, text_prompt_key = _fields.prompt_key, _fields.text_prompt_key
 
 
 def loss_variants(prefix: str = "rift") -> dict[str, tuple[str, str | None]]:
