@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from rift_losses import _fields
 from rift_losses._fields import as_reward, group_key, short
@@ -162,12 +163,12 @@ def refuse_mixed_json_feature(features, column: str, *, dataset: str, what: str,
     if group:
         raise ValueError(
             f"{column} must hold one JSON type (all strings or all numbers) in dataset {dataset!r} for {what}, got a "
-            "column that mixes them, which `datasets` loads turning a string \"1\" into the number 1 (two groups "
+            'column that mixes them, which `datasets` loads turning a string "1" into the number 1 (two groups '
             "would become one)"
         )
     raise ValueError(
         f"{column} must be a JSON number in every row of dataset {dataset!r} for {what}, got a column that mixes "
-        "JSON types (numbers with strings or bools), which `datasets` loads turning a string \"1.0\" into the "
+        'JSON types (numbers with strings or bools), which `datasets` loads turning a string "1.0" into the '
         "number 1.0; write every reward as a number"
     )
 
@@ -190,8 +191,10 @@ def mixed_json_column(path: str) -> str | None:
             where = f"row {row}" + (f" (line {line})" if line is not None else "")
             seen = first.setdefault(key, (kind, value, where))
             if seen[0] != kind:
-                return (f"column {key!r} mixes JSON types: {short(value)} (a {kind}) in {where} of {path!r}, "
-                        f"{short(seen[1])} (a {seen[0]}) in {seen[2]}")
+                return (
+                    f"column {key!r} mixes JSON types: {short(value)} (a {kind}) in {where} of {path!r}, "
+                    f"{short(seen[1])} (a {seen[0]}) in {seen[2]}"
+                )
     return None
 
 
@@ -209,7 +212,9 @@ def read_group(value: Any, *, column: str, where: str) -> str:
     """One row's group id (a string or a number) as a hashable key; ``ValueError`` otherwise."""
     key = group_key(value)
     if key is None:
-        raise ValueError(f"{column} must be a string or a number in every row when the column exists, got {short(value)} in {where}")
+        raise ValueError(
+            f"{column} must be a string or a number in every row when the column exists, got {short(value)} in {where}"
+        )
     return key
 
 
@@ -231,7 +236,9 @@ def normalize_dataset_rewards(rewards: Sequence[float], keys: Sequence[Any], *, 
 def per_token_rewards(rewards: Sequence[float], lengths: Sequence[int]) -> list[float]:
     """Rewards of packed samples, one per token: ``[r_0] * lengths[0] + [r_1] * lengths[1] + ...``."""
     if len(rewards) != len(lengths):
-        raise ValueError(f"rewards must have one value per packed sample, got {len(rewards)} rewards for {len(lengths)} samples")
+        raise ValueError(
+            f"rewards must have one value per packed sample, got {len(rewards)} rewards for {len(lengths)} samples"
+        )
     out: list[float] = []
     for r, n in zip(rewards, lengths):
         out.extend([float(r)] * int(n))
@@ -274,8 +281,16 @@ _ZERO_GROUPS = {
 }
 
 
-def zero_rewards_warning(rewards: Sequence[float], raw: Sequence[float], *, dataset: str, column: str,
-                         normalization: str | None, groups: int | None, hint: str) -> str | None:
+def zero_rewards_warning(
+    rewards: Sequence[float],
+    raw: Sequence[float],
+    *,
+    dataset: str,
+    column: str,
+    normalization: str | None,
+    groups: int | None,
+    hint: str,
+) -> str | None:
     """The banner printed when every reward of a dataset is 0 (the run trains nothing on it), else None.
 
     ``rewards`` are what the loss will see (after ``normalization`` within ``groups`` groups, if
@@ -288,8 +303,10 @@ def zero_rewards_warning(rewards: Sequence[float], raw: Sequence[float], *, data
         what = f"all {len(rewards)} rows have {column} = 0"
     else:
         why = _ZERO_GROUPS.get(normalization, "every group normalizes to 0")
-        what = (f"all {len(rewards)} rewards are 0 after {normalization} normalization within {groups} groups\n"
-                f"({why}; the raw {column} values are not all 0)")
+        what = (
+            f"all {len(rewards)} rewards are 0 after {normalization} normalization within {groups} groups\n"
+            f"({why}; the raw {column} values are not all 0)"
+        )
     return _banner(
         f"rift-losses: dataset {dataset!r}: {what}.\n"
         f"Every row's loss and gradient are 0: this run trains NOTHING on this dataset.\n{hint}"

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 #: The default dataset column names (``rift-losses convert`` writes them, the adapters read them).
 REWARD_COLUMN = "reward"
@@ -72,7 +73,9 @@ def prompt_key(messages: Sequence[dict], extra: Any = None) -> str:
     appended when given, so rows that differ only there are different prompts. Raises
     ``ValueError`` when there is no assistant message.
     """
-    last = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"), default=None)
+    last = max(
+        (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"), default=None
+    )
     if last is None:
         roles = [m.get("role") for m in messages if isinstance(m, dict)]
         raise ValueError(f"messages must hold an assistant turn (the response), got roles {roles}")

@@ -72,8 +72,9 @@ def batch_loss(
         ``(loss, stats)``: the 0-dim loss and its detached statistics.
     """
     if (logits is None) == (logprobs is None):
-        raise ValueError("batch_loss needs exactly one of logits or logprobs, got "
-                         f"{'both' if logits is not None else 'neither'}")
+        raise ValueError(
+            f"batch_loss needs exactly one of logits or logprobs, got {'both' if logits is not None else 'neither'}"
+        )
     device = (logits if logits is not None else logprobs).device
     rewards = rewards.to(device=device, dtype=torch.float32)
     if rewards.dim() == 2:  # one per token, aligned with the unshifted labels: shift like them
@@ -86,8 +87,14 @@ def batch_loss(
         weights = token_weights.to(device=device, dtype=torch.float32).reshape(mask.shape)
         rewards = (rewards[:, None] if rewards.dim() == 1 else rewards) * weights
     return logprob_loss(
-        logprobs, mask, rewards, loss=loss, reduction="mean", num_items_in_batch=num_items_in_batch,
-        level=level, return_stats=True,
+        logprobs,
+        mask,
+        rewards,
+        loss=loss,
+        reduction="mean",
+        num_items_in_batch=num_items_in_batch,
+        level=level,
+        return_stats=True,
     )
 
 
@@ -104,8 +111,10 @@ def logged_loss_scale(trainer, num_items_in_batch, *, counts_items: bool | None 
     """
     args = getattr(trainer, "args", None)
     if counts_items is None:
-        counts_items = bool(getattr(trainer, "model_accepts_loss_kwargs", False)
-                            or getattr(trainer, "compute_loss_func", None) is not None)
+        counts_items = bool(
+            getattr(trainer, "model_accepts_loss_kwargs", False)
+            or getattr(trainer, "compute_loss_func", None) is not None
+        )
     if not (getattr(args, "average_tokens_across_devices", False) and counts_items and num_items_in_batch is not None):
         return 1.0
     n_gpu = getattr(args, "n_gpu", 1) or 1

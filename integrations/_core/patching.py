@@ -23,8 +23,9 @@ def _missing(where: str, name: str, host: tuple[str, str] | None) -> RuntimeErro
     return RuntimeError(f"rift-losses needs {where}.{name}, which {have} does not have (supported: {supported})")
 
 
-def wrap(owner, name: str, make, *, host: tuple[str, str] | None = None, static: bool = False,
-         update: bool = True) -> None:
+def wrap(
+    owner, name: str, make, *, host: tuple[str, str] | None = None, static: bool = False, update: bool = True
+) -> None:
     """Replace ``owner.name`` by ``make(original)`` once (idempotent).
 
     ``owner`` is a class or a module. ``host`` is ``(distribution, supported versions)`` for the

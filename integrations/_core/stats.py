@@ -10,7 +10,7 @@ step (training) or per evaluation batch; so are these.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 class StatsAccumulator:
@@ -114,5 +114,8 @@ class StatsWindow:
             units = global_step - first if first is not None else 0
         else:
             units = values[-1] / world  # evaluation batches per rank
-        return {key: value for key, value in stats_summary(values, units=units, world_size=world).items()
-                if value is not None}
+        return {
+            key: value
+            for key, value in stats_summary(values, units=units, world_size=world).items()
+            if value is not None
+        }

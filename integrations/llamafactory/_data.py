@@ -31,11 +31,16 @@ Row numbers in errors are 0-based positions in the dataset as loaded (file order
 
 import os
 
-from .._common import (check_json_rewards, mixed_json_column, normalize_dataset_rewards, read_group, read_rewards,
-                       zero_rewards_warning)
+from .._common import (
+    check_json_rewards,
+    mixed_json_column,
+    normalize_dataset_rewards,
+    read_group,
+    read_rewards,
+    zero_rewards_warning,
+)
 from .._core.patching import wrap_all
 from ._run import GROUP, GROUP_IN, HOST, REWARD, REWARD_IN, config_of
-
 
 # ---------------------------------------------------------------- LLaMA-Factory patches
 
@@ -56,7 +61,7 @@ def _column(dataset, dataset_attr, data_args, role: str, why: str) -> str:
         )
     if column not in dataset.column_names:
         raise ValueError(
-            f'columns.{role} of dataset {name!r} must name a column of its data, got {column!r}; the data has '
+            f"columns.{role} of dataset {name!r} must name a column of its data, got {column!r}; the data has "
             f"columns {dataset.column_names}"
         )
     return column
@@ -68,7 +73,9 @@ def group_keys(values, *, column: str, dataset: str) -> list[str]:
     LLaMA-Factory's rows have no prompt field of their own (each format names it differently),
     so the group column is required for normalization; ``rift-losses convert`` writes it.
     """
-    return [read_group(value, column=column, where=f"row {row} of dataset {dataset!r}") for row, value in enumerate(values)]
+    return [
+        read_group(value, column=column, where=f"row {row} of dataset {dataset!r}") for row, value in enumerate(values)
+    ]
 
 
 def _align_dataset(original):
@@ -236,13 +243,17 @@ def _finalize(dataset, split: str, config, data_args):
     logger.info_rank0(
         f"RIFT {split}: {len(rewards)} rewards ({pos} > 0, {neg} < 0, {len(rewards) - pos - neg} = 0){note}."
     )
-    hint = ('Give each group several responses with different rewards (the "group" column), or set '
-            "rift_reward_normalization: none." if normalization and any(raw)
-            else 'Check the "reward" column: the responses must be graded (+1.0 right, -0.2 wrong in the paper).')
+    hint = (
+        'Give each group several responses with different rewards (the "group" column), or set '
+        "rift_reward_normalization: none."
+        if normalization and any(raw)
+        else 'Check the "reward" column: the responses must be graded (+1.0 right, -0.2 wrong in the paper).'
+    )
     names = (data_args.eval_dataset if split.startswith("eval") else data_args.dataset) or ()
     label = split if "'" in split or not names else f"{split} ({', '.join(names)})"
-    warning = zero_rewards_warning(rewards, raw, dataset=label, column="reward",
-                                   normalization=normalization, groups=groups, hint=hint)
+    warning = zero_rewards_warning(
+        rewards, raw, dataset=label, column="reward", normalization=normalization, groups=groups, hint=hint
+    )
     if warning:
         logger.warning_rank0(warning)
     return dataset

@@ -94,8 +94,15 @@ class RiftLoss:
         # In place only in a training step that will run backward: the Trainer's training_step drops
         # the outputs after compute_loss; evaluation and prediction (which keep the logits) run none.
         inplace = inplace_grad_allowed(self.inplace_grad, training=self.training, logits=logits)
-        loss, stats = batch_loss(labels, rewards, loss=self.loss, level=self.level,
-                                 num_items_in_batch=num_items_in_batch, logits=logits, inplace_grad=inplace)
+        loss, stats = batch_loss(
+            labels,
+            rewards,
+            loss=self.loss,
+            level=self.level,
+            num_items_in_batch=num_items_in_batch,
+            logits=logits,
+            inplace_grad=inplace,
+        )
         if self.training and self.trainer is not None:  # the Trainer's own rule: this is its compute_loss_func
             scale = logged_loss_scale(self.trainer, num_items_in_batch)
             self.stats.add(stats, scale=scale, global_step=self.trainer.state.global_step)
@@ -109,13 +116,19 @@ class RiftSeq2SeqTrainer(CustomSeq2SeqTrainer):
         super().__init__(*args, **kwargs)
         self._rift = None
         if getattr(self.finetuning_args, "use_rift_loss", False):
-            if self.finetuning_args.rift_level == "sequence" and not hasattr(CustomSeq2SeqTrainer, "_get_num_items_in_batch"):
+            if self.finetuning_args.rift_level == "sequence" and not hasattr(
+                CustomSeq2SeqTrainer, "_get_num_items_in_batch"
+            ):
                 raise ValueError(
                     "rift_level must be 'token' with this transformers version, got 'sequence': its Trainer has no "
                     "_get_num_items_in_batch to count sequences, and counting tokens instead would be wrong"
                 )
-            self._rift = RiftLoss(self.finetuning_args.rift_loss, level=self.finetuning_args.rift_level,
-                                  inplace_grad=self.finetuning_args.rift_inplace_grad, trainer=self)
+            self._rift = RiftLoss(
+                self.finetuning_args.rift_loss,
+                level=self.finetuning_args.rift_level,
+                inplace_grad=self.finetuning_args.rift_inplace_grad,
+                trainer=self,
+            )
             self.compute_loss_func = self._rift
 
     def compute_loss(self, model, inputs, *args, **kwargs):

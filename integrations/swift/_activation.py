@@ -88,8 +88,12 @@ def install_pipeline_patches() -> None:
             run = activate(self.args)
             datasets = original(self, *args, **kwargs)
             if run is not None:
-                preflight(self.template, datasets, run=run,
-                          predict_with_generate=getattr(self.args, "predict_with_generate", False))
+                preflight(
+                    self.template,
+                    datasets,
+                    run=run,
+                    predict_with_generate=getattr(self.args, "predict_with_generate", False),
+                )
             return datasets
 
         return _prepare_dataset

@@ -67,7 +67,8 @@ def _check_raw_rewards(dataset, *, name: str, run: Run) -> None:
     if run.normalization and run.knobs.group_column_given and group not in features:
         raise ValueError(
             f"dataset {name!r} must have the {group!r} column that {config.ENV_GROUP_COLUMN} names for --loss_type "
-            f"{run.loss_type}, got columns {sorted(features)} (unset {config.ENV_GROUP_COLUMN} to group rows by their prompt)"
+            f"{run.loss_type}, got columns {sorted(features)} (unset {config.ENV_GROUP_COLUMN} to group rows by "
+            "their prompt)"
         )
     if run.normalization and group in features:
         _common.refuse_mixed_json_feature(features, group, dataset=name, what=what, group=True)
@@ -100,7 +101,10 @@ def prepare_rewards(dataset, *, name: str, run: Run, remove_unused_columns: bool
     from datasets import Dataset as HfDataset
 
     if not isinstance(dataset, HfDataset):
-        raise ValueError(f"dataset {name!r} must be a map-style dataset for --loss_type {run.loss_type}, got {type(dataset).__name__}")
+        raise ValueError(
+            f"dataset {name!r} must be a map-style dataset for --loss_type {run.loss_type}, got "
+            f"{type(dataset).__name__}"
+        )
     column = run.knobs.reward_column
     if column not in dataset.column_names:
         raise ValueError(
@@ -111,19 +115,24 @@ def prepare_rewards(dataset, *, name: str, run: Run, remove_unused_columns: bool
         _common.read_reward(v, column=column, where=f"row {i} of dataset {name!r} (after MS-Swift's preprocessing)")
         for i, v in enumerate(dataset[column])
     ]
-    summary = (f"{sum(r > 0 for r in rewards)} > 0, {sum(r < 0 for r in rewards)} < 0, "
-               f"{sum(r == 0 for r in rewards)} = 0")
+    summary = (
+        f"{sum(r > 0 for r in rewards)} > 0, {sum(r < 0 for r in rewards)} < 0, {sum(r == 0 for r in rewards)} = 0"
+    )
     raw, groups = rewards, None
     if run.normalization:
         keys, by = _group_keys(dataset, name=name, run=run)
         rewards = _common.normalize_dataset_rewards(rewards, keys, method=run.normalization)
         groups = len(set(keys))
         summary += f"; normalized by {run.normalization} within {groups} groups (by {by})"
-    hint = (f"Give each group several responses with different rewards ({config.ENV_GROUP_COLUMN}, or the prompt), "
-            f"or train on the raw rewards (--loss_type {config.PLAIN_LOSS_TYPE})." if run.normalization and any(raw)
-            else f"Check the {column!r} column: the responses must be graded (+1.0 right, -0.2 wrong in the paper).")
-    warning = _common.zero_rewards_warning(rewards, raw, dataset=name, column=column, normalization=run.normalization,
-                                           groups=groups, hint=hint)
+    hint = (
+        f"Give each group several responses with different rewards ({config.ENV_GROUP_COLUMN}, or the prompt), "
+        f"or train on the raw rewards (--loss_type {config.PLAIN_LOSS_TYPE})."
+        if run.normalization and any(raw)
+        else f"Check the {column!r} column: the responses must be graded (+1.0 right, -0.2 wrong in the paper)."
+    )
+    warning = _common.zero_rewards_warning(
+        rewards, raw, dataset=name, column=column, normalization=run.normalization, groups=groups, hint=hint
+    )
     if warning:
         logger().warning(warning)
     drop = [c for c in (KEY,) if c in dataset.column_names]
@@ -148,10 +157,15 @@ def _warn_negative_rewards(dataset, *, name: str) -> None:
     negatives, numbers = _common.count_negative(dataset[column])
     if negatives:
         loss = f"--loss_type {args.loss_type}" if getattr(args, "loss_type", None) else "the default cross-entropy"
-        hint = (f"Train with --loss_type {' / '.join(config.LOSS_TYPES)} to use the rewards, "
-                "or drop the rows with negative rewards (RFT).")
-        logger().warning(_common.negative_reward_warning(
-            dataset=name, column=column, negatives=negatives, rows=numbers, loss=loss, hint=hint))
+        hint = (
+            f"Train with --loss_type {' / '.join(config.LOSS_TYPES)} to use the rewards, "
+            "or drop the rows with negative rewards (RFT)."
+        )
+        logger().warning(
+            _common.negative_reward_warning(
+                dataset=name, column=column, negatives=negatives, rows=numbers, loss=loss, hint=hint
+            )
+        )
 
 
 def install_dataset_patches() -> None:
@@ -166,8 +180,12 @@ def install_dataset_patches() -> None:
             finally:
                 STATE.loading = previous
             if STATE.run is not None:
-                dataset = prepare_rewards(dataset, name=name, run=STATE.run,
-                                          remove_unused_columns=getattr(self, "remove_unused_columns", True))
+                dataset = prepare_rewards(
+                    dataset,
+                    name=name,
+                    run=STATE.run,
+                    remove_unused_columns=getattr(self, "remove_unused_columns", True),
+                )
             return dataset
 
         return load
@@ -191,8 +209,11 @@ def install_dataset_patches() -> None:
                 except Exception as exc:  # a warning must never break MS-Swift
                     logger().warning(f"rift-losses: could not check the rewards for negative values: {exc!r}")
                 return original(dataset)
-            keep = [c for c in (run.knobs.reward_column, run.knobs.group_column)
-                    if c in (getattr(dataset, "features", None) or {})]
+            keep = [
+                c
+                for c in (run.knobs.reward_column, run.knobs.group_column)
+                if c in (getattr(dataset, "features", None) or {})
+            ]
             if not keep:
                 return original(dataset)
             from swift.dataset.preprocessor.core import RowPreprocessor as _RP

@@ -42,12 +42,17 @@ def collate_rewards(template, rows: list, res: dict):
         tokens = _common.per_token_rewards(rewards, lengths)
         width = labels.shape[-1] if labels is not None else len(tokens)
         if width < len(tokens):
-            raise ValueError(f"packed labels must cover every token of the packed samples, got {width} labels for {len(tokens)} tokens")
+            raise ValueError(
+                f"packed labels must cover every token of the packed samples, got {width} labels for {len(tokens)} "
+                "tokens"
+            )
         padding = [0.0] * (width - len(tokens))  # padding_to (MS-Swift pads packed rows on the padding side)
         tokens = tokens + padding if getattr(template, "padding_side", "right") == "right" else padding + tokens
         return torch.tensor(tokens, dtype=torch.float32)[None]
     if labels is not None and labels.shape[0] != len(rewards):
-        raise ValueError(f"the collated batch must have one row per sample, got {labels.shape[0]} rows for {len(rewards)} samples")
+        raise ValueError(
+            f"the collated batch must have one row per sample, got {labels.shape[0]} rows for {len(rewards)} samples"
+        )
     return torch.tensor(rewards, dtype=torch.float32)
 
 

@@ -140,12 +140,19 @@ class RiftLoss(BaseLoss):
         # MS-Swift's per-token loss weights, already shifted: token terms scale linearly in r
         # for a fixed sign, so a weight s >= 0 on the term is a reward r * s.
         loss, stats = batch_loss(
-            labels, rewards, loss=self.core_loss, level=self.level, num_items_in_batch=denominator,
-            logits=logits, inplace_grad=inplace, token_weights=loss_scale,
+            labels,
+            rewards,
+            loss=self.core_loss,
+            level=self.level,
+            num_items_in_batch=denominator,
+            logits=logits,
+            inplace_grad=inplace,
+            token_weights=loss_scale,
         )
         # MS-Swift's Seq2SeqTrainer.compute_loss restates the Trainer's rule with model_accepts_loss_kwargs alone.
-        scale = logged_loss_scale(trainer, num_items_in_batch,
-                                  counts_items=bool(getattr(trainer, "model_accepts_loss_kwargs", False)))
+        scale = logged_loss_scale(
+            trainer, num_items_in_batch, counts_items=bool(getattr(trainer, "model_accepts_loss_kwargs", False))
+        )
         self.metrics[mode].add(stats, scale=scale)
         return loss
 
@@ -154,12 +161,21 @@ def loss_classes() -> dict[str, type]:
     """One :class:`RiftLoss` subclass per ``--loss_type`` name of :data:`config.LOSS_TYPES`."""
     classes = {}
     for name, (core_loss, normalization) in config.LOSS_TYPES.items():
-        what = f"RIFT on rewards normalized over whole groups ({normalization})" if normalization else f"the {core_loss!r} loss"
+        what = (
+            f"RIFT on rewards normalized over whole groups ({normalization})"
+            if normalization
+            else f"the {core_loss!r} loss"
+        )
         classes[name] = type(
             f"RiftLoss_{name}",
             (RiftLoss,),
-            {"loss_type": name, "core_loss": core_loss, "normalization": normalization,
-             "__doc__": f"``--loss_type {name}``: {what}.", "__module__": __name__},
+            {
+                "loss_type": name,
+                "core_loss": core_loss,
+                "normalization": normalization,
+                "__doc__": f"``--loss_type {name}``: {what}.",
+                "__module__": __name__,
+            },
         )
     return classes
 
@@ -171,5 +187,7 @@ def register_loss_types() -> None:
         if current is not None and getattr(current, "is_rift_loss", False):
             continue
         if current is not None and not getattr(current, "is_rift_placeholder", False):
-            raise RuntimeError(f"swift.loss.loss_map already has a loss type {name!r} ({current!r}) that is not rift-losses'")
+            raise RuntimeError(
+                f"swift.loss.loss_map already has a loss type {name!r} ({current!r}) that is not rift-losses'"
+            )
         loss_map[name] = cls

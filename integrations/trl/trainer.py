@@ -72,8 +72,12 @@ class RiftSFTTrainer(SFTTrainer):
                 f"compute_loss_func must be None with loss_type={config.loss_type!r}, got "
                 f"{params['compute_loss_func']!r}: it would replace the RIFT loss"
             )
-        prepare = dict(column=config.reward_column, group_column=config.group_column, method=method,
-                       loss_type=config.loss_type)
+        prepare = {
+            "column": config.reward_column,
+            "group_column": config.group_column,
+            "method": method,
+            "loss_type": config.loss_type,
+        }
         if params.get("train_dataset") is not None:
             params["train_dataset"] = prepare_rewards(params["train_dataset"], name="train", **prepare)
         eval_dataset = params.get("eval_dataset")
@@ -101,7 +105,9 @@ class RiftSFTTrainer(SFTTrainer):
                 "reduces the model's own NLL across ranks, which would replace RIFT"
             )
         self.data_collator = RiftCollator(
-            self.data_collator, column=config.reward_column, group_column=config.group_column,
+            self.data_collator,
+            column=config.reward_column,
+            group_column=config.group_column,
             padding_free=self.padding_free,
         )
         # compute_loss returns sum / num_items_in_batch (or divides by the accumulation steps itself).
@@ -133,7 +139,9 @@ class RiftSFTTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self._rift_on:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
         rewards = inputs.pop(REWARDS_KEY, None)
         if rewards is None:
             raise RuntimeError(
@@ -147,16 +155,19 @@ class RiftSFTTrainer(SFTTrainer):
         labels = inputs["labels"]
         unwrapped = self.accelerator.unwrap_model(model)
         base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
-        rift = dict(loss=self._rift_loss, level=self.args.rift_level, num_items_in_batch=num_items_in_batch)
+        rift = {"loss": self._rift_loss, "level": self.args.rift_level, "num_items_in_batch": num_items_in_batch}
         if not return_outputs and _is_trl_fused_forward(base):
             # TRL's fused LM head: log p of each next-token label, (B, T-1), logits never built.
             outputs = model(**inputs, fused_lm_head=True)
-            loss, stats = batch_loss(labels, rewards, logprobs=outputs.log_probs, mask=outputs.label_mask.bool(), **rift)
+            loss, stats = batch_loss(
+                labels, rewards, logprobs=outputs.log_probs, mask=outputs.label_mask.bool(), **rift
+            )
         else:
             outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
             # In place only when nothing else reads these logits (not returned, training with grad).
-            inplace = inplace_grad_allowed(self.args.rift_inplace_grad and not return_outputs,
-                                           training=model.training, logits=outputs.logits)
+            inplace = inplace_grad_allowed(
+                self.args.rift_inplace_grad and not return_outputs, training=model.training, logits=outputs.logits
+            )
             loss, stats = batch_loss(labels, rewards, logits=outputs.logits, inplace_grad=inplace, **rift)
         # The Trainer's own rule (this compute_loss returns the loss it logs): num_items_in_batch counts
         # every rank's tokens with average_tokens_across_devices, and DDP averages gradients.
@@ -167,7 +178,9 @@ class RiftSFTTrainer(SFTTrainer):
             loss = loss / self.current_gradient_accumulation_steps
             scale = 1.0 / self.current_gradient_accumulation_steps
         if self.aux_loss_enabled and getattr(outputs, "aux_loss", None) is not None:
-            steps = self.current_gradient_accumulation_steps if (num_items_in_batch is not None or mode == "train") else 1
+            steps = (
+                self.current_gradient_accumulation_steps if (num_items_in_batch is not None or mode == "train") else 1
+            )
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss / steps
         self._rift_stats[mode].add(stats, scale=scale, global_step=self.state.global_step)
         self._log_token_metrics(mode, inputs, outputs)
@@ -180,7 +193,9 @@ class RiftSFTTrainer(SFTTrainer):
             entropy_sum = self.accelerator.gather_for_metrics(outputs.entropy.detach().sum()).sum()
             num_correct = self.accelerator.gather_for_metrics(outputs.is_top1.sum()).sum()
             self._metrics[mode]["entropy"].append((entropy_sum / num_valid).item() if num_valid > 0 else 0.0)
-            self._metrics[mode]["mean_token_accuracy"].append((num_correct / num_valid).item() if num_valid > 0 else 0.0)
+            self._metrics[mode]["mean_token_accuracy"].append(
+                (num_correct / num_valid).item() if num_valid > 0 else 0.0
+            )
         if mode == "train":
             if "attention_mask" in inputs:
                 count = inputs["attention_mask"].sum()

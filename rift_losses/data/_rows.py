@@ -43,17 +43,26 @@ def conversation(row: dict, fields: Fields, path: str, line: int) -> Conversatio
             raise DataError(path, line, f"field {name!r} must be a non-empty list of messages, got {short(messages)}")
         for i, message in enumerate(messages):
             if not isinstance(message, dict):
-                raise DataError(path, line, f"field {name!r}[{i}] must be an object with 'role' and 'content', got {short(message)}")
+                raise DataError(
+                    path, line, f"field {name!r}[{i}] must be an object with 'role' and 'content', got {short(message)}"
+                )
             for key in ("role", "content"):
                 if not isinstance(message.get(key), str):
                     got = "nothing" if key not in message else short(message[key])
                     raise DataError(path, line, f"field {name!r}[{i}].{key} must be a string, got {got}")
         if messages[-1]["role"] != "assistant":
             raise DataError(
-                path, line, f"field {name!r} must end with the sampled response, a message with role 'assistant', got role {messages[-1]['role']!r}"
+                path,
+                line,
+                f"field {name!r} must end with the sampled response, a message with role 'assistant', got role "
+                f"{messages[-1]['role']!r}",
             )
         if len(messages) < 2:
-            raise DataError(path, line, f"field {name!r} must hold the prompt before the assistant's response, got only the response")
+            raise DataError(
+                path,
+                line,
+                f"field {name!r} must hold the prompt before the assistant's response, got only the response",
+            )
         return Conversation(prompt_key(messages), messages[-1]["content"], messages)
     if fields.prompt in row or fields.response in row:
         values = []
@@ -69,8 +78,10 @@ def conversation(row: dict, fields: Fields, path: str, line: int) -> Conversatio
     raise DataError(
         path,
         line,
-        f"missing field {fields.messages!r} (chat rows) or {fields.prompt!r} and {fields.response!r} (prompt/response rows); "
-        f"fields present: {', '.join(map(repr, row)) or 'none'} (name yours with --messages-field or --prompt-field/--response-field)",
+        f"missing field {fields.messages!r} (chat rows) or {fields.prompt!r} and {fields.response!r} "
+        "(prompt/response rows); "
+        f"fields present: {', '.join(map(repr, row)) or 'none'} (name yours with --messages-field or "
+        "--prompt-field/--response-field)",
     )
 
 
@@ -78,7 +89,12 @@ def reward(row: dict, fields: Fields, path: str, line: int) -> float:
     """The row's reward, a finite number (bools and strings refused)."""
     name = fields.reward
     if name not in row:
-        raise DataError(path, line, f"missing field {name!r} (label the buffer first with `rift-losses label`, or name yours with --reward-field)")
+        raise DataError(
+            path,
+            line,
+            f"missing field {name!r} (label the buffer first with `rift-losses label`, or name yours with "
+            "--reward-field)",
+        )
     value = as_reward(row[name])
     if value is None:
         raise DataError(path, line, f"field {name!r} must be a finite number, got {short(row[name])}")
@@ -118,7 +134,11 @@ class Grouper:
             self.by_field = name in row
         if self.by_field:
             if name not in row:
-                raise DataError(self.path, line, f"missing field {name!r}: the rows before have it, and it names each response's group")
+                raise DataError(
+                    self.path,
+                    line,
+                    f"missing field {name!r}: the rows before have it, and it names each response's group",
+                )
             value = row[name]
             key = group_key(value)
             if key is None:
@@ -126,9 +146,14 @@ class Grouper:
             return digest("g" + key), f"{name} {short(value)}"
         if name in row:
             raise DataError(
-                self.path, line, f"field {name!r} appears here but not on the first row; give it on every row, or on none to group by the prompt"
+                self.path,
+                line,
+                f"field {name!r} appears here but not on the first row; give it on every row, or on none to group "
+                "by the prompt",
             )
-        return digest("p" + conv.prompt_key), f"prompt {short(conv.messages[-2]['content'] if len(conv.messages) > 1 else conv.prompt_key, 40)}"
+        return digest(
+            "p" + conv.prompt_key
+        ), f"prompt {short(conv.messages[-2]['content'] if len(conv.messages) > 1 else conv.prompt_key, 40)}"
 
     @property
     def what(self) -> str:

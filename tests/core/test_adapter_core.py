@@ -32,8 +32,9 @@ def _batch(seed=0, B=3, T=7, V=13):
 def test_batch_loss_is_the_core_loss_on_shifted_labels(loss, level):
     logits, labels, rewards = _batch()
     got, stats = batch_loss(labels, rewards, loss=loss, level=level, num_items_in_batch=9, logits=logits)
-    want = getattr(rift_losses, f"{loss}_loss")(logits, rift_losses.shift_labels(labels), rewards, num_items_in_batch=9,
-                                                level=level)
+    want = getattr(rift_losses, f"{loss}_loss")(
+        logits, rift_losses.shift_labels(labels), rewards, num_items_in_batch=9, level=level
+    )
     assert float(got) == pytest.approx(float(want), rel=1e-6)
     assert float(stats.pos_loss + stats.neg_loss) == pytest.approx(float(got), rel=1e-6)
 
@@ -44,11 +45,14 @@ def test_batch_loss_from_fused_logprobs_equals_the_logits_path_with_per_token_re
     via_logits, _ = batch_loss(labels, token_rewards, loss="rift", level="token", logits=logits)
     targets = labels[:, 1:]  # what a fused head gives: (B, T-1) log-probs of the next token
     logprobs = torch.log_softmax(logits[:, :-1], -1).gather(-1, targets.clamp_min(0)[..., None])[..., 0]
-    via_logprobs, _ = batch_loss(labels, token_rewards, loss="rift", level="token", logprobs=logprobs,
-                                 mask=targets != -100)
+    via_logprobs, _ = batch_loss(
+        labels, token_rewards, loss="rift", level="token", logprobs=logprobs, mask=targets != -100
+    )
     assert float(via_logprobs) == pytest.approx(float(via_logits), rel=1e-6)
     with pytest.raises(ValueError, match="exactly one of logits or logprobs, got both"):
-        batch_loss(labels, token_rewards, loss="rift", level="token", logits=logits, logprobs=logprobs, mask=targets != -100)
+        batch_loss(
+            labels, token_rewards, loss="rift", level="token", logits=logits, logprobs=logprobs, mask=targets != -100
+        )
 
 
 def test_token_weights_multiply_the_rewards():
@@ -71,9 +75,12 @@ def test_inplace_grad_only_in_a_training_step_with_grad():
 
 
 def _trainer(*, average=True, accepts=False, loss_func=None, processes=4, n_gpu=1, tp=None):
-    trainer = SimpleNamespace(args=SimpleNamespace(average_tokens_across_devices=average, n_gpu=n_gpu),
-                              model_accepts_loss_kwargs=accepts, compute_loss_func=loss_func,
-                              accelerator=SimpleNamespace(num_processes=processes))
+    trainer = SimpleNamespace(
+        args=SimpleNamespace(average_tokens_across_devices=average, n_gpu=n_gpu),
+        model_accepts_loss_kwargs=accepts,
+        compute_loss_func=loss_func,
+        accelerator=SimpleNamespace(num_processes=processes),
+    )
     if tp is not None:
         trainer.get_tp_size = lambda: tp
     return trainer
@@ -140,8 +147,11 @@ def test_wrap_is_idempotent_and_names_a_missing_hook_point():
     patching.wrap(owner, "f", make)  # a second install leaves the first alone
     assert owner.f(1) == 20 and calls == [1]
     assert getattr(owner.f, patching.MARK, False) is True
-    with pytest.raises(RuntimeError, match=r"rift-losses needs host.module.g, which torch [0-9.]+\S* does not have "
-                                           r"\(supported: 9.9\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"rift-losses needs host.module.g, which torch [0-9.]+\S* does not have "
+        r"\(supported: 9.9\)",
+    ):
         patching.wrap(owner, "g", make, host=("torch", "9.9"))
 
 
@@ -150,7 +160,9 @@ def test_hook_errors_are_re_raised_naming_the_trigger(monkeypatch):
     fake.errors = {"host.trigger": KeyError("moved")}
     monkeypatch.setitem(__import__("sys").modules, "_rift_losses_hook", fake)
     hook.raise_registration_errors(["other"], host="Host")  # nothing kept for it
-    with pytest.raises(RuntimeError, match=r"failed to set up its Host adapter when host.trigger was imported: KeyError"):
+    with pytest.raises(
+        RuntimeError, match=r"failed to set up its Host adapter when host.trigger was imported: KeyError"
+    ):
         hook.raise_registration_errors(["other", "host.trigger"], host="Host")
     hook.forget("host.trigger")
     assert hook.hook_errors() == {}

@@ -27,8 +27,10 @@ SYSTEM = {"role": "system", "content": "You are a careful solver."}
 
 def _chat(user, answer, reward, system=False):
     messages = [SYSTEM] if system else []
-    return {"messages": [*messages, {"role": "user", "content": user}, {"role": "assistant", "content": answer}],
-            "reward": reward}
+    return {
+        "messages": [*messages, {"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+        "reward": reward,
+    }
 
 
 #: A problem's rows next to each other (normalize's rule). The same user turn with and without a
@@ -78,9 +80,19 @@ def swift_run(monkeypatch, tmp_path):
     monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "cache"))
     for name in ("RIFT_LEVEL", "RIFT_REWARD_COLUMN", "RIFT_GROUP_COLUMN"):
         monkeypatch.delenv(name, raising=False)
-    args = dict(loss_type="rift_gaussian", task_type="causal_lm", rlhf_type=None, sequence_parallel_size=1,
-                enable_dft_loss=False, enable_channel_loss=False, streaming=False, cached_dataset=[],
-                cached_val_dataset=[], padding_free=False, packing=False)
+    args = {
+        "loss_type": "rift_gaussian",
+        "task_type": "causal_lm",
+        "rlhf_type": None,
+        "sequence_parallel_size": 1,
+        "enable_dft_loss": False,
+        "enable_channel_loss": False,
+        "streaming": False,
+        "cached_dataset": [],
+        "cached_val_dataset": [],
+        "padding_free": False,
+        "packing": False,
+    }
     _activation.activate(SimpleNamespace(**args))
     yield
     _activation.STATE.run = _activation.STATE.args = None
@@ -122,15 +134,28 @@ def test_the_data_command_and_every_adapter_group_alike(rows, tmp_path, swift_ru
     assert normalize_dataset_rewards(rewards, lf_keys, method="gaussian") == pytest.approx(data_rewards, abs=1e-9)
 
     # TRL: the rows as TRL reads them (a prompt/response row is a prompt/completion row there).
-    trl_rows = rows if rows is CHAT else [{"prompt": r["prompt"], "completion": r["response"], "reward": r["reward"]}
-                                         for r in rows]
-    trl_keys = trl_group_keys(Dataset.from_list(trl_rows), group_column="group", name="train", loss_type="rift_gaussian")
+    trl_rows = (
+        rows
+        if rows is CHAT
+        else [{"prompt": r["prompt"], "completion": r["response"], "reward": r["reward"]} for r in rows]
+    )
+    trl_keys = trl_group_keys(
+        Dataset.from_list(trl_rows), group_column="group", name="train", loss_type="rift_gaussian"
+    )
     assert partition(trl_keys) == data_partition
     assert normalize_dataset_rewards(rewards, trl_keys, method="gaussian") == pytest.approx(data_rewards, abs=1e-9)
     if rows is PROMPT_RESPONSE:  # the conversational form of the same rows groups the same way
-        chat_form = [{"prompt": [{"role": "user", "content": r["prompt"]}],
-                      "completion": [{"role": "assistant", "content": r["response"]}], "reward": r["reward"]} for r in rows]
-        keys = trl_group_keys(Dataset.from_list(chat_form), group_column="group", name="train", loss_type="rift_gaussian")
+        chat_form = [
+            {
+                "prompt": [{"role": "user", "content": r["prompt"]}],
+                "completion": [{"role": "assistant", "content": r["response"]}],
+                "reward": r["reward"],
+            }
+            for r in rows
+        ]
+        keys = trl_group_keys(
+            Dataset.from_list(chat_form), group_column="group", name="train", loss_type="rift_gaussian"
+        )
         assert partition(keys) == data_partition
 
 
