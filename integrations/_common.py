@@ -1,26 +1,32 @@
 """Host-independent helpers shared by the framework adapters (no host import here).
 
 Everything here is a small pure function (or a tiny accumulator) over Python values and
-torch tensors: reading and validating one reward per dataset row, the group of a row (its
-``group`` column, else its prompt), whole-dataset group normalization with the core's
-:func:`rift_losses.normalize_rewards`, per-token rewards for packed batches, and the
-aggregation of :class:`rift_losses.LossStats` for training logs. The adapters
-(``integrations/swift``, ``integrations/llamafactory``) own everything host-specific.
+torch tensors: reading and validating one reward per dataset row (raw JSON files included), the
+group of a row (its ``group`` column, else its prompt), whole-dataset group normalization with
+the core's :func:`rift_losses.normalize_rewards`, per-token rewards for packed batches, and the
+banners of the reward warnings. The row rules themselves (column names, ``short()``, what a
+reward is, the group and prompt keys) are :mod:`rift_losses._fields`'s, shared with the
+``rift-losses`` command. The loss, statistics and patching are :mod:`._core`'s; the adapters
+(``integrations/swift``, ``integrations/llamafactory``, ``integrations/trl``) own everything
+host-specific.
 
 Notation for shapes: N rows of a dataset, B samples of a batch, T tokens.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
-#: The default dataset column names the adapters read (``rift-losses convert`` writes them).
-REWARD_COLUMN = "reward"
-GROUP_COLUMN = "group"
+from rift_losses import _fields
+from rift_losses._fields import as_reward, group_key, short
+
+# The row rules of the `rift-losses` command (rift_losses/_fields.py): column names, short(), what a
+# reward is, the group and prompt keys. Re-exported for the adapters, so both read and group rows alike.
+REWARD_COLUMN, GROUP_COLUMN = _fields.REWARD_COLUMN, _fields.GROUP_COLUMN
+prompt_key, text_prompt_key = _fields.prompt_key, _fields.text_prompt_key
 
 
 def loss_variants(prefix: str = "rift") -> dict[str, tuple[str, str | None]]:
@@ -41,29 +47,21 @@ def loss_variants(prefix: str = "rift") -> dict[str, tuple[str, str | None]]:
     return variants
 
 
-def short(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for error messages."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def read_reward(value: Any, *, column: str, where: str) -> float:
     """One row's reward as a float; ``ValueError`` naming the row when it is not a finite number.
 
     Accepts ints and floats (and numpy scalars); refuses bools, strings, None, NaN and inf.
     ``where`` names the row, e.g. ``"row 3 of dataset 'rewards.jsonl'"``.
     """
-    number = value
-    if hasattr(value, "item") and not isinstance(value, (int, float)) and getattr(value, "ndim", 1) == 0:
-        number = value.item()  # numpy / torch scalar
-    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+    number = as_reward(value)
+    if number is None:
         why = ""
         if isinstance(value, bool):
             why = " (a JSON number, not a bool: write 1.0, not true)"
         elif isinstance(value, str):
             why = ' (a JSON number, not a string: write 1.0, not "1.0")'
         raise ValueError(f"{column} must be a finite number in every row, got {short(value)} in {where}{why}")
-    return float(number)
+    return number
 
 
 def read_rewards(values: Sequence[Any], *, column: str, dataset: str) -> list[float]:
@@ -151,6 +149,30 @@ def check_json_rewards(path: str, *, column: str, dataset: str) -> int | None:
     return checked or None
 
 
+def refuse_mixed_json_feature(features, column: str, *, dataset: str, what: str, group: bool = False) -> None:
+    """Refuse a reward (or group) column that ``datasets`` loaded as its ``Json`` feature.
+
+    ``datasets`` 4.x loads a column that mixes JSON types (numbers with strings or bools) as a
+    ``Json`` feature, reading a string ``"1.0"`` back as the number 1.0 (and the group ``"1"`` as
+    the group 1): the file's values are lost, so the run is refused, naming the column.
+    ``what`` says what asks for rewards (``"--loss_type rift"``, ``"loss_type='rift'"``).
+    """
+    feature = (features or {}).get(column) if hasattr(features, "get") else None
+    if type(feature).__name__ != "Json":
+        return
+    if group:
+        raise ValueError(
+            f"{column} must hold one JSON type (all strings or all numbers) in dataset {dataset!r} for {what}, got a "
+            'column that mixes them, which `datasets` loads turning a string "1" into the number 1 (two groups '
+            "would become one)"
+        )
+    raise ValueError(
+        f"{column} must be a JSON number in every row of dataset {dataset!r} for {what}, got a column that mixes "
+        'JSON types (numbers with strings or bools), which `datasets` loads turning a string "1.0" into the '
+        "number 1.0; write every reward as a number"
+    )
+
+
 def mixed_json_column(path: str) -> str | None:
     """Where a local JSON file's column first mixes JSON types (numbers and strings, ...), or None.
 
@@ -169,8 +191,10 @@ def mixed_json_column(path: str) -> str | None:
             where = f"row {row}" + (f" (line {line})" if line is not None else "")
             seen = first.setdefault(key, (kind, value, where))
             if seen[0] != kind:
-                return (f"column {key!r} mixes JSON types: {short(value)} (a {kind}) in {where} of {path!r}, "
-                        f"{short(seen[1])} (a {seen[0]}) in {seen[2]}")
+                return (
+                    f"column {key!r} mixes JSON types: {short(value)} (a {kind}) in {where} of {path!r}, "
+                    f"{short(seen[1])} (a {seen[0]}) in {seen[2]}"
+                )
     return None
 
 
@@ -184,35 +208,14 @@ def _json_type(value: Any) -> str | None:
     return {str: "string", list: "list", dict: "object"}.get(type(value), type(value).__name__)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray)):
-        return "sha256:" + hashlib.sha256(value).hexdigest()
-    return repr(value)
-
-
-def prompt_key(messages: Sequence[dict], extra: Any = None) -> str:
-    """The prompt of a chat row as canonical text: every message before the last assistant turn.
-
-    ``json.dumps(messages[:k], ensure_ascii=False, sort_keys=True)`` where k is the index of the
-    last ``"assistant"`` message (the same key ``rift-losses convert`` uses). ``extra`` (e.g.
-    the row's tools or media) is appended when given, so rows that differ only there are
-    different prompts. Raises ``ValueError`` when there is no assistant message.
-    """
-    last = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"), default=None)
-    if last is None:
-        raise ValueError(f"messages must hold an assistant turn (the response), got roles {[m.get('role') for m in messages if isinstance(m, dict)]}")
-    key = json.dumps(list(messages[:last]), ensure_ascii=False, sort_keys=True, default=_json_default)
-    if extra:
-        key += "\x00" + json.dumps(extra, ensure_ascii=False, sort_keys=True, default=_json_default)
-    return key
-
-
 def read_group(value: Any, *, column: str, where: str) -> str:
     """One row's group id (a string or a number) as a hashable key; ``ValueError`` otherwise."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not (isinstance(value, str) or number):
-        raise ValueError(f"{column} must be a string or a number in every row when the column exists, got {short(value)} in {where}")
-    return json.dumps(value, ensure_ascii=False)
+    key = group_key(value)
+    if key is None:
+        raise ValueError(
+            f"{column} must be a string or a number in every row when the column exists, got {short(value)} in {where}"
+        )
+    return key
 
 
 def normalize_dataset_rewards(rewards: Sequence[float], keys: Sequence[Any], *, method: str) -> list[float]:
@@ -233,7 +236,9 @@ def normalize_dataset_rewards(rewards: Sequence[float], keys: Sequence[Any], *, 
 def per_token_rewards(rewards: Sequence[float], lengths: Sequence[int]) -> list[float]:
     """Rewards of packed samples, one per token: ``[r_0] * lengths[0] + [r_1] * lengths[1] + ...``."""
     if len(rewards) != len(lengths):
-        raise ValueError(f"rewards must have one value per packed sample, got {len(rewards)} rewards for {len(lengths)} samples")
+        raise ValueError(
+            f"rewards must have one value per packed sample, got {len(rewards)} rewards for {len(lengths)} samples"
+        )
     out: list[float] = []
     for r, n in zip(rewards, lengths):
         out.extend([float(r)] * int(n))
@@ -276,8 +281,16 @@ _ZERO_GROUPS = {
 }
 
 
-def zero_rewards_warning(rewards: Sequence[float], raw: Sequence[float], *, dataset: str, column: str,
-                         normalization: str | None, groups: int | None, hint: str) -> str | None:
+def zero_rewards_warning(
+    rewards: Sequence[float],
+    raw: Sequence[float],
+    *,
+    dataset: str,
+    column: str,
+    normalization: str | None,
+    groups: int | None,
+    hint: str,
+) -> str | None:
     """The banner printed when every reward of a dataset is 0 (the run trains nothing on it), else None.
 
     ``rewards`` are what the loss will see (after ``normalization`` within ``groups`` groups, if
@@ -290,8 +303,10 @@ def zero_rewards_warning(rewards: Sequence[float], raw: Sequence[float], *, data
         what = f"all {len(rewards)} rows have {column} = 0"
     else:
         why = _ZERO_GROUPS.get(normalization, "every group normalizes to 0")
-        what = (f"all {len(rewards)} rewards are 0 after {normalization} normalization within {groups} groups\n"
-                f"({why}; the raw {column} values are not all 0)")
+        what = (
+            f"all {len(rewards)} rewards are 0 after {normalization} normalization within {groups} groups\n"
+            f"({why}; the raw {column} values are not all 0)"
+        )
     return _banner(
         f"rift-losses: dataset {dataset!r}: {what}.\n"
         f"Every row's loss and gradient are 0: this run trains NOTHING on this dataset.\n{hint}"
@@ -301,62 +316,3 @@ def zero_rewards_warning(rewards: Sequence[float], raw: Sequence[float], *, data
 def _banner(text: str) -> str:
     bar = "!" * 88
     return f"\n{bar}\n{text}\n{bar}"
-
-
-class StatsAccumulator:
-    """Sums :class:`rift_losses.LossStats` over calls without a host sync (tensors stay on device).
-
-    ``add(stats, scale=s)`` adds ``s * pos_loss`` and ``s * neg_loss`` (the loss parts as the host
-    scales the loss it logs) and the token counts; ``totals()`` returns the summed 0-dim tensors
-    in a fixed order (for one all-reduce) and ``reset()`` clears them.
-    """
-
-    FIELDS = ("pos_loss", "neg_loss", "pos_tokens", "neg_tokens", "neg_prob_sum", "updates")
-
-    def __init__(self):
-        self._sums = None
-
-    def add(self, stats, *, scale: float = 1.0) -> None:
-        import torch
-
-        values = torch.stack(
-            [
-                stats.pos_loss.detach().float() * scale,
-                stats.neg_loss.detach().float() * scale,
-                stats.pos_tokens.detach().float(),
-                stats.neg_tokens.detach().float(),
-                stats.neg_prob_sum.detach().float(),
-                torch.ones((), device=stats.pos_loss.device),
-            ]
-        )
-        self._sums = values if self._sums is None else self._sums + values
-
-    def totals(self, device=None):
-        """The sums as a float32 tensor ``(len(FIELDS),)`` (zeros when nothing was added)."""
-        import torch
-
-        if self._sums is None:
-            return torch.zeros(len(self.FIELDS), device=device)
-        return self._sums if device is None else self._sums.to(device)
-
-    def reset(self) -> None:
-        self._sums = None
-
-
-def stats_summary(totals: Sequence[float], *, units: float, world_size: int = 1) -> dict[str, float | None]:
-    """Log values from summed :class:`StatsAccumulator` totals (already all-reduced over ranks).
-
-    Loss parts are divided by ``world_size * units`` (the host logs its loss as a mean over
-    ranks, per optimizer step or evaluation batch), token counts by ``units``;
-    ``neg_prob`` is the mean probability of the negative-reward target tokens (None if none).
-    """
-    pos_loss, neg_loss, pos_tokens, neg_tokens, neg_prob_sum, _ = (float(t) for t in totals)
-    if units <= 0:
-        return {"pos_loss": None, "neg_loss": None, "pos_tokens": None, "neg_tokens": None, "neg_prob": None}
-    return {
-        "pos_loss": pos_loss / (world_size * units),
-        "neg_loss": neg_loss / (world_size * units),
-        "pos_tokens": pos_tokens / units,
-        "neg_tokens": neg_tokens / units,
-        "neg_prob": neg_prob_sum / neg_tokens if neg_tokens > 0 else None,
-    }

@@ -21,9 +21,11 @@ How it gets in (LLaMA-Factory has no loss registry and no plugin hook):
 - :mod:`._data`: carries the reward column through LLaMA-Factory's format converter and
   dataset processor one sample at a time (a dropped malformed sample takes its reward with
   it), validates every value before training, normalizes over whole groups of the dataset.
+- :mod:`._run`: the parsed run's options and the keys that carry rewards (a leaf: no cycle).
 - :mod:`._trainer`: collator, trainer and log callback subclasses: float32 rewards to the
   loss, ``loss = sum / num_items_in_batch`` (gradient accumulation and data parallel equal one
-  large batch), the positive/negative parts of the loss in ``trainer_log.jsonl``.
+  large batch), the positive/negative parts of the loss in ``trainer_log.jsonl``. The loss, its
+  logged scale, the sequence counter and the statistics window are ``integrations/_core``'s.
 - :mod:`.launcher`: ``rift-llamafactory-cli``, the explicit route for sites that refuse
   ``.pth`` start-up code (it also routes torchrun workers through itself).
 

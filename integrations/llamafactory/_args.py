@@ -24,6 +24,7 @@ from rift_losses import LEVELS, LOSSES, NORMALIZATIONS
 from rift_losses._checks import one_of
 
 from .._common import ignored_reward_warning
+from ._run import RiftConfig
 
 #: Values of ``rift_reward_normalization``: "none" or a group normalization of the core.
 NORMALIZATION_CHOICES = ("none", *NORMALIZATIONS)
@@ -47,23 +48,31 @@ class RiftFinetuningArguments(FinetuningArguments):
     )
     rift_loss: _LossName = field(
         default="rift",
-        metadata={"help": f"One of {', '.join(map(repr, LOSSES))}; per target token with reward r: 'rift' "
-                  "(eq. 5): -r log p if r > 0, -r p if r < 0; 'naive' (eq. 1): -r log p (unbounded below)."},
+        metadata={
+            "help": f"One of {', '.join(map(repr, LOSSES))}; per target token with reward r: 'rift' "
+            "(eq. 5): -r log p if r > 0, -r p if r < 0; 'naive' (eq. 1): -r log p (unbounded below)."
+        },
     )
     rift_reward_normalization: _NormalizationName = field(
         default="none",
-        metadata={"help": "Normalize rewards over whole groups of the dataset (eq. 6-8; needs a 'group' "
-                  f"column): one of {', '.join(map(repr, NORMALIZATION_CHOICES))}."},
+        metadata={
+            "help": "Normalize rewards over whole groups of the dataset (eq. 6-8; needs a 'group' "
+            f"column): one of {', '.join(map(repr, NORMALIZATION_CHOICES))}."
+        },
     )
     rift_level: _LevelName = field(
         default="token",
-        metadata={"help": "'token' applies the loss per target token (default); 'sequence' to pi(y|x) of "
-                  "whole responses (eq. 5 read literally; short responses only)."},
+        metadata={
+            "help": "'token' applies the loss per target token (default); 'sequence' to pi(y|x) of "
+            "whole responses (eq. 5 read literally; short responses only)."
+        },
     )
     rift_inplace_grad: bool = field(
         default=True,
-        metadata={"help": "Write the logits gradient over the logits buffer in training steps (one logits-sized "
-                  "buffer less; same values and gradients). false allocates it."},
+        metadata={
+            "help": "Write the logits gradient over the logits buffer in training steps (one logits-sized "
+            "buffer less; same values and gradients). false allocates it."
+        },
     )
 
     def __post_init__(self):
@@ -75,24 +84,6 @@ class RiftFinetuningArguments(FinetuningArguments):
         for name in ("use_rift_loss", "rift_inplace_grad"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be true or false, got {getattr(self, name)!r}")
-
-
-@dataclass(frozen=True)
-class RiftConfig:
-    """What the data pipeline and the trainer need to know, attached to ``data_args``."""
-
-    loss: str
-    normalization: str
-    level: str
-
-    @classmethod
-    def from_args(cls, finetuning_args) -> "RiftConfig":
-        return cls(finetuning_args.rift_loss, finetuning_args.rift_reward_normalization, finetuning_args.rift_level)
-
-
-def config_of(data_args) -> RiftConfig | None:
-    """The RIFT config of a parsed run (None when RIFT was not asked for)."""
-    return getattr(data_args, "rift_config", None)
 
 
 def check_config(model_args, data_args, training_args, finetuning_args, *, mca: bool = False) -> None:
@@ -107,7 +98,9 @@ def check_config(model_args, data_args, training_args, finetuning_args, *, mca: 
     other_losses = [
         f.name
         for f in dataclasses.fields(finetuning_args)
-        if f.name.startswith("use_") and f.name.endswith("_loss") and f.name != "use_rift_loss"
+        if f.name.startswith("use_")
+        and f.name.endswith("_loss")
+        and f.name != "use_rift_loss"
         and getattr(finetuning_args, f.name)
     ]
     if other_losses:
@@ -166,7 +159,9 @@ def _warn_ignored_rewards(data_args) -> None:
     for name, column in datasets_with_rewards(data_args):
         logging.getLogger("rift_losses").warning(
             ignored_reward_warning(
-                dataset=name, column=column, loss="plain SFT cross-entropy (use_rift_loss is not set)",
+                dataset=name,
+                column=column,
+                loss="plain SFT cross-entropy (use_rift_loss is not set)",
                 hint="Set use_rift_loss: true to train RIFT on the rewards, or drop the wrong responses (RFT).",
             )
         )

@@ -42,8 +42,9 @@ def install() -> None:
 
 
 def _registration_error():
-    hook = sys.modules.get("_rift_losses_hook")
-    return getattr(hook, "errors", {}).get(TRIGGER) if hook is not None else None
+    from .._core.hook import registration_error
+
+    return registration_error(TRIGGER)
 
 
 def _keys(args) -> list:
@@ -82,7 +83,9 @@ def _install_guard(parser_module) -> None:
                 )
         parsed = original(parser, args, allow_extra_keys)
         options = [k for k in rift_keys if k.replace("-", "_") != "use_rift_loss"]
-        finetuning = next((a for a in parsed if hasattr(a, "use_rift_loss")), None) if isinstance(parsed, tuple) else None
+        finetuning = (
+            next((a for a in parsed if hasattr(a, "use_rift_loss")), None) if isinstance(parsed, tuple) else None
+        )
         if options and finetuning is not None and not finetuning.use_rift_loss:
             raise ValueError(
                 f"use_rift_loss must be true when RIFT options are set, got use_rift_loss: false with {options}: "

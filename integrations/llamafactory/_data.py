@@ -31,13 +31,16 @@ Row numbers in errors are 0-based positions in the dataset as loaded (file order
 
 import os
 
-from .._common import (check_json_rewards, mixed_json_column, normalize_dataset_rewards, read_group, read_rewards,
-                       zero_rewards_warning)
-from ._args import config_of
-
-REWARD_IN, GROUP_IN = "_rift_reward", "_rift_group"  # after conversion, before processing
-REWARD, GROUP = "rift_reward", "rift_group"  # processed rows (and tokenized_path)
-
+from .._common import (
+    check_json_rewards,
+    mixed_json_column,
+    normalize_dataset_rewards,
+    read_group,
+    read_rewards,
+    zero_rewards_warning,
+)
+from .._core.patching import wrap_all
+from ._run import GROUP, GROUP_IN, HOST, REWARD, REWARD_IN, config_of
 
 # ---------------------------------------------------------------- LLaMA-Factory patches
 
@@ -58,10 +61,21 @@ def _column(dataset, dataset_attr, data_args, role: str, why: str) -> str:
         )
     if column not in dataset.column_names:
         raise ValueError(
-            f'columns.{role} of dataset {name!r} must name a column of its data, got {column!r}; the data has '
+            f"columns.{role} of dataset {name!r} must name a column of its data, got {column!r}; the data has "
             f"columns {dataset.column_names}"
         )
     return column
+
+
+def group_keys(values, *, column: str, dataset: str) -> list[str]:
+    """The group of each row: its ``group`` column's id as JSON text (1 and "1" stay different groups).
+
+    LLaMA-Factory's rows have no prompt field of their own (each format names it differently),
+    so the group column is required for normalization; ``rift-losses convert`` writes it.
+    """
+    return [
+        read_group(value, column=column, where=f"row {row} of dataset {dataset!r}") for row, value in enumerate(values)
+    ]
 
 
 def _align_dataset(original):
@@ -76,10 +90,7 @@ def _align_dataset(original):
         if config.normalization != "none":
             why = f"when rift_reward_normalization is {config.normalization!r} (a group is one prompt's responses)"
             group_column = _column(dataset, dataset_attr, data_args, "group", why)
-            groups = [  # group keys as JSON text: 1 and "1" stay different groups
-                read_group(value, column=group_column, where=f"row {row} of dataset {name!r}")
-                for row, value in enumerate(dataset[group_column])
-            ]
+            groups = group_keys(dataset[group_column], column=group_column, dataset=name)
         aligned = original(dataset, dataset_attr, data_args, training_args)
         if len(aligned) != len(rewards):  # the converter maps one row to one row
             raise RuntimeError(f"dataset {name!r}: format conversion changed the row count, rewards cannot follow")
@@ -232,13 +243,17 @@ def _finalize(dataset, split: str, config, data_args):
     logger.info_rank0(
         f"RIFT {split}: {len(rewards)} rewards ({pos} > 0, {neg} < 0, {len(rewards) - pos - neg} = 0){note}."
     )
-    hint = ('Give each group several responses with different rewards (the "group" column), or set '
-            "rift_reward_normalization: none." if normalization and any(raw)
-            else 'Check the "reward" column: the responses must be graded (+1.0 right, -0.2 wrong in the paper).')
+    hint = (
+        'Give each group several responses with different rewards (the "group" column), or set '
+        "rift_reward_normalization: none."
+        if normalization and any(raw)
+        else 'Check the "reward" column: the responses must be graded (+1.0 right, -0.2 wrong in the paper).'
+    )
     names = (data_args.eval_dataset if split.startswith("eval") else data_args.dataset) or ()
     label = split if "'" in split or not names else f"{split} ({', '.join(names)})"
-    warning = zero_rewards_warning(rewards, raw, dataset=label, column="reward",
-                                   normalization=normalization, groups=groups, hint=hint)
+    warning = zero_rewards_warning(
+        rewards, raw, dataset=label, column="reward", normalization=normalization, groups=groups, hint=hint
+    )
     if warning:
         logger.warning_rank0(warning)
     return dataset
@@ -274,6 +289,4 @@ _PATCHES = (
 
 def install() -> None:
     """Wrap LLaMA-Factory's data hook points (idempotent; inert for runs without RIFT)."""
-    from ._patching import wrap_all
-
-    wrap_all(_PATCHES)
+    wrap_all(_PATCHES, host=HOST)

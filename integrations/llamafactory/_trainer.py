@@ -20,7 +20,8 @@ Logged per optimizer step (means over the logging window, summed over ranks):
 ``rift/pos_loss`` and ``rift/neg_loss`` (the parts of ``loss`` from positive and negative
 rewards; they add up to ``loss``), ``rift/pos_tokens`` and ``rift/neg_tokens`` (target tokens
 of samples with r > 0 and r < 0), ``rift/neg_prob`` (mean p of negative target tokens; absent
-when there were none). Accumulation and summary: ``integrations/_common.py``, shared with MS-Swift.
+when there were none). The loss, its logged scale, the sequence counter and the statistics
+window are the adapter core's (``integrations/_core``), shared with MS-Swift and TRL.
 """
 
 import torch
@@ -28,18 +29,12 @@ from llamafactory.data.collator import SFTDataCollatorWith4DAttentionMask
 from llamafactory.train.callbacks import LogCallback
 from llamafactory.train.sft.trainer import CustomSeq2SeqTrainer
 
-import rift_losses
-from rift_losses import shift_labels
-
-from .._common import StatsAccumulator, stats_summary
-from ._data import GROUP, REWARD
-from ._patching import wrap_all
+from .._core.loss import batch_loss, inplace_grad_allowed, logged_loss_scale, sequence_proxies
+from .._core.patching import wrap_all
+from .._core.stats import StatsWindow
+from ._run import GROUP, HOST, REWARD
 
 REWARD_BITS = "rift_reward_bits"
-IGNORE_INDEX = -100  # LLaMA-Factory's and Hugging Face's label padding
-
-#: loss name -> core function, from the core's registry.
-LOSS_FUNCTIONS = {name: getattr(rift_losses, f"{name}_loss") for name in rift_losses.LOSSES}
 
 
 class RiftSFTDataCollator(SFTDataCollatorWith4DAttentionMask):
@@ -58,7 +53,7 @@ class RiftSFTDataCollator(SFTDataCollatorWith4DAttentionMask):
 
 
 class RiftLoss:
-    """``compute_loss_func`` of a RIFT run: the core loss on the batch's rewards.
+    """``compute_loss_func`` of a RIFT run: the adapter core's loss on the batch's rewards.
 
     The trainer hands over each batch's rewards (:meth:`take`) right before the model call;
     the Trainer then calls this with the outputs, the unshifted labels and
@@ -66,16 +61,16 @@ class RiftLoss:
     :attr:`stats` (detached, on device), scaled like the loss the Trainer logs.
     """
 
-    def __init__(self, loss: str, *, level: str, items_scale: float = 1.0, inplace_grad: bool = True):
-        self.function = LOSS_FUNCTIONS[loss]
+    def __init__(self, loss: str, *, level: str, inplace_grad: bool = True, trainer=None):
+        #: the trainer whose rule scales the logged loss (None: a loss used on its own, scale 1)
+        self.trainer = trainer
+        self.loss = loss
         self.level = level
         #: ``rift_inplace_grad``: the logits gradient over the logits buffer in training steps
         self.inplace_grad = inplace_grad
-        #: what the Trainer multiplies a loss over ``num_items_in_batch`` by before logging it
-        self.items_scale = items_scale
         self.rewards = None
         self.training = False
-        self.stats = StatsAccumulator()
+        self.stats = StatsWindow("train")
 
     def take(self, inputs: dict, *, training: bool) -> None:
         bits = inputs.pop(REWARD_BITS, None)
@@ -96,16 +91,21 @@ class RiftLoss:
                 "use_rift_loss needs the model's logits, got none: a fused linear + cross-entropy kernel skipped "
                 "them (the Trainer calls the model without labels for a custom loss, which should keep them)"
             )
-        labels = shift_labels(labels.to(logits.device), ignore_index=IGNORE_INDEX)
         # In place only in a training step that will run backward: the Trainer's training_step drops
         # the outputs after compute_loss; evaluation and prediction (which keep the logits) run none.
-        inplace_grad = self.inplace_grad and self.training and torch.is_grad_enabled() and logits.requires_grad
-        loss, stats = self.function(
-            logits, labels, rewards.to(logits.device), ignore_index=IGNORE_INDEX, reduction="mean",
-            num_items_in_batch=num_items_in_batch, level=self.level, return_stats=True, inplace_grad=inplace_grad,
+        inplace = inplace_grad_allowed(self.inplace_grad, training=self.training, logits=logits)
+        loss, stats = batch_loss(
+            labels,
+            rewards,
+            loss=self.loss,
+            level=self.level,
+            num_items_in_batch=num_items_in_batch,
+            logits=logits,
+            inplace_grad=inplace,
         )
-        if self.training:
-            self.stats.add(stats, scale=self.items_scale if num_items_in_batch is not None else 1.0)
+        if self.training and self.trainer is not None:  # the Trainer's own rule: this is its compute_loss_func
+            scale = logged_loss_scale(self.trainer, num_items_in_batch)
+            self.stats.add(stats, scale=scale, global_step=self.trainer.state.global_step)
         return loss
 
 
@@ -115,25 +115,25 @@ class RiftSeq2SeqTrainer(CustomSeq2SeqTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._rift = None
-        self._rift_last_step = None
         if getattr(self.finetuning_args, "use_rift_loss", False):
-            if self.finetuning_args.rift_level == "sequence" and not hasattr(CustomSeq2SeqTrainer, "_get_num_items_in_batch"):
+            if self.finetuning_args.rift_level == "sequence" and not hasattr(
+                CustomSeq2SeqTrainer, "_get_num_items_in_batch"
+            ):
                 raise ValueError(
                     "rift_level must be 'token' with this transformers version, got 'sequence': its Trainer has no "
                     "_get_num_items_in_batch to count sequences, and counting tokens instead would be wrong"
                 )
-            # The Trainer multiplies a custom loss by the number of processes when it averages
-            # num_items_in_batch across devices (then the mean over ranks it logs is sum / N).
-            scale = float(self.accelerator.num_processes) if self.args.average_tokens_across_devices else 1.0
-            self._rift = RiftLoss(self.finetuning_args.rift_loss, level=self.finetuning_args.rift_level,
-                                  items_scale=scale, inplace_grad=self.finetuning_args.rift_inplace_grad)
+            self._rift = RiftLoss(
+                self.finetuning_args.rift_loss,
+                level=self.finetuning_args.rift_level,
+                inplace_grad=self.finetuning_args.rift_inplace_grad,
+                trainer=self,
+            )
             self.compute_loss_func = self._rift
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         if self._rift is not None:
             self._rift.take(inputs, training=model.training)
-            if model.training and self._rift_last_step is None:
-                self._rift_last_step = self.state.global_step
         return super().compute_loss(model, inputs, *args, **kwargs)
 
     def prediction_step(self, model, inputs, *args, **kwargs):
@@ -144,34 +144,15 @@ class RiftSeq2SeqTrainer(CustomSeq2SeqTrainer):
     def _get_num_items_in_batch(self, batch_samples, device):
         if self._rift is None or self._rift.level != "sequence":
             return super()._get_num_items_in_batch(batch_samples, device)
-        # Sequence level: the denominator counts samples with a target token; let the Trainer
-        # sum (and gather over ranks) it as it does tokens, from one "label" per such sample.
-        proxies = []
-        for batch in batch_samples:
-            labels = batch.get("labels") if hasattr(batch, "get") else None  # a BatchEncoding, not a dict
-            if labels is not None:
-                has_target = (shift_labels(labels, ignore_index=IGNORE_INDEX) != IGNORE_INDEX).any(-1, keepdim=True)
-                proxies.append({"labels": torch.where(has_target, 0, IGNORE_INDEX)})
-        return super()._get_num_items_in_batch(proxies, device)
+        # Sequence level: the denominator counts samples with a target token; the Trainer sums
+        # (and gathers over ranks) it as it does tokens, from one proxy target per such sample.
+        return super()._get_num_items_in_batch(sequence_proxies(batch_samples), device)
 
     def log(self, logs, *args, **kwargs):
         if self._rift is not None and "loss" in logs:
-            logs.update(self._rift_window())
+            summary = self._rift.stats.summary(global_step=self.state.global_step, device=self.args.device)
+            logs.update({f"rift/{key}": value for key, value in summary.items()})
         return super().log(logs, *args, **kwargs)
-
-    def _rift_window(self) -> dict:
-        """The RIFT statistics of the optimizer steps since the last training log."""
-        last, self._rift_last_step = self._rift_last_step, self.state.global_step
-        steps = self.state.global_step - (last if last is not None else 0)
-        totals = self._rift.stats.totals(device=self.args.device)
-        self._rift.stats.reset()
-        if steps <= 0:
-            return {}
-        world = self.accelerator.num_processes
-        if world > 1:  # every rank logs at the same steps: the collective is safe
-            totals = self.accelerator.reduce(totals, reduction="sum")
-        summary = stats_summary(totals.tolist(), units=steps, world_size=world)
-        return {f"rift/{key}": value for key, value in summary.items() if value is not None}
 
 
 class RiftLogCallback(LogCallback):
@@ -208,4 +189,4 @@ _PATCHES = (
 
 def install() -> None:
     """Point the SFT workflow and the tuner at the RIFT subclasses (idempotent)."""
-    wrap_all(_PATCHES)
+    wrap_all(_PATCHES, host=HOST)

@@ -11,7 +11,6 @@ and then runs LLaMA-Factory's training exactly as LLaMA-Factory's worker does.
 """
 
 import subprocess
-import sys
 
 WORKER = __name__ if __name__ != "__main__" else "rift_losses.integrations.llamafactory.launcher"
 

@@ -14,14 +14,12 @@ a RIFT run re-raises it (:func:`config.raise_registration_errors`).
 
 from __future__ import annotations
 
-import sys
+from .._core import hook
 
 
 def _succeeded(trigger: str) -> None:
     """Forget an earlier failure of ``trigger``'s registration once a later one succeeded."""
-    hook = sys.modules.get("_rift_losses_hook")
-    if hook is not None:
-        hook.errors.pop(trigger, None)
+    hook.forget(trigger)
 
 
 def register() -> None:
@@ -43,7 +41,7 @@ def register() -> None:
 def patch_template() -> None:
     import swift.template.base  # noqa: F401  (see register)
 
-    from ._patches import install_template_patches
+    from ._template import install_template_patches
 
     install_template_patches()
     _succeeded("swift.template.base")
@@ -52,9 +50,13 @@ def patch_template() -> None:
 def patch_pipeline() -> None:
     import swift.pipelines.train.sft  # noqa: F401  (see register)
 
-    from ._patches import install_pipeline_patches
+    from ._activation import install_pipeline_patches
+    from ._args_json import install_args_json_patch
+    from ._datasets import install_dataset_patches
 
+    install_dataset_patches()
     install_pipeline_patches()
+    install_args_json_patch()
     _succeeded("swift.pipelines.train.sft")
 
 

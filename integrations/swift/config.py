@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import difflib
 import os
-import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .._common import GROUP_COLUMN, REWARD_COLUMN, loss_variants
+from .._core import hook
 
 #: ``--loss_type`` name -> (core loss, group normalization or None); built from the core's
 #: LOSSES and NORMALIZATIONS: rift (eq. 5), rift_naive (eq. 1), rift_gaussian / rift_gpg_mean /
@@ -111,11 +112,14 @@ def read_knobs(environ: Mapping[str, str] | None = None) -> Knobs:
     reward_column = _column(environ, ENV_REWARD_COLUMN)
     group_column = _column(environ, ENV_GROUP_COLUMN)
     if reward_column == group_column:
-        raise ValueError(
-            f"{ENV_GROUP_COLUMN} must differ from {ENV_REWARD_COLUMN}, got {group_column!r} for both"
-        )
-    return Knobs(reward_column=reward_column, group_column=group_column, level=level,
-                 group_column_given=ENV_GROUP_COLUMN in environ, inplace_grad=inplace == "1")
+        raise ValueError(f"{ENV_GROUP_COLUMN} must differ from {ENV_REWARD_COLUMN}, got {group_column!r} for both")
+    return Knobs(
+        reward_column=reward_column,
+        group_column=group_column,
+        level=level,
+        group_column_given=ENV_GROUP_COLUMN in environ,
+        inplace_grad=inplace == "1",
+    )
 
 
 def reward_column_or_default(environ: Mapping[str, str] | None = None) -> str:
@@ -161,7 +165,9 @@ def refusals(args: Any, knobs: Knobs) -> list[str]:
         )
     task_type = getattr(args, "task_type", None)
     if task_type not in (None, "causal_lm"):
-        reasons.append(f"--task_type must be causal_lm with {flag}, got {task_type!r}: RIFT weights next-token log-probabilities")
+        reasons.append(
+            f"--task_type must be causal_lm with {flag}, got {task_type!r}: RIFT weights next-token log-probabilities"
+        )
     sp = getattr(args, "sequence_parallel_size", 1) or 1
     if sp > 1:
         reasons.append(
@@ -209,12 +215,4 @@ def check_args(args: Any, knobs: Knobs) -> None:
 
 def raise_registration_errors() -> None:
     """Re-raise, loudly, an error the import hook caught while setting up this adapter."""
-    hook = sys.modules.get("_rift_losses_hook")
-    errors = getattr(hook, "errors", {}) or {}
-    for trigger in TRIGGERS:
-        if trigger in errors:
-            exc = errors[trigger]
-            raise RuntimeError(
-                f"rift-losses failed to set up its MS-Swift adapter when {trigger} was imported: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+    hook.raise_registration_errors(TRIGGERS, host="MS-Swift")

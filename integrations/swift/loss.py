@@ -3,7 +3,7 @@
 MS-Swift's trainer instantiates ``loss_map[args.loss_type](args, trainer)`` and calls it per
 micro-batch as ``loss(outputs, labels, num_items_in_batch=..., loss_scale=..., trainer=...)``
 with the *unshifted* labels ``(B, T)`` and without the batch. The batch's rewards reach it
-through the trainer (see :mod:`._patches`): ``(B,)`` one per sample, or ``(1, T)`` one per
+through the trainer (see :mod:`._trainer`): ``(B,)`` one per sample, or ``(1, T)`` one per
 token for ``padding_free``/``packing``, aligned with the labels.
 
 Per target token (paper eq. 5 / eq. 1), with r the reward of the token's response:
@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import os
 
-import torch
-import torch.distributed as dist
 from swift.loss import BaseLoss, loss_map
 
-import rift_losses
-
-from .._common import StatsAccumulator, stats_summary
+from .._core.loss import batch_loss, inplace_grad_allowed, logged_loss_scale
+from .._core.stats import StatsWindow
 from . import config
 
 #: Trainer attribute holding the current batch's rewards while its loss is computed.
@@ -42,43 +39,30 @@ class RiftMetric:
     Duck-types MS-Swift's ``Metric`` (``compute``/``reset``), kept in
     ``trainer.custom_metrics[mode]["rift"]`` so that ``Trainer.log`` adds ``rift_pos_loss``,
     ``rift_neg_loss``, ``rift_pos_tokens``, ``rift_neg_tokens`` and ``rift_neg_prob`` (``eval_``
-    prefixed in evaluation). Training values are per optimizer step, averaged over the logging
-    interval and summed over ranks like the logged ``loss`` (so ``rift_pos_loss + rift_neg_loss
-    == loss``); evaluation values are per evaluation batch. Statistics stay on the device until
-    the host logs (one all-reduce then, no sync per step).
+    prefixed in evaluation): the adapter core's :class:`StatsWindow` (per optimizer step,
+    averaged over the logging interval, like the logged ``loss``, so ``rift_pos_loss +
+    rift_neg_loss == loss``; per evaluation batch in evaluation).
     """
 
     def __init__(self, trainer, mode: str):
-        self.trainer, self.mode = trainer, mode
-        self.acc = StatsAccumulator()
-        self._last_step = None
+        self.trainer = trainer
+        self.window = StatsWindow(mode)
 
     def _global_step(self) -> int:
         state = getattr(self.trainer, "state", None)
         return int(getattr(state, "global_step", 0) or 0)
 
     def add(self, stats, *, scale: float) -> None:
-        if self._last_step is None:
-            self._last_step = self._global_step()
-        self.acc.add(stats, scale=scale)
+        self.window.add(stats, scale=scale, global_step=self._global_step())
 
     def compute(self) -> dict:
         device = getattr(getattr(self.trainer, "args", None), "device", None)
-        totals = self.acc.totals(device).clone()
-        world = 1
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(totals, op=dist.ReduceOp.SUM)
-            world = dist.get_world_size()
-        values = totals.tolist()
-        if self.mode == "train":
-            units = self._global_step() - self._last_step if self._last_step is not None else 0
-        else:
-            units = values[-1] / world  # evaluation batches per rank
-        return stats_summary(values, units=units, world_size=world)
+        summary = self.window.summary(global_step=self._global_step(), device=device)
+        keys = ("pos_loss", "neg_loss", "pos_tokens", "neg_tokens", "neg_prob")
+        return {key: summary.get(key) for key in keys}
 
     def reset(self) -> None:
-        self.acc.reset()
-        self._last_step = None
+        self.window.reset()
 
 
 class RiftLoss(BaseLoss):
@@ -96,7 +80,6 @@ class RiftLoss(BaseLoss):
         self.knobs = config.read_knobs()
         config.check_args(args, self.knobs)
         self.level = self.knobs.level
-        self._loss_fn = getattr(rift_losses, f"{self.core_loss}_loss")
         self.metrics = {mode: RiftMetric(trainer, mode) for mode in ("train", "eval")}
         custom_metrics = getattr(trainer, "custom_metrics", None)
         if isinstance(custom_metrics, dict):
@@ -105,7 +88,7 @@ class RiftLoss(BaseLoss):
                     custom_metrics[mode][METRIC_KEY] = metric
 
     def __call__(self, outputs, labels, *, num_items_in_batch=None, loss_scale=None, trainer=None, **kwargs):
-        """The loss of one micro-batch (paper eq. 5, or eq. 1 for ``rift_naive``).
+        """The loss of one micro-batch (paper eq. 5, or eq. 1 for ``rift_naive``): the adapter core's.
 
         Formula: ``sum_t head(log p_t, r_t) / num_items_in_batch`` over target tokens t, with
         ``head`` the core's (``-r log p`` for r > 0, ``-r p`` for r < 0).
@@ -136,21 +119,11 @@ class RiftLoss(BaseLoss):
                 f"or template that bypasses `Template.data_collator` does not carry them. {config.ENV_AUTOLOAD}="
                 f"{os.environ.get(config.ENV_AUTOLOAD, '<unset>')}"
             )
-        logits = outputs.logits
-        target = rift_losses.shift_labels(labels)
-        rewards = rewards.to(device=logits.device, dtype=torch.float32)
-        if rewards.dim() == 2:  # one per token, aligned with the unshifted labels: shift like them
-            rewards = rift_losses.shift_labels(rewards, ignore_index=0.0)
-        if loss_scale is not None:
-            if self.level == "sequence":
-                raise ValueError(
-                    f"{config.ENV_LEVEL}=sequence cannot be combined with MS-Swift's per-token loss_scale "
-                    "(--loss_scale with non-binary weights): a response-level term has no per-token weight"
-                )
-            # MS-Swift's per-token loss weights, already shifted: token terms scale linearly in r
-            # for a fixed sign, so a weight s >= 0 on the term is a reward r * s.
-            scale = loss_scale.to(device=logits.device, dtype=torch.float32).reshape(target.shape)
-            rewards = (rewards[:, None] if rewards.dim() == 1 else rewards) * scale
+        if loss_scale is not None and self.level == "sequence":
+            raise ValueError(
+                f"{config.ENV_LEVEL}=sequence cannot be combined with MS-Swift's per-token loss_scale "
+                "(--loss_scale with non-binary weights): a response-level term has no per-token weight"
+            )
         denominator = num_items_in_batch
         if self.level == "sequence" and num_items_in_batch is not None:
             denominator = getattr(trainer, NUM_SEQUENCES_ATTR, None)
@@ -159,21 +132,27 @@ class RiftLoss(BaseLoss):
                     f"{config.ENV_LEVEL}=sequence needs the number of responses of the optimizer step, which "
                     "rift-losses counts in Trainer._get_num_items_in_batch; this transformers version does not call it"
                 )
+        logits = outputs.logits
         mode = "train" if getattr(getattr(trainer, "model", None), "training", True) else "eval"
-        # The logits gradient over the logits buffer: only in a training step that will run backward.
         # MS-Swift reads the logits after this call (token accuracy in compute_loss) before the
-        # backward, never after it; evaluation and prediction run no backward.
-        inplace_grad = (self.knobs.inplace_grad and mode == "train" and torch.is_grad_enabled()
-                        and logits.requires_grad)
-        loss, stats = self._loss_fn(
-            logits, target, rewards, num_items_in_batch=denominator, level=self.level, return_stats=True,
-            inplace_grad=inplace_grad,
+        # backward, never after it: in place is safe in a training step.
+        inplace = inplace_grad_allowed(self.knobs.inplace_grad, training=mode == "train", logits=logits)
+        # MS-Swift's per-token loss weights, already shifted: token terms scale linearly in r
+        # for a fixed sign, so a weight s >= 0 on the term is a reward r * s.
+        loss, stats = batch_loss(
+            labels,
+            rewards,
+            loss=self.core_loss,
+            level=self.level,
+            num_items_in_batch=denominator,
+            logits=logits,
+            inplace_grad=inplace,
+            token_weights=loss_scale,
         )
-        scale = 1
-        args = getattr(trainer, "args", None)
-        if (getattr(args, "average_tokens_across_devices", False) and getattr(trainer, "model_accepts_loss_kwargs", False)
-                and num_items_in_batch is not None):
-            scale = trainer.accelerator.num_processes  # the trainer scales the loss it logs the same way
+        # MS-Swift's Seq2SeqTrainer.compute_loss restates the Trainer's rule with model_accepts_loss_kwargs alone.
+        scale = logged_loss_scale(
+            trainer, num_items_in_batch, counts_items=bool(getattr(trainer, "model_accepts_loss_kwargs", False))
+        )
         self.metrics[mode].add(stats, scale=scale)
         return loss
 
@@ -182,12 +161,21 @@ def loss_classes() -> dict[str, type]:
     """One :class:`RiftLoss` subclass per ``--loss_type`` name of :data:`config.LOSS_TYPES`."""
     classes = {}
     for name, (core_loss, normalization) in config.LOSS_TYPES.items():
-        what = f"RIFT on rewards normalized over whole groups ({normalization})" if normalization else f"the {core_loss!r} loss"
+        what = (
+            f"RIFT on rewards normalized over whole groups ({normalization})"
+            if normalization
+            else f"the {core_loss!r} loss"
+        )
         classes[name] = type(
             f"RiftLoss_{name}",
             (RiftLoss,),
-            {"loss_type": name, "core_loss": core_loss, "normalization": normalization,
-             "__doc__": f"``--loss_type {name}``: {what}.", "__module__": __name__},
+            {
+                "loss_type": name,
+                "core_loss": core_loss,
+                "normalization": normalization,
+                "__doc__": f"``--loss_type {name}``: {what}.",
+                "__module__": __name__,
+            },
         )
     return classes
 
@@ -199,5 +187,7 @@ def register_loss_types() -> None:
         if current is not None and getattr(current, "is_rift_loss", False):
             continue
         if current is not None and not getattr(current, "is_rift_placeholder", False):
-            raise RuntimeError(f"swift.loss.loss_map already has a loss type {name!r} ({current!r}) that is not rift-losses'")
+            raise RuntimeError(
+                f"swift.loss.loss_map already has a loss type {name!r} ({current!r}) that is not rift-losses'"
+            )
         loss_map[name] = cls

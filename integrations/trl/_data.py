@@ -8,12 +8,20 @@ Notation: N rows of a dataset, B samples of a batch, L tokens of a padding-free 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
 
-from .._common import normalize_dataset_rewards, per_token_rewards, prompt_key, read_group, read_reward, read_rewards
+from .._common import (
+    normalize_dataset_rewards,
+    per_token_rewards,
+    prompt_key,
+    read_group,
+    read_reward,
+    read_rewards,
+    refuse_mixed_json_feature,
+    text_prompt_key,
+)
 
 #: The batch key that carries the rewards from the collator to ``compute_loss`` (float32,
 #: ``(B,)``, or ``(1, L)`` one per token for a padding-free batch).
@@ -48,6 +56,9 @@ def prepare_rewards(dataset, *, column: str, group_column: str, method: str | No
             f"reward_column {column!r} must be a column of the {name} dataset for loss_type={loss_type!r} (one reward "
             f"per row), got columns {columns}"
         )
+    what = f"loss_type={loss_type!r}"
+    features = getattr(dataset, "features", None)
+    refuse_mixed_json_feature(features, column, dataset=name, what=what)
     rewards = read_rewards(dataset[column], column=column, dataset=name)
     if method is None:
         return dataset
@@ -60,7 +71,13 @@ def group_keys(dataset, *, group_column: str, name: str, loss_type: str) -> list
     """One group key per row: the ``group_column`` value, else the row's prompt."""
     columns = list(dataset.column_names)
     if group_column in columns:
-        return [read_group(v, column=group_column, where=f"row {i} of dataset {name!r}") for i, v in enumerate(dataset[group_column])]
+        refuse_mixed_json_feature(
+            getattr(dataset, "features", None), group_column, dataset=name, what=f"loss_type={loss_type!r}", group=True
+        )
+        return [
+            read_group(v, column=group_column, where=f"row {i} of dataset {name!r}")
+            for i, v in enumerate(dataset[group_column])
+        ]
     if "messages" in columns:
         tools = dataset["tools"] if "tools" in columns else [None] * len(dataset)
         return [prompt_key(m, extra=t) for m, t in zip(dataset["messages"], tools)]
@@ -69,7 +86,8 @@ def group_keys(dataset, *, group_column: str, name: str, loss_type: str) -> list
         tools = dataset["tools"] if "tools" in columns else [None] * len(dataset)
         return [_prompt_row_key(p, c, t) for p, c, t in zip(dataset["prompt"], completions, tools)]
     raise ValueError(
-        f"group_column {group_column!r} must be a column of the {name} dataset for loss_type={loss_type!r} when its rows "
+        f"group_column {group_column!r} must be a column of the {name} dataset for loss_type={loss_type!r} when "
+        "its rows "
         f"have no prompt ('messages' or 'prompt') to group by, got columns {columns}"
     )
 
@@ -77,8 +95,7 @@ def group_keys(dataset, *, group_column: str, name: str, loss_type: str) -> list
 def _prompt_row_key(prompt: Any, completion: Any, tools: Any) -> str:
     if isinstance(prompt, list):  # conversational prompt/completion: the same key as a messages row
         return prompt_key(list(prompt) + list(completion or [{"role": "assistant", "content": ""}]), extra=tools)
-    key = json.dumps(prompt, ensure_ascii=False)
-    return key + ("\x00" + json.dumps(tools, ensure_ascii=False, sort_keys=True) if tools else "")
+    return text_prompt_key(prompt, extra=tools)  # a text prompt: the key of the same user turn
 
 
 class RiftCollator:
@@ -101,7 +118,8 @@ class RiftCollator:
         for i, example in enumerate(examples):
             if self.column not in example:
                 raise ValueError(
-                    f"reward_column {self.column!r} must be in every example, got keys {sorted(example)} in example {i} "
+                    f"reward_column {self.column!r} must be in every example, got keys {sorted(example)} in "
+                    f"example {i} "
                     "of a batch (the dataset lost its reward column on the way to the collator)"
                 )
             rewards.append(read_reward(example[self.column], column=self.column, where=f"example {i} of a batch"))

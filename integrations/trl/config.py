@@ -43,7 +43,8 @@ class RiftSFTConfig(SFTConfig):
         default="nll",
         metadata={
             "help": "Type of loss: TRL's 'nll' or 'dft', or a RIFT loss on the dataset's reward column: "
-            + ", ".join(repr(name) for name in RIFT_LOSS_TYPES) + ".",
+            + ", ".join(repr(name) for name in RIFT_LOSS_TYPES)
+            + ".",
             "choices": [*TRL_LOSS_TYPES, *RIFT_LOSS_TYPES],
         },
     )

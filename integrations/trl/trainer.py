@@ -32,14 +32,11 @@ import warnings
 import torch
 from trl import SFTTrainer
 
-import rift_losses
-from rift_losses import shift_labels, token_logprobs
-
-from .._common import StatsAccumulator, count_negative, ignored_reward_warning, stats_summary
+from .._common import count_negative, ignored_reward_warning
+from .._core.loss import batch_loss, inplace_grad_allowed, logged_loss_scale, sequence_proxies
+from .._core.stats import StatsWindow
 from ._data import REWARDS_KEY, RiftCollator, prepare_rewards
 from .config import RIFT_LOSS_TYPES, RiftSFTConfig
-
-IGNORE_INDEX = -100  # TRL's and Hugging Face's label padding
 
 
 def _is_trl_fused_forward(model) -> bool:
@@ -75,8 +72,12 @@ class RiftSFTTrainer(SFTTrainer):
                 f"compute_loss_func must be None with loss_type={config.loss_type!r}, got "
                 f"{params['compute_loss_func']!r}: it would replace the RIFT loss"
             )
-        prepare = dict(column=config.reward_column, group_column=config.group_column, method=method,
-                       loss_type=config.loss_type)
+        prepare = {
+            "column": config.reward_column,
+            "group_column": config.group_column,
+            "method": method,
+            "loss_type": config.loss_type,
+        }
         if params.get("train_dataset") is not None:
             params["train_dataset"] = prepare_rewards(params["train_dataset"], name="train", **prepare)
         eval_dataset = params.get("eval_dataset")
@@ -86,9 +87,7 @@ class RiftSFTTrainer(SFTTrainer):
             params["eval_dataset"] = prepare_rewards(eval_dataset, name="eval", **prepare)
         self._rift_prepare = prepare
         self._rift_loss = loss_name
-        self._rift_stats = {"train": StatsAccumulator(), "eval": StatsAccumulator()}
-        self._rift_last_step = None
-        self._rift_eval_batches = 0
+        self._rift_stats = {"train": StatsWindow("train"), "eval": StatsWindow("eval")}
 
         # SFTTrainer.__init__ accepts only its own loss types: it sees "nll" while it builds
         # (its other loss_type checks concern "dft", refused above for RIFT by construction).
@@ -106,7 +105,9 @@ class RiftSFTTrainer(SFTTrainer):
                 "reduces the model's own NLL across ranks, which would replace RIFT"
             )
         self.data_collator = RiftCollator(
-            self.data_collator, column=config.reward_column, group_column=config.group_column,
+            self.data_collator,
+            column=config.reward_column,
+            group_column=config.group_column,
             padding_free=self.padding_free,
         )
         # compute_loss returns sum / num_items_in_batch (or divides by the accumulation steps itself).
@@ -132,21 +133,15 @@ class RiftSFTTrainer(SFTTrainer):
             return super()._get_num_items_in_batch(batch_samples, device)
         # Sequence level: the denominator counts samples with a target token. The Trainer sums
         # (and gathers over ranks) it as it does tokens, from one proxy target per such sample.
-        proxies = []
-        for batch in batch_samples:
-            labels = batch.get("labels") if hasattr(batch, "get") else None
-            if labels is not None:
-                has_target = (labels[..., 1:] != IGNORE_INDEX).any(-1, keepdim=True)
-                proxy = torch.full((labels.shape[0], 2), IGNORE_INDEX, dtype=labels.dtype)
-                proxy[:, 1:] = torch.where(has_target, 0, IGNORE_INDEX)
-                proxies.append({"labels": proxy})
-        return super()._get_num_items_in_batch(proxies, device)
+        return super()._get_num_items_in_batch(sequence_proxies(batch_samples), device)
 
     # ---- loss -------------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self._rift_on:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
         rewards = inputs.pop(REWARDS_KEY, None)
         if rewards is None:
             raise RuntimeError(
@@ -160,42 +155,34 @@ class RiftSFTTrainer(SFTTrainer):
         labels = inputs["labels"]
         unwrapped = self.accelerator.unwrap_model(model)
         base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        rift = {"loss": self._rift_loss, "level": self.args.rift_level, "num_items_in_batch": num_items_in_batch}
         if not return_outputs and _is_trl_fused_forward(base):
             # TRL's fused LM head: log p of each next-token label, (B, T-1), logits never built.
             outputs = model(**inputs, fused_lm_head=True)
-            logprobs, mask = outputs.log_probs, outputs.label_mask.bool()
-            if rewards.dim() == 2:  # per token (padding-free), aligned with the labels: shift like them
-                rewards = rewards[:, 1:]
+            loss, stats = batch_loss(
+                labels, rewards, logprobs=outputs.log_probs, mask=outputs.label_mask.bool(), **rift
+            )
         else:
             outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
-            targets = shift_labels(labels, ignore_index=IGNORE_INDEX)
             # In place only when nothing else reads these logits (not returned, training with grad).
-            inplace = bool(self.args.rift_inplace_grad) and not return_outputs and model.training and torch.is_grad_enabled()
-            logprobs = token_logprobs(outputs.logits, targets, ignore_index=IGNORE_INDEX, inplace_grad=inplace)
-            mask = targets != IGNORE_INDEX
-            if rewards.dim() == 2:
-                rewards = shift_labels(rewards, ignore_index=0.0)
-        loss, stats = rift_losses.logprob_loss(
-            logprobs, mask, rewards.to(logprobs.device), loss=self._rift_loss, reduction="mean",
-            num_items_in_batch=num_items_in_batch, level=self.args.rift_level, return_stats=True,
-        )
-        # Like TRL's own loss: num_items_in_batch counts every rank's tokens and DDP averages gradients.
-        scale = 1.0
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-            scale = float(self.accelerator.num_processes // self.get_tp_size())
-            loss = loss * scale
+            inplace = inplace_grad_allowed(
+                self.args.rift_inplace_grad and not return_outputs, training=model.training, logits=outputs.logits
+            )
+            loss, stats = batch_loss(labels, rewards, logits=outputs.logits, inplace_grad=inplace, **rift)
+        # The Trainer's own rule (this compute_loss returns the loss it logs): num_items_in_batch counts
+        # every rank's tokens with average_tokens_across_devices, and DDP averages gradients.
+        scale = logged_loss_scale(self, num_items_in_batch, counts_items=True)
+        loss = loss * scale if scale != 1.0 else loss
         if num_items_in_batch is None and mode == "train":
             # A per-micro-batch mean (model without loss kwargs): average over the accumulation steps here.
             loss = loss / self.current_gradient_accumulation_steps
             scale = 1.0 / self.current_gradient_accumulation_steps
         if self.aux_loss_enabled and getattr(outputs, "aux_loss", None) is not None:
-            steps = self.current_gradient_accumulation_steps if (num_items_in_batch is not None or mode == "train") else 1
+            steps = (
+                self.current_gradient_accumulation_steps if (num_items_in_batch is not None or mode == "train") else 1
+            )
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss / steps
-        self._rift_stats[mode].add(stats, scale=scale)
-        if mode == "train" and self._rift_last_step is None:
-            self._rift_last_step = self.state.global_step
-        if mode == "eval":
-            self._rift_eval_batches += 1
+        self._rift_stats[mode].add(stats, scale=scale, global_step=self.state.global_step)
         self._log_token_metrics(mode, inputs, outputs)
         return (loss, outputs) if return_outputs else loss
 
@@ -206,7 +193,9 @@ class RiftSFTTrainer(SFTTrainer):
             entropy_sum = self.accelerator.gather_for_metrics(outputs.entropy.detach().sum()).sum()
             num_correct = self.accelerator.gather_for_metrics(outputs.is_top1.sum()).sum()
             self._metrics[mode]["entropy"].append((entropy_sum / num_valid).item() if num_valid > 0 else 0.0)
-            self._metrics[mode]["mean_token_accuracy"].append((num_correct / num_valid).item() if num_valid > 0 else 0.0)
+            self._metrics[mode]["mean_token_accuracy"].append(
+                (num_correct / num_valid).item() if num_valid > 0 else 0.0
+            )
         if mode == "train":
             if "attention_mask" in inputs:
                 count = inputs["attention_mask"].sum()
@@ -227,20 +216,7 @@ class RiftSFTTrainer(SFTTrainer):
 
     def _rift_window(self, mode: str) -> dict:
         """The RIFT statistics since the last log: per optimizer step (train) or eval batch (eval)."""
-        if mode == "train":
-            last, self._rift_last_step = self._rift_last_step, self.state.global_step
-            units = self.state.global_step - (last if last is not None else 0)
-        else:
-            units, self._rift_eval_batches = self._rift_eval_batches, 0
-        totals = self._rift_stats[mode].totals(device=self.args.device)
-        self._rift_stats[mode].reset()
-        if units <= 0:
-            return {}
-        world = self.accelerator.num_processes
-        if world > 1:  # every rank logs at the same points: the collective is safe
-            totals = self.accelerator.reduce(totals, reduction="sum")
-        summary = stats_summary(totals.tolist(), units=units, world_size=world)
-        return {key: value for key, value in summary.items() if value is not None}
+        return self._rift_stats[mode].summary(global_step=self.state.global_step, device=self.args.device)
 
 
 def _warn_ignored_rewards(dataset, config) -> None:

@@ -16,7 +16,9 @@ GRADES = ("correct", "wrong", "no_answer")
 #: What :func:`grade_pair` returns for a reference math-verify cannot parse (not a verdict: no reward).
 UNLABELLED = "unlabelled"
 
-INSTALL_HINT = "`rift-losses label` grades answers with math-verify: pip install 'rift-losses[data]' (or pip install math-verify)"
+INSTALL_HINT = (
+    "`rift-losses label` grades answers with math-verify: pip install 'rift-losses[data]' (or pip install math-verify)"
+)
 
 
 def _math_verify():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import json
 import math
@@ -13,9 +14,11 @@ import tempfile
 import time
 from array import array
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
+
+from .._fields import short as _short
 
 
 class DataError(ValueError):
@@ -30,13 +33,11 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON (use a finite number or null)")
 
 
-def short(value: Any, limit: int = 60) -> str:
-    """``repr``-like text of a JSON value for error messages, cut to ``limit`` characters."""
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+#: ``repr``-like text of a JSON value for error messages, as written in the file (``null``, ``true``).
+short = functools.partial(_short, as_json=True)
 
 
-def read_jsonl(path: str | os.PathLike, progress: "Progress | None" = None) -> Iterator[tuple[int, dict]]:
+def read_jsonl(path: str | os.PathLike, progress: Progress | None = None) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, row)`` for each non-blank line of a JSONL file (``"-"``: stdin).
 
     One line is held in memory at a time. A UTF-8 byte-order mark at the start of the file (some
@@ -48,7 +49,7 @@ def read_jsonl(path: str | os.PathLike, progress: "Progress | None" = None) -> I
         stream, close = sys.stdin.buffer, False
     else:
         try:
-            stream, close = open(path, "rb", buffering=1 << 20), True
+            stream, close = open(path, "rb", buffering=1 << 20), True  # noqa: SIM115 (closed in finally)
         except OSError as exc:
             raise DataError(name, 0, f"cannot read: {exc.strerror}") from None
     try:
@@ -84,7 +85,12 @@ def dumps(row: dict) -> str:
     return json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def _stat_of_input(path: str | os.PathLike) -> os.stat_result | None:
@@ -124,8 +130,11 @@ def check_output(path: str | os.PathLike, *, inputs=(), in_place: bool = False) 
             src_st = _stat_of_input(src)
             if src_st is not None and os.path.samestat(st, src_st) and not in_place:
                 raise DataError(
-                    name, 0, f"is the input file {'<stdin>' if str(src) == '-' else str(src)} (the same file); writing it would replace the input: "
-                    "choose another output, or pass --in-place to replace the input on success"
+                    name,
+                    0,
+                    f"is the input file {'<stdin>' if str(src) == '-' else str(src)} (the same file); writing it "
+                    "would replace the input: "
+                    "choose another output, or pass --in-place to replace the input on success",
                 )
         if not os.access(target, os.W_OK):
             raise DataError(name, 0, "cannot write: Permission denied (the file is read-only)")
@@ -140,10 +149,8 @@ def check_output(path: str | os.PathLike, *, inputs=(), in_place: bool = False) 
 
 
 def _remove(path: str) -> None:
-    try:
+    with suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 @contextmanager
@@ -163,7 +170,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[IO[str]]:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(shown, 0, f"cannot write: cannot create directory {str(directory)!r} ({exc.strerror})") from None
+        raise DataError(
+            shown, 0, f"cannot write: cannot create directory {str(directory)!r} ({exc.strerror})"
+        ) from None
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
@@ -178,10 +187,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[IO[str]]:
     try:
         yield handle
     except BaseException:
-        try:
+        with suppress(OSError):
             handle.close()
-        except OSError:
-            pass
         _remove(tmp)
         raise
     try:  # errors of the output itself (a full disk, a file system gone read-only)
@@ -191,10 +198,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[IO[str]]:
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as exc:
-        try:
+        with suppress(OSError):
             handle.close()
-        except OSError:
-            pass
         _remove(tmp)
         if isinstance(exc, OSError):
             raise DataError(shown, 0, f"cannot write: {exc.strerror}") from None

@@ -8,9 +8,9 @@ prompt/response row ``{"prompt": PROMPT, "response": RESPONSE}``; the field name
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 
+from .._fields import GROUP_COLUMN, REWARD_COLUMN, as_reward, group_key, prompt_key, text_prompt_key
 from ._io import DataError, digest, short
 
 
@@ -22,8 +22,8 @@ class Fields:
     prompt: str = "prompt"
     response: str = "response"
     answer: str = "answer"
-    reward: str = "reward"
-    group: str = "group"
+    reward: str = REWARD_COLUMN
+    group: str = GROUP_COLUMN
     group_given: bool = False  # True: --group-field was given, every row must have it
 
 
@@ -43,19 +43,27 @@ def conversation(row: dict, fields: Fields, path: str, line: int) -> Conversatio
             raise DataError(path, line, f"field {name!r} must be a non-empty list of messages, got {short(messages)}")
         for i, message in enumerate(messages):
             if not isinstance(message, dict):
-                raise DataError(path, line, f"field {name!r}[{i}] must be an object with 'role' and 'content', got {short(message)}")
+                raise DataError(
+                    path, line, f"field {name!r}[{i}] must be an object with 'role' and 'content', got {short(message)}"
+                )
             for key in ("role", "content"):
                 if not isinstance(message.get(key), str):
                     got = "nothing" if key not in message else short(message[key])
                     raise DataError(path, line, f"field {name!r}[{i}].{key} must be a string, got {got}")
         if messages[-1]["role"] != "assistant":
             raise DataError(
-                path, line, f"field {name!r} must end with the sampled response, a message with role 'assistant', got role {messages[-1]['role']!r}"
+                path,
+                line,
+                f"field {name!r} must end with the sampled response, a message with role 'assistant', got role "
+                f"{messages[-1]['role']!r}",
             )
         if len(messages) < 2:
-            raise DataError(path, line, f"field {name!r} must hold the prompt before the assistant's response, got only the response")
-        prompt_key = json.dumps(messages[:-1], ensure_ascii=False, sort_keys=True)
-        return Conversation(prompt_key, messages[-1]["content"], messages)
+            raise DataError(
+                path,
+                line,
+                f"field {name!r} must hold the prompt before the assistant's response, got only the response",
+            )
+        return Conversation(prompt_key(messages), messages[-1]["content"], messages)
     if fields.prompt in row or fields.response in row:
         values = []
         for name in (fields.prompt, fields.response):
@@ -66,12 +74,14 @@ def conversation(row: dict, fields: Fields, path: str, line: int) -> Conversatio
             values.append(row[name])
         prompt, response = values
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-        return Conversation(json.dumps(prompt, ensure_ascii=False), response, messages)
+        return Conversation(text_prompt_key(prompt), response, messages)
     raise DataError(
         path,
         line,
-        f"missing field {fields.messages!r} (chat rows) or {fields.prompt!r} and {fields.response!r} (prompt/response rows); "
-        f"fields present: {', '.join(map(repr, row)) or 'none'} (name yours with --messages-field or --prompt-field/--response-field)",
+        f"missing field {fields.messages!r} (chat rows) or {fields.prompt!r} and {fields.response!r} "
+        "(prompt/response rows); "
+        f"fields present: {', '.join(map(repr, row)) or 'none'} (name yours with --messages-field or "
+        "--prompt-field/--response-field)",
     )
 
 
@@ -79,11 +89,16 @@ def reward(row: dict, fields: Fields, path: str, line: int) -> float:
     """The row's reward, a finite number (bools and strings refused)."""
     name = fields.reward
     if name not in row:
-        raise DataError(path, line, f"missing field {name!r} (label the buffer first with `rift-losses label`, or name yours with --reward-field)")
-    value = row[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DataError(path, line, f"field {name!r} must be a finite number, got {short(value)}")
-    return float(value)
+        raise DataError(
+            path,
+            line,
+            f"missing field {name!r} (label the buffer first with `rift-losses label`, or name yours with "
+            "--reward-field)",
+        )
+    value = as_reward(row[name])
+    if value is None:
+        raise DataError(path, line, f"field {name!r} must be a finite number, got {short(row[name])}")
+    return value
 
 
 def answer(row: dict, fields: Fields, path: str, line: int) -> str:
@@ -119,16 +134,26 @@ class Grouper:
             self.by_field = name in row
         if self.by_field:
             if name not in row:
-                raise DataError(self.path, line, f"missing field {name!r}: the rows before have it, and it names each response's group")
+                raise DataError(
+                    self.path,
+                    line,
+                    f"missing field {name!r}: the rows before have it, and it names each response's group",
+                )
             value = row[name]
-            if value is None or isinstance(value, (dict, list)):
+            key = group_key(value)
+            if key is None:
                 raise DataError(self.path, line, f"field {name!r} must be a string or a number, got {short(value)}")
-            return digest("g" + json.dumps(value, ensure_ascii=False)), f"{name} {short(value)}"
+            return digest("g" + key), f"{name} {short(value)}"
         if name in row:
             raise DataError(
-                self.path, line, f"field {name!r} appears here but not on the first row; give it on every row, or on none to group by the prompt"
+                self.path,
+                line,
+                f"field {name!r} appears here but not on the first row; give it on every row, or on none to group "
+                "by the prompt",
             )
-        return digest("p" + conv.prompt_key), f"prompt {short(conv.messages[-2]['content'] if len(conv.messages) > 1 else conv.prompt_key, 40)}"
+        return digest(
+            "p" + conv.prompt_key
+        ), f"prompt {short(conv.messages[-2]['content'] if len(conv.messages) > 1 else conv.prompt_key, 40)}"
 
     @property
     def what(self) -> str:

@@ -47,9 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     f = common.add_argument_group("field names (input rows: chat 'messages', or 'prompt' and 'response')")
-    f.add_argument("--messages-field", default="messages", metavar="NAME", help="chat messages, the sampled response last (default: %(default)s)")
-    f.add_argument("--prompt-field", default="prompt", metavar="NAME", help="prompt text of prompt/response rows (default: %(default)s)")
-    f.add_argument("--response-field", default="response", metavar="NAME", help="sampled response of prompt/response rows (default: %(default)s)")
+    f.add_argument(
+        "--messages-field",
+        default="messages",
+        metavar="NAME",
+        help="chat messages, the sampled response last (default: %(default)s)",
+    )
+    f.add_argument(
+        "--prompt-field",
+        default="prompt",
+        metavar="NAME",
+        help="prompt text of prompt/response rows (default: %(default)s)",
+    )
+    f.add_argument(
+        "--response-field",
+        default="response",
+        metavar="NAME",
+        help="sampled response of prompt/response rows (default: %(default)s)",
+    )
     f.add_argument("--reward-field", default="reward", metavar="NAME", help="the reward (default: %(default)s)")
     o = common.add_argument_group("output")
     o.add_argument(
@@ -77,14 +92,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("label", parents=[common], help="grade responses with math-verify and write the paper's constant rewards")
+    p = sub.add_parser(
+        "label", parents=[common], help="grade responses with math-verify and write the paper's constant rewards"
+    )
     p.add_argument("input", help="JSONL of sampled responses with reference answers ('-': stdin)")
     p.add_argument("-o", "--output", required=True, help="labelled JSONL: " + _OUTPUT_HELP)
     p.add_argument("--in-place", action="store_true", help=_IN_PLACE_HELP)
-    p.add_argument("--answer-field", default="answer", metavar="NAME", help="the reference answer (default: %(default)s)")
-    p.add_argument("--positive", type=float, default=1.0, help="reward of a correct response (default: %(default)s, the paper's)")
-    p.add_argument("--negative", type=float, default=-0.2, help="reward of a wrong one, no answer included (default: %(default)s)")
-    p.add_argument("--jobs", type=int, default=1, help="grading processes (math-verify: about 1 ms a response; default: %(default)s)")
+    p.add_argument(
+        "--answer-field", default="answer", metavar="NAME", help="the reference answer (default: %(default)s)"
+    )
+    p.add_argument(
+        "--positive", type=float, default=1.0, help="reward of a correct response (default: %(default)s, the paper's)"
+    )
+    p.add_argument(
+        "--negative", type=float, default=-0.2, help="reward of a wrong one, no answer included (default: %(default)s)"
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="grading processes (math-verify: about 1 ms a response; default: %(default)s)",
+    )
     p.add_argument(
         "--strict",
         action="store_true",
@@ -92,26 +120,45 @@ def build_parser() -> argparse.ArgumentParser:
         "left out of the output as unlabelled, and the summary lists their lines",
     )
 
-    p = sub.add_parser("normalize", parents=[common, grouping], help="normalize rewards within each problem's responses (eq. 6-8)")
+    p = sub.add_parser(
+        "normalize", parents=[common, grouping], help="normalize rewards within each problem's responses (eq. 6-8)"
+    )
     p.add_argument("input", help="labelled JSONL; each problem's rows next to each other ('-': stdin)")
     p.add_argument("-o", "--output", required=True, help="JSONL with normalized rewards: " + _OUTPUT_HELP)
     p.add_argument("--in-place", action="store_true", help=_IN_PLACE_HELP)
-    p.add_argument("--method", required=True, choices=tuple(NORMALIZATIONS), help="gaussian: eq. 6, gpg_mean: eq. 7, gpg_scaled: eq. 8")
-    p.add_argument("--raw-field", default="raw_reward", metavar="NAME", help="keeps each reward before normalization (default: %(default)s)")
+    p.add_argument(
+        "--method",
+        required=True,
+        choices=tuple(NORMALIZATIONS),
+        help="gaussian: eq. 6, gpg_mean: eq. 7, gpg_scaled: eq. 8",
+    )
+    p.add_argument(
+        "--raw-field",
+        default="raw_reward",
+        metavar="NAME",
+        help="keeps each reward before normalization (default: %(default)s)",
+    )
 
     p = sub.add_parser("stats", parents=[common, grouping], help="the paper's Table 1 and Table 4 for a buffer")
     p.add_argument("input", help="labelled JSONL ('-': stdin)")
 
-    p = sub.add_parser("convert", parents=[common, grouping], help="write a labelled buffer in MS-Swift's or LLaMA-Factory's layout")
+    p = sub.add_parser(
+        "convert", parents=[common, grouping], help="write a labelled buffer in MS-Swift's or LLaMA-Factory's layout"
+    )
     p.add_argument("input", help="labelled JSONL ('-': stdin)")
     p.add_argument("-o", "--output", required=True, help="the host's JSONL: " + _OUTPUT_HELP)
     p.add_argument("--in-place", action="store_true", help=_IN_PLACE_HELP)
     p.add_argument("--to", required=True, choices=HOSTS, help="the host")
-    p.add_argument("--dataset-name", default=None, help="llamafactory: the dataset_info.json entry (default: the output's file name without extension)")
+    p.add_argument(
+        "--dataset-name",
+        default=None,
+        help="llamafactory: the dataset_info.json entry (default: the output's file name without extension)",
+    )
     p.add_argument(
         "--dataset-info",
         default=None,
-        help="llamafactory: the dataset_info.json to add the entry to (default: beside the output); checked (a readable JSON object) before anything is written",
+        help="llamafactory: the dataset_info.json to add the entry to (default: beside the output); checked (a "
+        "readable JSON object) before anything is written",
     )
     return parser
 
@@ -129,7 +176,10 @@ def _print_summary(s: dict) -> None:
         print(f"  correct {s['correct']:>9,}   reward {_signed(s['positive_reward'])}")
         note = ""
         if s["no_answer"]:
-            note = f"   ({s['no_answer']:,} with no extractable answer, counted wrong: {lines_list(s['no_answer_lines'], s['no_answer'])})"
+            note = (
+                f"   ({s['no_answer']:,} with no extractable answer, counted wrong: "
+                f"{lines_list(s['no_answer_lines'], s['no_answer'])})"
+            )
         print(f"  wrong   {s['wrong']:>9,}   reward {_signed(s['negative_reward'])}{note}")
         if s["unlabelled"]:
             print(
@@ -139,7 +189,10 @@ def _print_summary(s: dict) -> None:
         if s["replaced_rewards"]:
             print(f"  replaced an existing reward on {count(s['replaced_rewards'], 'row')}")
     elif cmd == "normalize":
-        print(f"normalize ({s['method']}): {count(s['rows'], 'row')} in {count(s['groups'], 'group')} (by {s['grouped_by']}) -> {s['output']}")
+        print(
+            f"normalize ({s['method']}): {count(s['rows'], 'row')} in {count(s['groups'], 'group')} (by "
+            f"{s['grouped_by']}) -> {s['output']}"
+        )
         print(f"  after: {s['positive']:,} positive, {s['negative']:,} negative, {s['zero']:,} zero")
         if s["flat_groups"]:
             verb = "has" if s["flat_groups"] == 1 else "have"
@@ -164,7 +217,10 @@ def untrainable_warning(command: str, s: dict) -> str | None:
     elif command == "normalize":
         rows, all_zero = s["rows"], s["positive"] == s["negative"] == 0
         where = s["output"]
-        what = f"every reward is 0 after {s['method']} normalization ({s['flat_groups']:,} of {count(s['groups'], 'group')} with all-equal rewards)"
+        what = (
+            f"every reward is 0 after {s['method']} normalization ({s['flat_groups']:,} of "
+            f"{count(s['groups'], 'group')} with all-equal rewards)"
+        )
     else:
         rows = s["responses"] if command == "stats" else s["rows"]
         all_zero = s["positive"] == s["negative"] == 0
@@ -218,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                 strict=args.strict, in_place=args.in_place, **common,
             )  # fmt: skip
         elif args.command == "normalize":
-            summary = commands.normalize(args.input, args.output, method=args.method, raw_field=args.raw_field, in_place=args.in_place, **common)
+            summary = commands.normalize(
+                args.input, args.output, method=args.method, raw_field=args.raw_field, in_place=args.in_place, **common
+            )
         elif args.command == "stats":
             summary = commands.stats(args.input, **common)
         else:
@@ -229,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError, ImportError) as exc:
         print(f"rift-losses {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:  # an I/O failure not tied to a row (a disk error while reading, say): a message, never a traceback
+    except (
+        OSError
+    ) as exc:  # an I/O failure not tied to a row (a disk error while reading, say): a message, never a traceback
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"rift-losses {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -237,7 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rift-losses {args.command}: interrupted; no output written", file=sys.stderr)
         return 130
     except _Signalled as exc:
-        print(f"rift-losses {args.command}: stopped by {signal.Signals(exc.signum).name}; no output written", file=sys.stderr)
+        print(
+            f"rift-losses {args.command}: stopped by {signal.Signals(exc.signum).name}; no output written",
+            file=sys.stderr,
+        )
         return 128 + exc.signum
     finally:
         for signum, handler in previous.items():

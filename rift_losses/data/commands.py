@@ -14,6 +14,7 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
+from .._fields import GROUP_COLUMN, REWARD_COLUMN  # what the host adapters read
 from ._grade import GRADES, UNLABELLED, grade_pair
 from ._io import DataError, DigestTable, Progress, atomic_output, check_output, dumps, file_size, read_jsonl
 from ._rows import Fields, Grouper, answer, conversation, reward
@@ -21,9 +22,6 @@ from ._rows import Fields, Grouper, answer, conversation, reward
 #: Hosts that ``convert --to`` writes for.
 HOSTS = ("swift", "llamafactory")
 
-#: Column names the host adapters read (MS-Swift: a dataset column; LLaMA-Factory: dataset_info.json "columns").
-REWARD_COLUMN = "reward"
-GROUP_COLUMN = "group"
 
 _MAX_LINES_LISTED = 20
 
@@ -56,7 +54,7 @@ def label(
     src,
     dst,
     *,
-    fields: Fields = Fields(),
+    fields: Fields = Fields(),  # noqa: B008 (a frozen dataclass)
     positive: float = 1.0,
     negative: float = -0.2,
     jobs: int = 1,
@@ -141,7 +139,8 @@ def label(
                 raise DataError(
                     name,
                     0,
-                    f"{count(unlabelled, 'row')} with a reference answer (field {fields.answer!r}) that math-verify cannot parse, "
+                    f"{count(unlabelled, 'row')} with a reference answer (field {fields.answer!r}) that "
+                    "math-verify cannot parse, "
                     f"{lines_list(unlabelled_lines, unlabelled)}; nothing written (--strict)",
                 )
     finally:
@@ -174,7 +173,7 @@ def normalize(
     dst,
     *,
     method: str,
-    fields: Fields = Fields(),
+    fields: Fields = Fields(),  # noqa: B008 (a frozen dataclass)
     raw_field: str = "raw_reward",
     batch_rows: int = 4096,
     in_place: bool = False,
@@ -241,7 +240,10 @@ def normalize(
                 r = reward(row, fields, name, line)
                 if raw_field in row:
                     raise DataError(
-                        name, line, f"field {raw_field!r} is already there: is this buffer normalized already? (choose another name with --raw-field)"
+                        name,
+                        line,
+                        f"field {raw_field!r} is already there: is this buffer normalized already? (choose another "
+                        "name with --raw-field)",
                     )
                 key, desc = grouper.key(row, conv, line)
                 if key != current:
@@ -252,7 +254,8 @@ def normalize(
                         raise DataError(
                             name,
                             line,
-                            f"the rows of group {desc} are not next to each other (the group ran until line {earlier}); "
+                            f"the rows of group {desc} are not next to each other (the group ran until line "
+                            f"{earlier}); "
                             f"normalize reads each group as one run of rows: sort the file by {grouper.what} first",
                         )
                     current, current_rows = key, []
@@ -283,7 +286,7 @@ def normalize(
 _POS, _NEG, _ZERO, _FLAG_BITS = 1, 2, 4, 3
 
 
-def stats(src, *, fields: Fields = Fields(), progress: str = "auto", log: IO[str] | None = None) -> dict[str, Any]:
+def stats(src, *, fields: Fields = Fields(), progress: str = "auto", log: IO[str] | None = None) -> dict[str, Any]:  # noqa: B008 (a frozen dataclass)
     """The paper's Table 1 and Table 4 for a buffer.
 
     Table 1: responses, positive (r > 0), negative (r < 0), % positive = positive / responses.
@@ -349,17 +352,24 @@ def format_stats(s: dict[str, Any]) -> str:
     def pct(v):
         return "" if v is None else f"{v:5.1f}%"
 
-    k = s["per_problem_min"] if s["per_problem_min"] == s["per_problem_max"] else f"{s['per_problem_min']}-{s['per_problem_max']}"
+    k = (
+        s["per_problem_min"]
+        if s["per_problem_min"] == s["per_problem_max"]
+        else f"{s['per_problem_min']}-{s['per_problem_max']}"
+    )
     lines = [
-        f"{s['input']}: {count(s['responses'], 'response')} to {count(s['problems'], 'problem')} ({k} per problem; problems: {s['grouped_by']})",
+        f"{s['input']}: {count(s['responses'], 'response')} to {count(s['problems'], 'problem')} ({k} per problem; "
+        f"problems: {s['grouped_by']})",
         "",
         "  Table 1 (responses)   # Num.   # Pos.   # Neg.   % Pos.",
-        f"                      {s['responses']:>7,}  {s['positive']:>7,}  {s['negative']:>7,}   {pct(s['positive_pct'])}",
+        f"                      {s['responses']:>7,}  {s['positive']:>7,}  {s['negative']:>7,}   "
+        f"{pct(s['positive_pct'])}",
         "",
         "  Table 4 (problems)    # Num.   # Mixed-Reward   % Mixed",
         f"                      {s['problems']:>7,}  {s['mixed']:>15,}   {pct(s['mixed_pct'])}",
         "",
-        f"  all responses positive: {count(s['all_positive'], 'problem')}; no positive response: {count(s['none_positive'], 'problem')}",
+        f"  all responses positive: {count(s['all_positive'], 'problem')}; no positive response: "
+        f"{count(s['none_positive'], 'problem')}",
     ]
     if s["zero"]:
         lines.append(f"  zero rewards (neither positive nor negative): {count(s['zero'], 'response')}")
@@ -368,7 +378,13 @@ def format_stats(s: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------------- convert
 
-_LF_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant", "system_tag": "system"}
+_LF_TAGS = {
+    "role_tag": "role",
+    "content_tag": "content",
+    "user_tag": "user",
+    "assistant_tag": "assistant",
+    "system_tag": "system",
+}
 
 
 def _check_llamafactory_roles(messages: list, fields: Fields, path: str, line: int) -> None:
@@ -392,9 +408,15 @@ def _read_dataset_info(shown: Path, path: Path) -> dict:
     try:
         text = path.read_bytes().decode("utf-8")
     except OSError as exc:
-        raise DataError(str(shown), 0, f"cannot read: {exc.strerror}; fix its permissions, or pass --dataset-info") from None
+        raise DataError(
+            str(shown), 0, f"cannot read: {exc.strerror}; fix its permissions, or pass --dataset-info"
+        ) from None
     except UnicodeDecodeError as exc:
-        raise DataError(str(shown), 0, f"is not UTF-8 text ({exc.reason} at byte {exc.start}); fix or remove it, or pass --dataset-info") from None
+        raise DataError(
+            str(shown),
+            0,
+            f"is not UTF-8 text ({exc.reason} at byte {exc.start}); fix or remove it, or pass --dataset-info",
+        ) from None
     try:
         info = json.loads(text)
     except ValueError as exc:
@@ -409,7 +431,7 @@ def convert(
     dst,
     *,
     to: str,
-    fields: Fields = Fields(),
+    fields: Fields = Fields(),  # noqa: B008 (a frozen dataclass)
     dataset_name: str | None = None,
     dataset_info: str | os.PathLike | None = None,
     in_place: bool = False,
@@ -444,7 +466,9 @@ def convert(
         info_path = Path(dataset_info) if dataset_info is not None else Path(dst).parent / "dataset_info.json"
         info_target = check_output(info_path, inputs=[src], in_place=in_place)
         if info_target == target:
-            raise DataError(str(info_path), 0, f"is the output file {dst} too; the dataset_info.json must be another file")
+            raise DataError(
+                str(info_path), 0, f"is the output file {dst} too; the dataset_info.json must be another file"
+            )
         info = _read_dataset_info(info_path, info_target)
     name = _name(src)
     grouper = Grouper(fields, name)
@@ -464,7 +488,9 @@ def convert(
                     _check_llamafactory_roles(conv.messages, fields, name, line)
                 if grouper.by_field:  # the hosts take string or integer ids
                     group = row[fields.group]
-                    group = group if isinstance(group, (str, int)) and not isinstance(group, bool) else json.dumps(group)
+                    group = (
+                        group if isinstance(group, (str, int)) and not isinstance(group, bool) else json.dumps(group)
+                    )
                 else:
                     group = f"{key:016x}"
                 groups[key] = 1

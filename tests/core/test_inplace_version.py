@@ -14,9 +14,6 @@ import sys
 import textwrap
 
 import pytest
-import torch
-
-import rift_losses
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
@@ -67,7 +64,8 @@ def test_torch_path_stale_reader_fails_loudly_and_earlier_reader_is_exact():
 @pytest.mark.skipif(not HAS_TRITON, reason="the triton package is not installed in this environment")
 def test_triton_path_stale_reader_fails_loudly_and_earlier_reader_is_exact():
     env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-c", _CASES + "\ncheck('triton')\n"], env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CASES + "\ncheck('triton')\n"], env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "triton ok" in proc.stdout

@@ -57,7 +57,18 @@ def launch_args(kernel: str, dtype: torch.dtype, V: int) -> tuple[list, dict]:
         args = [logits, logits.stride(0), logits.stride(1), target, f32, f32.clone(), V]
     else:
         out = torch.empty_like(logits)
-        args = [logits, logits.stride(0), logits.stride(1), out, out.stride(0), out.stride(1), target, f32, f32.clone(), V]
+        args = [
+            logits,
+            logits.stride(0),
+            logits.stride(1),
+            out,
+            out.stride(0),
+            out.stride(1),
+            target,
+            f32,
+            f32.clone(),
+            V,
+        ]
     return args, {"BLOCK_V": block_v}
 
 
@@ -94,20 +105,40 @@ def resources(compiled, cc: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp, "k.cubin")
         cubin.write_bytes(compiled.asm["cubin"])
-        dump = subprocess.run([knobs.nvidia.cuobjdump.path, "--dump-resource-usage", str(cubin)],
-                              capture_output=True, text=True, check=True).stdout
+        dump = subprocess.run(
+            [knobs.nvidia.cuobjdump.path, "--dump-resource-usage", str(cubin)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         ptx = Path(tmp, "k.ptx")
         ptx.write_text(compiled.asm["ptx"])
-        log = subprocess.run([get_ptxas(cc).path, "-v", f"--gpu-name={sm_arch_from_capability(cc)}", str(ptx),
-                              "-o", str(Path(tmp, "again.cubin"))], capture_output=True, text=True, check=True)
+        log = subprocess.run(
+            [
+                get_ptxas(cc).path,
+                "-v",
+                f"--gpu-name={sm_arch_from_capability(cc)}",
+                str(ptx),
+                "-o",
+                str(Path(tmp, "again.cubin")),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     info = log.stdout + log.stderr
     regs = re.search(r"REG:(\d+)", dump)
     stack = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", info)
     used = re.search(r"Used (\d+) registers", info)
     assert regs and stack and used, (dump, info)
-    return {"regs": int(regs.group(1)), "ptxas_regs": int(used.group(1)), "stack": int(stack.group(1)),
-            "spill_stores": int(stack.group(2)), "spill_loads": int(stack.group(3)),
-            "cubin_bytes": len(compiled.asm["cubin"])}
+    return {
+        "regs": int(regs.group(1)),
+        "ptxas_regs": int(used.group(1)),
+        "stack": int(stack.group(1)),
+        "spill_stores": int(stack.group(2)),
+        "spill_loads": int(stack.group(3)),
+        "cubin_bytes": len(compiled.asm["cubin"]),
+    }
 
 
 CASES = [(kernel, d, V, cc) for kernel in ("forward", "backward") for d in DTYPES for V in VOCABS for cc in ARCHS]
@@ -118,10 +149,15 @@ def table():
     rows = {}
     yield rows
     if rows:
-        print(f"\n{'kernel':<9} {'dtype':<5} {'V':>7} {'target':<7} {'regs':>4} {'spill st/ld':>11} {'stack':>5} {'cubin B':>8}")
+        print(
+            f"\n{'kernel':<9} {'dtype':<5} {'V':>7} {'target':<7} {'regs':>4} {'spill st/ld':>11} {'stack':>5} "
+            f"{'cubin B':>8}"
+        )
         for (kernel, d, V, cc), r in sorted(rows.items()):
-            print(f"{kernel:<9} {d:<5} {V:>7} sm_{cc:<4} {r['regs']:>4} {r['spill_stores']:>5}/{r['spill_loads']:<5} "
-                  f"{r['stack']:>5} {r['cubin_bytes']:>8}")
+            print(
+                f"{kernel:<9} {d:<5} {V:>7} sm_{cc:<4} {r['regs']:>4} {r['spill_stores']:>5}/{r['spill_loads']:<5} "
+                f"{r['stack']:>5} {r['cubin_bytes']:>8}"
+            )
 
 
 @pytest.mark.parametrize("kernel,dtype_name,V,cc", CASES, ids=[f"{k}-{d}-V{V}-sm{cc}" for k, d, V, cc in CASES])

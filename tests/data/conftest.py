@@ -1,6 +1,7 @@
 """Fixtures of the `rift-losses` command tests (helpers: datahelpers.py)."""
 
 import pytest
+
 from datahelpers import make_runner
 
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from datahelpers import read_jsonl, write_jsonl
 
-CHAT = [{"role": "system", "content": "Solve."}, {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "\\boxed{4}"}]
+CHAT = [
+    {"role": "system", "content": "Solve."},
+    {"role": "user", "content": "2+2?"},
+    {"role": "assistant", "content": "\\boxed{4}"},
+]
 
 
 def _labelled():
@@ -25,7 +30,10 @@ def test_convert_writes_messages_reward_group(tmp_path, run, host):
     assert res.code == 0, res.err
     out = read_jsonl(tmp_path / "out" / "buf.jsonl")
     assert [list(r) for r in out] == [["messages", "reward", "group"]] * 3
-    assert out[0]["messages"] == [{"role": "user", "content": "What is 2+3?"}, {"role": "assistant", "content": "2 + 3 = 5. The answer is 5."}]
+    assert out[0]["messages"] == [
+        {"role": "user", "content": "What is 2+3?"},
+        {"role": "assistant", "content": "2 + 3 = 5. The answer is 5."},
+    ]
     assert out[2]["messages"] == CHAT  # chat rows pass through, system message included
     assert [r["reward"] for r in out] == [1.0, -0.2, 1.0]
     # groups by prompt: the two samples of "2+3" share one id, the chat row has another
@@ -43,8 +51,18 @@ def test_convert_llamafactory_dataset_info_entry_is_merged(tmp_path, run):
     data.mkdir()
     (data / "dataset_info.json").write_text(json.dumps({"alpaca_demo": {"file_name": "alpaca.json"}}))
     src = write_jsonl(tmp_path / "in.jsonl", _labelled())
-    res = run("convert", src, "-o", data / "rift" / "buffer.jsonl", "--to", "llamafactory", "--dataset-name", "my_buffer",
-              "--dataset-info", data / "dataset_info.json")  # fmt: skip
+    res = run(
+        "convert",
+        src,
+        "-o",
+        data / "rift" / "buffer.jsonl",
+        "--to",
+        "llamafactory",
+        "--dataset-name",
+        "my_buffer",
+        "--dataset-info",
+        data / "dataset_info.json",
+    )
     assert res.code == 0, res.err
     info = json.loads((data / "dataset_info.json").read_text())
     assert info["alpaca_demo"] == {"file_name": "alpaca.json"}  # other datasets kept
@@ -52,11 +70,27 @@ def test_convert_llamafactory_dataset_info_entry_is_merged(tmp_path, run):
         "file_name": "rift/buffer.jsonl",  # relative to the dataset_dir that holds dataset_info.json
         "formatting": "sharegpt",
         "columns": {"messages": "messages", "reward": "reward", "group": "group"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant", "system_tag": "system"},
+        "tags": {
+            "role_tag": "role",
+            "content_tag": "content",
+            "user_tag": "user",
+            "assistant_tag": "assistant",
+            "system_tag": "system",
+        },
     }
     assert "added dataset 'my_buffer'" in res.out
-    res = run("convert", src, "-o", data / "rift" / "buffer.jsonl", "--to", "llamafactory", "--dataset-name", "my_buffer",
-              "--dataset-info", data / "dataset_info.json")  # fmt: skip
+    res = run(
+        "convert",
+        src,
+        "-o",
+        data / "rift" / "buffer.jsonl",
+        "--to",
+        "llamafactory",
+        "--dataset-name",
+        "my_buffer",
+        "--dataset-info",
+        data / "dataset_info.json",
+    )
     assert "replaced dataset 'my_buffer'" in res.out
 
 
@@ -75,7 +109,10 @@ def test_convert_llamafactory_refuses_what_it_would_drop(tmp_path, run):
     src = write_jsonl(tmp_path / "in.jsonl", [{"messages": CHAT, "reward": 1.0}, {"messages": bad, "reward": 1.0}])
     res = run("convert", src, "-o", tmp_path / "out.jsonl", "--to", "llamafactory")
     assert res.code == 1
-    assert f"{src}:2: field 'messages' must be an optional 'system' message then 'user'/'assistant' turns in turn" in res.err
+    assert (
+        f"{src}:2: field 'messages' must be an optional 'system' message then 'user'/'assistant' turns in turn"
+        in res.err
+    )
     assert "got roles ['user', 'user', 'assistant']" in res.err
     assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "dataset_info.json").exists()
     assert run("convert", src, "-o", tmp_path / "out.jsonl", "--to", "swift").code == 0  # MS-Swift's templates take it

@@ -10,6 +10,7 @@ import math
 import sys
 
 import pytest
+
 from datahelpers import REPO
 
 sys.path.insert(0, str(REPO / "demo"))
@@ -22,10 +23,26 @@ def _runs(*, naive_runs_away=True, rift_negative=False, steps=120):
         pos = 4 * math.exp(-s / 30) + 0.2
         neg_rift = 0.2 * 0.3
         neg_naive = -0.3 - 0.05 * max(0, s - 40) if naive_runs_away else -0.1
-        rift.append({"step": s, "loss": pos + neg_rift - (2.0 if rift_negative and s == 77 else 0), "pos": pos, "neg": neg_rift,
-                     "neg_prob": 0.3, "grad_norm": 0.6})  # fmt: skip
-        naive.append({"step": s, "loss": pos + neg_naive, "pos": pos, "neg": neg_naive, "neg_prob": 0.3,
-                      "grad_norm": 0.6 * (1 + (s / 10 if naive_runs_away else 0))})  # fmt: skip
+        rift.append(
+            {
+                "step": s,
+                "loss": pos + neg_rift - (2.0 if rift_negative and s == 77 else 0),
+                "pos": pos,
+                "neg": neg_rift,
+                "neg_prob": 0.3,
+                "grad_norm": 0.6,
+            }
+        )
+        naive.append(
+            {
+                "step": s,
+                "loss": pos + neg_naive,
+                "pos": pos,
+                "neg": neg_naive,
+                "neg_prob": 0.3,
+                "grad_norm": 0.6 * (1 + (s / 10 if naive_runs_away else 0)),
+            }
+        )
         lf.append({"step": s, "loss": pos * 1.02 + neg_rift, "pos": pos * 1.02, "neg": neg_rift, "neg_prob": 0.3})
         trl.append({"step": s, "loss": pos * 0.98 + neg_rift, "pos": pos * 0.98, "neg": neg_rift, "neg_prob": 0.3})
     return {"rift": rift, "naive": naive, "rift_lf": lf, "rift_trl": trl}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from datahelpers import write_jsonl
 
 GOOD = json.dumps({"prompt": "What is 2+3?", "response": "The answer is 5.", "answer": "5", "reward": 1.0})
@@ -21,31 +22,82 @@ MSG = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"
 # (commands, the bad line (line 3: line 1 is good, line 2 blank), the message after "FILE:3: ")
 CASES = [
     ("all", '{"prompt": "a",', "invalid JSON: Expecting property name enclosed in double quotes at column 16"),
-    ("all", '{"prompt": "a", "response": "b", "answer": "1", "reward": NaN}', "invalid JSON: NaN is not valid JSON (use a finite number or null)"),
+    (
+        "all",
+        '{"prompt": "a", "response": "b", "answer": "1", "reward": NaN}',
+        "invalid JSON: NaN is not valid JSON (use a finite number or null)",
+    ),
     ("all", "[1, 2]", "a row must be a JSON object, got list [1, 2]"),
     ("all", b'{"prompt": "\xff"}', "is not UTF-8 text (invalid start byte at byte 12)"),
     ("all", row(response=...), "missing field 'response' (fields present: 'prompt', 'answer', 'reward')"),
-    ("all", json.dumps({"text": "hi", "reward": 1.0}), "missing field 'messages' (chat rows) or 'prompt' and 'response' (prompt/response rows); fields present: 'text', 'reward' (name yours with --messages-field or --prompt-field/--response-field)"),
+    (
+        "all",
+        json.dumps({"text": "hi", "reward": 1.0}),
+        "missing field 'messages' (chat rows) or 'prompt' and "
+        "'response' (prompt/response rows); fields present: 'text', "
+        "'reward' (name yours with --messages-field or "
+        "--prompt-field/--response-field)",
+    ),
     ("all", row(response=3), "field 'response' must be a string, got 3"),
     ("all", row(prompt=None), "field 'prompt' must be a string, got null"),
-    ("all", json.dumps({"messages": "hi", "answer": "4", "reward": 1.0}), "field 'messages' must be a non-empty list of messages, got 'hi'"),
-    ("all", json.dumps({"messages": [], "answer": "4", "reward": 1.0}), "field 'messages' must be a non-empty list of messages, got []"),
-    ("all", json.dumps({"messages": ["hi", MSG[1]], "answer": "4", "reward": 1.0}), "field 'messages'[0] must be an object with 'role' and 'content', got 'hi'"),
-    ("all", json.dumps({"messages": [MSG[0], {"role": "assistant"}], "answer": "4", "reward": 1.0}), "field 'messages'[1].content must be a string, got nothing"),
-    ("all", json.dumps({"messages": [MSG[0], {"role": "assistant", "content": ["4"]}], "answer": "4", "reward": 1.0}), "field 'messages'[1].content must be a string, got [\"4\"]"),
-    ("all", json.dumps({"messages": [MSG[1], MSG[0]], "answer": "4", "reward": 1.0}), "field 'messages' must end with the sampled response, a message with role 'assistant', got role 'user'"),
-    ("all", json.dumps({"messages": [MSG[1]], "answer": "4", "reward": 1.0}), "field 'messages' must hold the prompt before the assistant's response, got only the response"),
+    (
+        "all",
+        json.dumps({"messages": "hi", "answer": "4", "reward": 1.0}),
+        "field 'messages' must be a non-empty list of messages, got 'hi'",
+    ),
+    (
+        "all",
+        json.dumps({"messages": [], "answer": "4", "reward": 1.0}),
+        "field 'messages' must be a non-empty list of messages, got []",
+    ),
+    (
+        "all",
+        json.dumps({"messages": ["hi", MSG[1]], "answer": "4", "reward": 1.0}),
+        "field 'messages'[0] must be an object with 'role' and 'content', got 'hi'",
+    ),
+    (
+        "all",
+        json.dumps({"messages": [MSG[0], {"role": "assistant"}], "answer": "4", "reward": 1.0}),
+        "field 'messages'[1].content must be a string, got nothing",
+    ),
+    (
+        "all",
+        json.dumps({"messages": [MSG[0], {"role": "assistant", "content": ["4"]}], "answer": "4", "reward": 1.0}),
+        "field 'messages'[1].content must be a string, got [\"4\"]",
+    ),
+    (
+        "all",
+        json.dumps({"messages": [MSG[1], MSG[0]], "answer": "4", "reward": 1.0}),
+        "field 'messages' must end with the sampled response, a message with role 'assistant', got role 'user'",
+    ),
+    (
+        "all",
+        json.dumps({"messages": [MSG[1]], "answer": "4", "reward": 1.0}),
+        "field 'messages' must hold the prompt before the assistant's response, got only the response",
+    ),
     ("label", row(answer=...), "missing field 'answer': the reference answer (name yours with --answer-field)"),
     ("label", row(answer=True), "field 'answer' must be a string or a number, got true"),
     ("label", row(answer=["5"]), "field 'answer' must be a string or a number, got [\"5\"]"),
     ("label", row(answer="  "), "field 'answer' must not be empty"),
-    ("reward", row(reward=...), "missing field 'reward' (label the buffer first with `rift-losses label`, or name yours with --reward-field)"),
+    (
+        "reward",
+        row(reward=...),
+        "missing field 'reward' (label the buffer first with `rift-losses label`, or name yours with --reward-field)",
+    ),
     ("reward", row(reward="1.0"), "field 'reward' must be a finite number, got '1.0'"),
     ("reward", row(reward=True), "field 'reward' must be a finite number, got true"),
     ("reward", row(reward=None), "field 'reward' must be a finite number, got null"),
-    ("reward", '{"prompt": "a", "response": "b", "reward": 1e400}', "field 'reward' must be a finite number, got Infinity"),
-    ("reward", row(group="g1"), "field 'group' appears here but not on the first row; give it on every row, or on none to group by the prompt"),
-]  # fmt: skip
+    (
+        "reward",
+        '{"prompt": "a", "response": "b", "reward": 1e400}',
+        "field 'reward' must be a finite number, got Infinity",
+    ),
+    (
+        "reward",
+        row(group="g1"),
+        "field 'group' appears here but not on the first row; give it on every row, or on none to group by the prompt",
+    ),
+]
 
 COMMANDS = {
     "label": ["label", "-o", "{out}"],
@@ -60,7 +112,9 @@ WHICH = {"all": list(COMMANDS), "label": ["label"], "reward": ["normalize", "sta
 def test_bad_input_names_file_line_and_field(tmp_path, run, case):
     which, bad, message = CASES[case]
     src = tmp_path / "in.jsonl"
-    src.write_bytes(GOOD.encode() + b"\n\n" + (bad if isinstance(bad, bytes) else bad.encode()) + b"\n" + GOOD.encode() + b"\n")
+    src.write_bytes(
+        GOOD.encode() + b"\n\n" + (bad if isinstance(bad, bytes) else bad.encode()) + b"\n" + GOOD.encode() + b"\n"
+    )
     for command in WHICH[which]:
         out = tmp_path / f"{command}.out.jsonl"
         out.write_text("old content\n")  # an earlier output must survive a failed run untouched
@@ -73,9 +127,16 @@ def test_bad_input_names_file_line_and_field(tmp_path, run, case):
 
 
 def test_group_field_missing_on_a_later_row(tmp_path, run):
-    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "a", "response": "b", "reward": 1.0, "group": 1}, {"prompt": "a", "response": "b", "reward": 1.0}])
+    src = write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"prompt": "a", "response": "b", "reward": 1.0, "group": 1}, {"prompt": "a", "response": "b", "reward": 1.0}],
+    )
     res = run("stats", src)
-    assert res.err.strip() == f"rift-losses stats: error: {src}:2: missing field 'group': the rows before have it, and it names each response's group"
+    assert (
+        res.err.strip()
+        == f"rift-losses stats: error: {src}:2: missing field 'group': the rows before have it, and it names each "
+        "response's group"
+    )
 
 
 def test_group_value_must_be_a_scalar(tmp_path, run):
@@ -86,7 +147,11 @@ def test_group_value_must_be_a_scalar(tmp_path, run):
 
 def test_missing_input_file(tmp_path, run):
     res = run("stats", tmp_path / "nope.jsonl")
-    assert res.code == 1 and res.err.strip() == f"rift-losses stats: error: {tmp_path / 'nope.jsonl'}: cannot read: No such file or directory"
+    assert (
+        res.code == 1
+        and res.err.strip()
+        == f"rift-losses stats: error: {tmp_path / 'nope.jsonl'}: cannot read: No such file or directory"
+    )
 
 
 def test_bad_dataset_info_is_not_overwritten(tmp_path, run):
@@ -129,7 +194,10 @@ def test_an_unterminated_string_is_reported_once_with_its_column(tmp_path):
     src.write_text('{"prompt": "a\n')
     proc = run_command("stats", src)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"rift-losses stats: error: {src}:1: invalid JSON: Unterminated string starting at column 12"
+    assert (
+        proc.stderr.strip()
+        == f"rift-losses stats: error: {src}:1: invalid JSON: Unterminated string starting at column 12"
+    )
 
 
 def test_counts_of_one_are_singular(tmp_path):
@@ -145,7 +213,10 @@ def test_counts_of_one_are_singular(tmp_path):
         "  not written (the host does not read them): id (1 row)",
     ]
     proc = run_command("normalize", src, "-o", tmp_path / "n.jsonl", "--method", "gpg_scaled")
-    assert proc.stdout.splitlines()[::2] == [f"normalize (gpg_scaled): 1 row in 1 group (by the prompt) -> {tmp_path / 'n.jsonl'}", "  1 group has all-equal rewards (no relative signal)"]
+    assert proc.stdout.splitlines()[::2] == [
+        f"normalize (gpg_scaled): 1 row in 1 group (by the prompt) -> {tmp_path / 'n.jsonl'}",
+        "  1 group has all-equal rewards (no relative signal)",
+    ]
 
 
 @pytest.mark.parametrize("command", ["label", "normalize", "stats", "convert"])

@@ -46,7 +46,10 @@ def test_unparsable_reference_is_an_error_not_a_verdict():
 
 
 def test_label_writes_the_papers_rewards_and_reports_no_answer_lines(tmp_path, run):
-    rows = [{"id": i, "prompt": "What is half of one?", "response": r, "answer": a} for i, (a, r, _) in enumerate(HAND_WORKED)]
+    rows = [
+        {"id": i, "prompt": "What is half of one?", "response": r, "answer": a}
+        for i, (a, r, _) in enumerate(HAND_WORKED)
+    ]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     res = run("label", src, "-o", tmp_path / "out.jsonl", "--json")
     assert res.code == 0, res.err
@@ -65,34 +68,87 @@ def test_label_writes_the_papers_rewards_and_reports_no_answer_lines(tmp_path, r
     assert s["no_answer_lines"] == no_answer_lines
     # the human summary says it too, never silently
     res = run("label", src, "-o", tmp_path / "out2.jsonl")
-    assert f"{len(no_answer_lines)} with no extractable answer, counted wrong: lines {', '.join(map(str, no_answer_lines))}" in res.out
+    assert (
+        f"{len(no_answer_lines)} with no extractable answer, counted wrong: lines "
+        f"{', '.join(map(str, no_answer_lines))}" in res.out
+    )
 
 
 def test_label_chat_rows_custom_fields_and_rewards(tmp_path, run):
     rows = [
-        {"conv": [{"role": "system", "content": "Solve."}, {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "\\boxed{4}"}], "gold": 4},
-        {"conv": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "2 + 2 = 5. The answer is 5."}], "gold": 4, "score": 9},
+        {
+            "conv": [
+                {"role": "system", "content": "Solve."},
+                {"role": "user", "content": "2+2?"},
+                {"role": "assistant", "content": "\\boxed{4}"},
+            ],
+            "gold": 4,
+        },
+        {
+            "conv": [
+                {"role": "user", "content": "2+2?"},
+                {"role": "assistant", "content": "2 + 2 = 5. The answer is 5."},
+            ],
+            "gold": 4,
+            "score": 9,
+        },
         {"question": "2+3?", "completion": "2 + 3 = 5", "gold": "5"},
     ]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     res = run(
-        "label", src, "-o", tmp_path / "out.jsonl", "--messages-field", "conv", "--prompt-field", "question",
-        "--response-field", "completion", "--answer-field", "gold", "--reward-field", "score",
-        "--positive", "1", "--negative", "-0.5", "--json",
-    )  # fmt: skip
+        "label",
+        src,
+        "-o",
+        tmp_path / "out.jsonl",
+        "--messages-field",
+        "conv",
+        "--prompt-field",
+        "question",
+        "--response-field",
+        "completion",
+        "--answer-field",
+        "gold",
+        "--reward-field",
+        "score",
+        "--positive",
+        "1",
+        "--negative",
+        "-0.5",
+        "--json",
+    )
     assert res.code == 0, res.err
     assert [r["score"] for r in read_jsonl(tmp_path / "out.jsonl")] == [1.0, -0.5, 1.0]
     assert res.json()["replaced_rewards"] == 1  # the old "score": 9 of row 2 was replaced, and counted
-    assert "replaced an existing reward on 1 row\n" in run("label", src, "-o", tmp_path / "o2.jsonl", "--messages-field", "conv",
-        "--prompt-field", "question", "--response-field", "completion", "--answer-field", "gold", "--reward-field", "score").out  # fmt: skip
+    assert (
+        "replaced an existing reward on 1 row\n"
+        in run(
+            "label",
+            src,
+            "-o",
+            tmp_path / "o2.jsonl",
+            "--messages-field",
+            "conv",
+            "--prompt-field",
+            "question",
+            "--response-field",
+            "completion",
+            "--answer-field",
+            "gold",
+            "--reward-field",
+            "score",
+        ).out
+    )
 
 
-@pytest.mark.parametrize("flag,value,message", [
-    ("--positive", "0", "positive must be a finite number > 0, got 0.0"),
-    ("--negative", "0.3", "negative must be a finite number <= 0, got 0.3"),
-    ("--positive", "nan", "positive must be a finite number > 0, got nan"),
-    ("--jobs", "0", "jobs must be an integer >= 1, got 0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--positive", "0", "positive must be a finite number > 0, got 0.0"),
+        ("--negative", "0.3", "negative must be a finite number <= 0, got 0.3"),
+        ("--positive", "nan", "positive must be a finite number > 0, got nan"),
+        ("--jobs", "0", "jobs must be an integer >= 1, got 0"),
+    ],
+)
 def test_label_bad_options(tmp_path, run, flag, value, message):
     src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p", "response": "1", "answer": "1"}])
     res = run("label", src, "-o", tmp_path / "out.jsonl", flag, value)
@@ -149,7 +205,10 @@ def test_math_verify_is_imported_only_when_labelling(tmp_path):
         "cli.main(['stats', sys.argv[1], '--progress', 'none'])\n"
         "assert 'math_verify' not in sys.modules and 'sympy' not in sys.modules, 'stats imported math-verify'\n"
     )
-    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "2+3?", "response": "5", "reward": 1.0}, {"prompt": "2+3?", "response": "6", "reward": -0.2}])
+    src = write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"prompt": "2+3?", "response": "5", "reward": 1.0}, {"prompt": "2+3?", "response": "6", "reward": -0.2}],
+    )
     proc = subprocess.run([sys.executable, "-c", code, str(src)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "2 responses to 1 problem (2 per problem" in proc.stdout
@@ -174,7 +233,10 @@ REFERENCES = [
 def test_label_grades_math_style_references_through_the_real_command(tmp_path):
     rows = []
     for i, (ref, right, wrong) in enumerate(REFERENCES):
-        rows += [{"prompt": f"q{i}", "response": right, "answer": ref}, {"prompt": f"q{i}", "response": wrong, "answer": ref}]
+        rows += [
+            {"prompt": f"q{i}", "response": right, "answer": ref},
+            {"prompt": f"q{i}", "response": wrong, "answer": ref},
+        ]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     proc = run_command("label", src, "-o", tmp_path / "out.jsonl", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -197,8 +259,8 @@ def test_an_unparsable_reference_leaves_its_rows_unlabelled(tmp_path):
     assert [r["prompt"] for r in read_jsonl(tmp_path / "out.jsonl")] == ["q0", "q2"]
     assert proc.stdout.splitlines()[0] == f"label: 2 responses graded by math-verify -> {tmp_path / 'out.jsonl'}"
     assert (
-        "  unlabelled      2   not written: math-verify cannot parse their reference answer (lines 2, 3); --strict makes this an error"
-        in proc.stdout.splitlines()
+        "  unlabelled      2   not written: math-verify cannot parse their reference answer (lines 2, 3); --strict "
+        "makes this an error" in proc.stdout.splitlines()
     )
     s = json.loads(run_command("label", src, "-o", tmp_path / "out.jsonl", "--json").stdout)
     assert (s["rows"], s["correct"], s["unlabelled"], s["unlabelled_lines"]) == (2, 2, 2, [2, 3])
@@ -207,7 +269,8 @@ def test_an_unparsable_reference_leaves_its_rows_unlabelled(tmp_path):
     proc = run_command("label", src, "-o", tmp_path / "strict.jsonl", "--strict")
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
-        f"rift-losses label: error: {src}: 2 rows with a reference answer (field 'answer') that math-verify cannot parse, "
+        f"rift-losses label: error: {src}: 2 rows with a reference answer (field 'answer') that math-verify cannot "
+        "parse, "
         "lines 2, 3; nothing written (--strict)"
     )
     assert (tmp_path / "strict.jsonl").read_text() == "old\n"

@@ -6,10 +6,11 @@ import random
 
 import pytest
 import torch
-from datahelpers import read_jsonl, write_jsonl
 
 import rift_losses
 from rift_losses.data import normalize, stats
+
+from datahelpers import read_jsonl, write_jsonl
 
 
 def _buffer(seed: int = 0, groups: int = 13):
@@ -45,7 +46,9 @@ def test_normalize_equals_the_core_over_the_whole_file(tmp_path, method, batch_r
     ).tolist()
     assert [r["reward"] for r in out] == pytest.approx(expected, abs=1e-12)
     assert [r["raw_reward"] for r in out] == [r["reward"] for r in rows]  # the reward before is kept
-    assert [{k: r[k] for k in ("prompt", "response")} for r in out] == [{k: r[k] for k in ("prompt", "response")} for r in rows]
+    assert [{k: r[k] for k in ("prompt", "response")} for r in out] == [
+        {k: r[k] for k in ("prompt", "response")} for r in rows
+    ]
     assert summary["rows"] == len(rows) and summary["groups"] == 13
     flat = sum(len({r["reward"] for r in rows if r["prompt"] == f"problem {g}"}) == 1 for g in range(13))
     assert summary["flat_groups"] == flat
@@ -53,8 +56,14 @@ def test_normalize_equals_the_core_over_the_whole_file(tmp_path, method, batch_r
 
 def test_normalize_by_group_field_gaussian_by_hand(tmp_path, run):
     """eq. 6 by hand: rewards (1, 1, -0.2, -0.2) have mean 0.4 and std 0.6, so r_hat = +-1."""
-    rows = [{"messages": [{"role": "user", "content": "same prompt"}, {"role": "assistant", "content": str(i)}], "pid": i // 4,
-             "reward": r} for i, r in enumerate([1.0, 1.0, -0.2, -0.2, 1.0, 1.0, 1.0, -0.2])]  # fmt: skip
+    rows = [
+        {
+            "messages": [{"role": "user", "content": "same prompt"}, {"role": "assistant", "content": str(i)}],
+            "pid": i // 4,
+            "reward": r,
+        }
+        for i, r in enumerate([1.0, 1.0, -0.2, -0.2, 1.0, 1.0, 1.0, -0.2])
+    ]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     res = run("normalize", src, "-o", tmp_path / "out.jsonl", "--method", "gaussian", "--group-field", "pid", "--json")
     assert res.code == 0, res.err
@@ -95,13 +104,28 @@ def test_normalize_unknown_method_lists_the_core_registry(tmp_path):
 #   P3: +1 +1 +1 +1      all positive       P4: +1 -0.2 (rows scattered through the file)  mixed
 #   P5: 0.0 +1           not mixed (0 is neither), has a positive, not all positive
 HAND = [
-    ("P1", 1.0), ("P1", 1.0), ("P2", -0.2), ("P4", 1.0), ("P1", -0.2), ("P2", -0.2), ("P3", 1.0), ("P3", 1.0),
-    ("P2", -0.2), ("P3", 1.0), ("P2", -0.2), ("P5", 0.0), ("P3", 1.0), ("P5", 1.0), ("P4", -0.2),
-]  # fmt: skip
+    ("P1", 1.0),
+    ("P1", 1.0),
+    ("P2", -0.2),
+    ("P4", 1.0),
+    ("P1", -0.2),
+    ("P2", -0.2),
+    ("P3", 1.0),
+    ("P3", 1.0),
+    ("P2", -0.2),
+    ("P3", 1.0),
+    ("P2", -0.2),
+    ("P5", 0.0),
+    ("P3", 1.0),
+    ("P5", 1.0),
+    ("P4", -0.2),
+]
 
 
 def test_stats_against_a_buffer_counted_by_hand(tmp_path, run):
-    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": p, "response": f"r{i}", "reward": r} for i, (p, r) in enumerate(HAND)])
+    src = write_jsonl(
+        tmp_path / "in.jsonl", [{"prompt": p, "response": f"r{i}", "reward": r} for i, (p, r) in enumerate(HAND)]
+    )
     res = run("stats", src, "--json")
     assert res.code == 0, res.err
     s = res.json()
@@ -139,7 +163,8 @@ def test_stats_by_group_field_and_the_papers_numbers(tmp_path):
 
 def _warning(command: str, what: str, where, rows: int) -> str:
     return (
-        f"rift-losses {command}: WARNING: {what} in {where} ({rows} rows): a RIFT loss on it is 0 with a zero gradient, "
+        f"rift-losses {command}: WARNING: {what} in {where} ({rows} rows): a RIFT loss on it is 0 with a zero "
+        "gradient, "
         "so training on it learns nothing"
     )
 
@@ -147,19 +172,30 @@ def _warning(command: str, what: str, where, rows: int) -> str:
 def test_all_zero_rewards_warn_loudly(tmp_path):
     from datahelpers import run_command
 
-    zero = write_jsonl(tmp_path / "zero.jsonl", [{"prompt": f"q{i // 2}", "response": str(i), "reward": 0} for i in range(4)])
+    zero = write_jsonl(
+        tmp_path / "zero.jsonl", [{"prompt": f"q{i // 2}", "response": str(i), "reward": 0} for i in range(4)]
+    )
     proc = run_command("stats", zero)
     assert proc.returncode == 0 and proc.stderr.strip() == _warning("stats", "every reward is 0", zero, 4)
     proc = run_command("convert", zero, "-o", tmp_path / "c.jsonl", "--to", "swift", "--json")
     assert proc.returncode == 0 and proc.stderr.strip() == _warning("convert", "every reward is 0", zero, 4)
     # every group degenerate: one row, or all rewards equal -> all 0 after gaussian / gpg_mean
-    flat = write_jsonl(tmp_path / "flat.jsonl", [{"prompt": "a", "response": "1", "reward": 1.0}] + [{"prompt": "b", "response": str(i), "reward": -0.2} for i in range(3)])
+    flat = write_jsonl(
+        tmp_path / "flat.jsonl",
+        [{"prompt": "a", "response": "1", "reward": 1.0}]
+        + [{"prompt": "b", "response": str(i), "reward": -0.2} for i in range(3)],
+    )
     for method in ("gaussian", "gpg_mean"):
         out = tmp_path / f"{method}.jsonl"
         proc = run_command("normalize", flat, "-o", out, "--method", method)
         assert proc.returncode == 0, proc.stderr
         assert all(r["reward"] == 0 for r in read_jsonl(out))
-        assert proc.stderr.strip() == _warning("normalize", f"every reward is 0 after {method} normalization (2 of 2 groups with all-equal rewards)", out, 4)
+        assert proc.stderr.strip() == _warning(
+            "normalize",
+            f"every reward is 0 after {method} normalization (2 of 2 groups with all-equal rewards)",
+            out,
+            4,
+        )
         assert "  2 groups have all-equal rewards (no relative signal)" in proc.stdout
     # label with --negative 0 and no correct response
     rollouts = write_jsonl(tmp_path / "r.jsonl", [{"prompt": "q", "response": "The answer is 4.", "answer": "5"}])
@@ -172,7 +208,10 @@ def test_all_zero_rewards_warn_loudly(tmp_path):
 def test_no_warning_when_some_reward_is_not_zero(tmp_path):
     from datahelpers import run_command
 
-    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "a", "response": "1", "reward": 1.0}, {"prompt": "a", "response": "2", "reward": 0.0}])
+    src = write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"prompt": "a", "response": "1", "reward": 1.0}, {"prompt": "a", "response": "2", "reward": 0.0}],
+    )
     assert run_command("stats", src).stderr == ""
     assert run_command("normalize", src, "-o", tmp_path / "n.jsonl", "--method", "gaussian").stderr == ""
     # gpg_scaled keeps a flat group's positive rewards: no warning there either

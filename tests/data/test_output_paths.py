@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from datahelpers import ENTRY, read_jsonl, run_command, write_jsonl
 
 ROWS = [
@@ -44,7 +45,7 @@ def _broken_input(directory: Path) -> Path:
 
 
 def _no_temporary_files(directory: Path) -> bool:
-    return not [p for p in directory.rglob("*.tmp")]
+    return not list(directory.rglob("*.tmp"))
 
 
 # ------------------------------------------------------------------ case 1: non-regular outputs
@@ -76,7 +77,11 @@ def test_a_non_regular_output_is_refused_and_left_alone(short_dir, command, kind
         src = _broken_input(short_dir)
         proc = run_command(*_args(command, src, target), timeout=120)
         assert proc.returncode == 1, proc.stdout
-        assert proc.stderr.strip() == f"rift-losses {command}: error: {target}: is {what}, not a regular file; the output must be a regular file or a new path"
+        assert (
+            proc.stderr.strip()
+            == f"rift-losses {command}: error: {target}: is {what}, not a regular file; the output must be a "
+            "regular file or a new path"
+        )
         mode = os.lstat(target).st_mode
         assert stat.S_ISFIFO(mode) if kind == "fifo" else stat.S_ISSOCK(mode)  # not replaced by a regular file
         assert _no_temporary_files(short_dir)
@@ -87,11 +92,18 @@ def test_a_non_regular_output_is_refused_and_left_alone(short_dir, command, kind
 
 @pytest.mark.parametrize("command", list(WRITERS))
 def test_a_device_output_is_refused(tmp_path, command):
-    """`-o /dev/null` (as root, a rename would replace the device node). The broken input keeps even old code harmless."""
+    """`-o /dev/null` (as root, a rename would replace the device node).
+
+    The broken input keeps even old code harmless.
+    """
     src = _broken_input(tmp_path)
     proc = run_command(*_args(command, src, "/dev/null"))
     assert proc.returncode == 1, proc.stdout
-    assert proc.stderr.strip() == f"rift-losses {command}: error: /dev/null: is a character device, not a regular file; the output must be a regular file or a new path"
+    assert (
+        proc.stderr.strip()
+        == f"rift-losses {command}: error: /dev/null: is a character device, not a regular file; the output must "
+        "be a regular file or a new path"
+    )
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
@@ -120,7 +132,12 @@ def _same_file_cases(tmp_path: Path, src: Path) -> dict[str, Path]:
     (tmp_path / "sub").mkdir()
     os.symlink(src, tmp_path / "sym.jsonl")
     os.link(src, tmp_path / "hard.jsonl")
-    return {"same path": src, "symlink": tmp_path / "sym.jsonl", "hard link": tmp_path / "hard.jsonl", "other spelling": tmp_path / "sub" / ".." / "in.jsonl"}
+    return {
+        "same path": src,
+        "symlink": tmp_path / "sym.jsonl",
+        "hard link": tmp_path / "hard.jsonl",
+        "other spelling": tmp_path / "sub" / ".." / "in.jsonl",
+    }
 
 
 @pytest.mark.parametrize("command", list(WRITERS))
@@ -131,13 +148,16 @@ def test_the_input_as_output_is_refused_without_in_place(tmp_path, command):
         proc = run_command(*_args(command, src, out))
         assert proc.returncode == 1, (how, proc.stdout)
         assert proc.stderr.strip() == (
-            f"rift-losses {command}: error: {out}: is the input file {src} (the same file); writing it would replace the input: "
+            f"rift-losses {command}: error: {out}: is the input file {src} (the same file); writing it would "
+            "replace the input: "
             "choose another output, or pass --in-place to replace the input on success"
         ), how
         assert src.read_bytes() == before, how
     # stdin that is the output file
     with open(src, "rb") as stdin:
-        proc = subprocess.run([ENTRY, *_args(command, "-", src), "--progress", "none"], stdin=stdin, capture_output=True, text=True)
+        proc = subprocess.run(
+            [ENTRY, *_args(command, "-", src), "--progress", "none"], stdin=stdin, capture_output=True, text=True
+        )
     assert proc.returncode == 1 and f"{src}: is the input file <stdin> (the same file)" in proc.stderr
     assert src.read_bytes() == before
 
@@ -167,7 +187,10 @@ def test_a_directory_as_output_fails_before_reading_the_input(tmp_path, command)
     for out, cwd in (("d", tmp_path), (".", tmp_path), (str(tmp_path / "d") + "/", None)):
         proc = run_command(*_args(command, src, out), cwd=cwd)
         assert proc.returncode == 1, proc.stdout
-        assert proc.stderr.strip() == f"rift-losses {command}: error: {out}: is a directory; the output must be a file (-o DIR/NAME.jsonl)"
+        assert (
+            proc.stderr.strip()
+            == f"rift-losses {command}: error: {out}: is a directory; the output must be a file (-o DIR/NAME.jsonl)"
+        )
         assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "in.jsonl"] and not list((tmp_path / "d").iterdir())
 
@@ -177,7 +200,10 @@ def test_a_file_in_the_way_of_the_output_directory(tmp_path):
     (tmp_path / "f").write_text("a file\n")
     proc = run_command("convert", src, "-o", tmp_path / "f" / "sub" / "out.jsonl", "--to", "swift")
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"rift-losses convert: error: {tmp_path / 'f' / 'sub' / 'out.jsonl'}: cannot write: {str(tmp_path / 'f')!r} is not a directory"
+    assert (
+        proc.stderr.strip() == f"rift-losses convert: error: {tmp_path / 'f' / 'sub' / 'out.jsonl'}: cannot write: "
+        f"{str(tmp_path / 'f')!r} is not a directory"
+    )
 
 
 def _without_root_override():
@@ -207,13 +233,20 @@ def test_missing_write_permission_is_a_message(tmp_path, command):
     os.chmod(ro, 0o555)
     proc = run_command(*_args(command, src, ro / "out.jsonl"), preexec_fn=_without_root_override())
     assert proc.returncode == 1, proc.stdout
-    assert proc.stderr.strip() == f"rift-losses {command}: error: {ro / 'out.jsonl'}: cannot write: Permission denied (in directory {str(ro)!r})"
+    assert (
+        proc.stderr.strip()
+        == f"rift-losses {command}: error: {ro / 'out.jsonl'}: cannot write: Permission denied (in directory "
+        f"{str(ro)!r})"
+    )
     readonly = tmp_path / "readonly.jsonl"
     readonly.write_text("keep me\n")
     os.chmod(readonly, 0o444)
     proc = run_command(*_args(command, src, readonly), preexec_fn=_without_root_override())
     assert proc.returncode == 1, proc.stdout
-    assert proc.stderr.strip() == f"rift-losses {command}: error: {readonly}: cannot write: Permission denied (the file is read-only)"
+    assert (
+        proc.stderr.strip()
+        == f"rift-losses {command}: error: {readonly}: cannot write: Permission denied (the file is read-only)"
+    )
     assert readonly.read_text() == "keep me\n"
 
 
@@ -226,7 +259,12 @@ def test_a_signal_mid_label_removes_the_temporary_file(tmp_path, signum):
     src = tmp_path / "rollouts.jsonl"
     with open(src, "w") as f:  # ~1 ms a row to grade: about 10 s of work
         for i in range(10_000):
-            f.write(json.dumps({"prompt": f"q{i // 8}", "response": f"The answer is \\boxed{{{i % 13}}}.", "answer": str(i % 11)}) + "\n")
+            f.write(
+                json.dumps(
+                    {"prompt": f"q{i // 8}", "response": f"The answer is \\boxed{{{i % 13}}}.", "answer": str(i % 11)}
+                )
+                + "\n"
+            )
     out = tmp_path / "out.jsonl"
     out.write_text("the previous, complete output\n")
     proc = subprocess.Popen(
@@ -264,9 +302,16 @@ def test_a_signal_mid_label_removes_the_temporary_file(tmp_path, signum):
 @pytest.mark.parametrize(
     "content,message",
     [
-        (b"{not json", "is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); fix or remove it, or pass --dataset-info"),
+        (
+            b"{not json",
+            "is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); fix "
+            "or remove it, or pass --dataset-info",
+        ),
         (b'["a list"]', "must hold a JSON object of datasets, got list"),
-        (b'{"x": "\xff"}', "is not UTF-8 text (invalid start byte at byte 7); fix or remove it, or pass --dataset-info"),
+        (
+            b'{"x": "\xff"}',
+            "is not UTF-8 text (invalid start byte at byte 7); fix or remove it, or pass --dataset-info",
+        ),
         (None, "is a directory; the output must be a file (-o DIR/NAME.jsonl)"),
     ],
     ids=["not JSON", "not an object", "not UTF-8", "a directory"],
@@ -291,9 +336,15 @@ def test_an_unreadable_dataset_info_fails_before_anything_is_written(tmp_path):
     info = tmp_path / "dataset_info.json"
     info.write_text("{}")
     os.chmod(info, 0o200)  # writable, not readable
-    proc = run_command("convert", src, "-o", tmp_path / "buffer.jsonl", "--to", "llamafactory", preexec_fn=_without_root_override())
+    proc = run_command(
+        "convert", src, "-o", tmp_path / "buffer.jsonl", "--to", "llamafactory", preexec_fn=_without_root_override()
+    )
     assert proc.returncode == 1, proc.stdout
-    assert proc.stderr.strip() == f"rift-losses convert: error: {info}: cannot read: Permission denied; fix its permissions, or pass --dataset-info"
+    assert (
+        proc.stderr.strip()
+        == f"rift-losses convert: error: {info}: cannot read: Permission denied; fix its permissions, or pass "
+        "--dataset-info"
+    )
     assert not (tmp_path / "buffer.jsonl").exists()
 
 
@@ -302,5 +353,9 @@ def test_dataset_info_and_output_cannot_be_one_file(tmp_path):
     out = tmp_path / "dataset_info.json"
     proc = run_command("convert", src, "-o", out, "--to", "llamafactory")
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"rift-losses convert: error: {out}: is the output file {out} too; the dataset_info.json must be another file"
+    assert (
+        proc.stderr.strip()
+        == f"rift-losses convert: error: {out}: is the output file {out} too; the dataset_info.json must be "
+        "another file"
+    )
     assert not out.exists()

@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+
 from datahelpers import CLI, run_subprocess
 
 K = 8  # responses per problem
@@ -53,7 +54,9 @@ def buffers(tmp_path_factory):
 
 
 def _peak_rss_mb(*args) -> float:
-    proc = subprocess.run([sys.executable, "-c", _MEASURE, *CLI, *map(str, args), "--progress", "none"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *CLI, *map(str, args), "--progress", "none"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     return int(proc.stdout.strip().splitlines()[-1]) / 1024
 
@@ -68,13 +71,17 @@ def test_memory_does_not_grow_with_rows(buffers, command):
         start = time.monotonic()
         peaks[name] = _peak_rss_mb(command, buffers / f"{name}.jsonl", *out, *extra)
         seconds = time.monotonic() - start
-        print(f"\n{command} {name} ({SMALL if name == 'small' else BIG:,} rows): peak RSS {peaks[name]:.1f} MB, {seconds:.1f} s")
+        print(
+            f"\n{command} {name} ({SMALL if name == 'small' else BIG:,} rows): peak RSS {peaks[name]:.1f} MB, "
+            f"{seconds:.1f} s"
+        )
     size_mb = os.path.getsize(buffers / "big.jsonl") / 2**20
     growth = peaks["big"] - peaks["small"]
     print(f"{command}: +{growth:.1f} MB peak RSS for 100x the rows (input {size_mb:.0f} MB)")
     assert growth < ALLOWED_GROWTH_MB, f"{command} peak RSS grew by {growth:.1f} MB from {SMALL:,} to {BIG:,} rows"
     if command != "stats":
-        assert sum(1 for _ in open(buffers / f"{command}-big.out.jsonl", "rb")) == BIG  # and it wrote every row
+        with open(buffers / f"{command}-big.out.jsonl", "rb") as out:
+            assert sum(1 for _ in out) == BIG  # and it wrote every row
 
 
 @pytest.mark.slow
@@ -85,7 +92,10 @@ def test_label_memory_does_not_grow_with_rows(tmp_path):
         src = tmp_path / f"{rows}.jsonl"
         with open(src, "w") as f:
             for i in range(rows):
-                f.write(f'{{"prompt": "q{i // K}", "response": "The answer is \\\\boxed{{{i % 13}}}.", "answer": "{i % 11}"}}\n')
+                f.write(
+                    f'{{"prompt": "q{i // K}", "response": "The answer is \\\\boxed{{{i % 13}}}.", "answer": '
+                    f'"{i % 11}"}}\n'
+                )
         peaks[rows] = _peak_rss_mb("label", src, "-o", tmp_path / f"{rows}.out.jsonl")
         print(f"\nlabel {rows:,} rows: peak RSS {peaks[rows]:.1f} MB")
     assert peaks[20_000] - peaks[1_000] < ALLOWED_GROWTH_MB
@@ -109,7 +119,11 @@ def test_a_killed_run_leaves_no_half_file(buffers, tmp_path):
     """SIGKILL mid-write: the output is the old one (or absent), never a prefix of the new one."""
     out = tmp_path / "out.jsonl"
     out.write_text("the previous, complete output\n")
-    proc = subprocess.Popen(CLI + ["convert", str(buffers / "big.jsonl"), "-o", str(out), "--to", "swift"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        CLI + ["convert", str(buffers / "big.jsonl"), "-o", str(out), "--to", "swift"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

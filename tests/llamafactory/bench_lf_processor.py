@@ -35,7 +35,11 @@ def main():
     batch = {
         "_prompt": [[{"role": "user", "content": f"{i}: {text * 2}"}] for i in range(N)],
         "_response": [[{"role": "assistant", "content": text * 4}] for _ in range(N)],
-        "_system": [""] * N, "_tools": [""] * N, "_images": [None] * N, "_videos": [None] * N, "_audios": [None] * N,
+        "_system": [""] * N,
+        "_tools": [""] * N,
+        "_images": [None] * N,
+        "_videos": [None] * N,
+        "_audios": [None] * N,
     }
     wrapped = RewardCarryingProcessor(inner)
     with_rewards = {**batch, REWARD_IN: [1.0] * N}
@@ -48,10 +52,14 @@ def main():
         mine = wrapped.preprocess_dataset(with_rewards)
         timings["per sample (rift-losses)"].append(time.perf_counter() - t)
     assert mine["input_ids"] == base["input_ids"] and len(mine["rift_reward"]) == N
-    print(f"{N} samples, {len(base['input_ids'][0])} tokens each, load average {os.getloadavg()[0]:.2f} "
-          f"(median of 3), python {sys.version.split()[0]}")
+    print(
+        f"{N} samples, {len(base['input_ids'][0])} tokens each, load average {os.getloadavg()[0]:.2f} "
+        f"(median of 3), python {sys.version.split()[0]}"
+    )
     for name, values in timings.items():
-        print(f"  {name}: {statistics.median(values) * 1e3:.0f} ms ({statistics.median(values) / N * 1e6:.0f} us/sample)")
+        print(
+            f"  {name}: {statistics.median(values) * 1e3:.0f} ms ({statistics.median(values) / N * 1e6:.0f} us/sample)"
+        )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,13 @@ N = int(os.environ.get("BENCH_REPEATS", "30"))
 
 
 def _run(code, env=None, flags=()):
-    return subprocess.run([PY, *flags, "-c", code], env={**os.environ, **(env or {})},
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=True)
+    return subprocess.run(
+        [PY, *flags, "-c", code],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
 
 
 def importtime_of_hook():
@@ -76,20 +81,27 @@ print((time.perf_counter() - t) * 1e3)
 
 
 def main():
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
-          f"medians of {N} runs")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
+        f"medians of {N} runs"
+    )
     s, c = importtime_of_hook()
     print(f"1. import _rift_losses_hook at start: self {s / 1e3:.3f} ms, cumulative {c / 1e3:.3f} ms (-X importtime)")
     times = wall_pass()
     for key, label in (("on", "with the finder"), ("off", "RIFT_LOSSES_AUTOLOAD=0 (module imported, no finder)")):
-        print(f"   python -c pass, {label}: median {statistics.median(times[key]):.1f} ms, "
-              f"min {min(times[key]):.1f} ms")
+        print(
+            f"   python -c pass, {label}: median {statistics.median(times[key]):.1f} ms, min {min(times[key]):.1f} ms"
+        )
     spent, calls, total = (float(v) for v in _run(_FINDER).stdout.split())
-    print(f"2. finder on every later import: {spent:.2f} ms over {int(calls)} imports of llamafactory.train.tuner "
-          f"(whole import {total:.0f} ms)")
+    print(
+        f"2. finder on every later import: {spent:.2f} ms over {int(calls)} imports of llamafactory.train.tuner "
+        f"(whole import {total:.0f} ms)"
+    )
     times = sorted(float(_run(_REGISTER, env={"RIFT_LOSSES_AUTOLOAD": "0"}).stdout) for _ in range(5))
-    print(f"3. registration when LLaMA-Factory's parser loads: {statistics.median(times):.1f} ms (median of 5; "
-          "LLaMA-Factory's own start-up is several seconds)")
+    print(
+        f"3. registration when LLaMA-Factory's parser loads: {statistics.median(times):.1f} ms (median of 5; "
+        "LLaMA-Factory's own start-up is several seconds)"
+    )
 
 
 if __name__ == "__main__":

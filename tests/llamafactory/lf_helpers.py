@@ -29,8 +29,14 @@ EVAL_GROUPS = ["e0", "e0", "e1", "e1"]
 
 
 def _alpaca_row(marker, i, score, group):
-    return {"instruction": f"{marker}: What is {i} + {i}?", "output": f"The answer is {2 * i}.",
-            "score": score, "one": 1.0, "two": 2.0, "pid": group}
+    return {
+        "instruction": f"{marker}: What is {i} + {i}?",
+        "output": f"The answer is {2 * i}.",
+        "score": score,
+        "one": 1.0,
+        "two": 2.0,
+        "pid": group,
+    }
 
 
 def source_rows() -> dict:
@@ -47,8 +53,10 @@ def _write_data(data: Path) -> None:
     alpaca = [_alpaca_row(f"Q{i}", i, s, f"a{i // 3}") for i, s in enumerate(ALPACA_SCORES)]
     sharegpt = []
     for i, (score, group) in enumerate(zip(SHAREGPT_SCORES, SHAREGPT_GROUPS)):
-        turns = [{"from": "human", "value": f"Q{10 + i}: Add {i} and 3."},
-                 {"from": "gpt", "value": f"So the result is {i + 3}."}]
+        turns = [
+            {"from": "human", "value": f"Q{10 + i}: Add {i} and 3."},
+            {"from": "gpt", "value": f"So the result is {i + 3}."},
+        ]
         if f"Q{10 + i}" == MALFORMED:
             turns = turns[:1]
         sharegpt.append({"conversations": turns, "score": score, "one": 1.0, "two": 2.0, "pid": group})
@@ -62,9 +70,17 @@ def _write_data(data: Path) -> None:
     mixed_group = [_alpaca_row(f"M{i}", i, 1.0, g) for i, g in enumerate([0, 0, "1", 1])]
     single = [_alpaca_row(f"G{i}", i, s, f"g{i}") for i, s in enumerate([1.0, -0.2, 1.0, -0.2])]
     zeros = [_alpaca_row(f"Z{i}", i + 30, 0.0, "z") for i in range(4)]
-    for name, rows in (("alp.json", alpaca), ("sg.json", sharegpt), ("eval.json", evals),
-                       ("nulls.json", nulls), ("strings.json", strings), ("one_string.json", one_string),
-                       ("mixed_group.json", mixed_group), ("single.json", single), ("zeros.json", zeros)):
+    for name, rows in (
+        ("alp.json", alpaca),
+        ("sg.json", sharegpt),
+        ("eval.json", evals),
+        ("nulls.json", nulls),
+        ("strings.json", strings),
+        ("one_string.json", one_string),
+        ("mixed_group.json", mixed_group),
+        ("single.json", single),
+        ("zeros.json", zeros),
+    ):
         (data / name).write_text(json.dumps(rows))
     (data / "one_bool.jsonl").write_text("".join(json.dumps(row) + "\n" for row in one_bool))
     import pyarrow as pa
@@ -87,7 +103,10 @@ def _write_data(data: Path) -> None:
         "nonfinite": {"file_name": "nonfinite.parquet", "columns": {**alpaca_columns, "reward": "score"}},
         "one_string": {"file_name": "one_string.json", "columns": {**alpaca_columns, "reward": "score"}},
         "one_bool": {"file_name": "one_bool.jsonl", "columns": {**alpaca_columns, "reward": "score"}},
-        "mixed_group": {"file_name": "mixed_group.json", "columns": {**alpaca_columns, "reward": "score", "group": "pid"}},
+        "mixed_group": {
+            "file_name": "mixed_group.json",
+            "columns": {**alpaca_columns, "reward": "score", "group": "pid"},
+        },
         "single": {"file_name": "single.json", "columns": {**alpaca_columns, "reward": "score", "group": "pid"}},
         "zeros": {"file_name": "zeros.json", "columns": {**alpaca_columns, "reward": "score", "group": "pid"}},
     }
@@ -176,16 +195,25 @@ class Workspace:
         cfg.write_text(yaml.safe_dump(config))
         proc = subprocess.run(
             [str(BIN / command[0]), *command[1:], str(cfg)],
-            cwd=self.root, env={**self.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, timeout=timeout,
+            cwd=self.root,
+            env={**self.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
         )
         return Run(proc, output_dir, config)
 
     def python(self, code: str, *args: str, env=None, timeout=600) -> subprocess.CompletedProcess:
         """``python -c code *args`` in this venv, with the workspace's offline environment."""
         return subprocess.run(
-            [sys.executable, "-c", code, *args], cwd=self.root, env={**self.env, **(env or {})},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+            [sys.executable, "-c", code, *args],
+            cwd=self.root,
+            env={**self.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
         )
 
 

@@ -72,44 +72,88 @@ def _expected_errors(lf):
     gaussian = {**rift, "rift_reward_normalization": "gaussian"}
     return {
         # name: (overrides, environment, fragments the message must contain)
-        "misspelt_allowed": ({**rift, "rift_los": "naive", "use_riftloss": True}, {"ALLOW_EXTRA_ARGS": "1"},
-                             ["RIFT options must be spelt as one of", "'rift_loss'", "got ['rift_los', 'use_riftloss']"]),
+        "misspelt_allowed": (
+            {**rift, "rift_los": "naive", "use_riftloss": True},
+            {"ALLOW_EXTRA_ARGS": "1"},
+            ["RIFT options must be spelt as one of", "'rift_loss'", "got ['rift_los', 'use_riftloss']"],
+        ),
         "bad_choice": ({**rift, "rift_loss": "bogus"}, {}, ["rift_loss must be one of 'naive', 'rift', got 'bogus'"]),
-        "options_without_use": ({"rift_loss": "naive", "rift_level": "token"}, {},
-                                ["use_rift_loss must be true when RIFT options are set, got use_rift_loss: false "
-                                 "with ['rift_loss', 'rift_level']"]),
-        "bad_normalization": ({**rift, "rift_reward_normalization": "zscore"}, {},
-                              ["rift_reward_normalization must be one of 'none', 'gaussian', 'gpg_mean', 'gpg_scaled'"]),
+        "options_without_use": (
+            {"rift_loss": "naive", "rift_level": "token"},
+            {},
+            [
+                "use_rift_loss must be true when RIFT options are set, got use_rift_loss: false "
+                "with ['rift_loss', 'rift_level']"
+            ],
+        ),
+        "bad_normalization": (
+            {**rift, "rift_reward_normalization": "zscore"},
+            {},
+            ["rift_reward_normalization must be one of 'none', 'gaussian', 'gpg_mean', 'gpg_scaled'"],
+        ),
         "dft": ({**rift, "use_dft_loss": True}, {}, ["must not be combined with another loss option", "use_dft_loss"]),
         "label_smoothing": ({**rift, "label_smoothing_factor": 0.1}, {}, ["label_smoothing_factor must be 0"]),
         "packing": ({**rift, "packing": True}, {}, ["packing must be false", "which tokens came from which sample"]),
         "neat_packing": ({**rift, "neat_packing": True}, {}, ["packing must be false", "neat_packing: True"]),
         "streaming": ({**rift, "streaming": True}, {}, ["streaming must be false", "whole dataset"]),
         "stage": ({**rift, "stage": "pt"}, {}, ["use_rift_loss must be used with stage: sft, got stage: pt"]),
-        "unmapped": ({**rift, "dataset": "alp,unmapped"}, {},
-                     ['columns must map "reward" for dataset \'unmapped\'', "dataset_info.json"]),
-        "missing_col": ({**rift, "dataset": "missing_col"}, {},
-                        ["columns.reward of dataset 'missing_col' must name a column of its data, got 'reward'",
-                         "'score'"]),
-        "nulls": ({**rift, "dataset": "nulls"}, {},
-                  ["score must be a finite number in every row, got None in row 2 of dataset 'nulls'"]),
-        "strings": ({**rift, "dataset": "strings"}, {},
-                    ["score must be a finite number in every row, got '1.0' in row 0 of dataset 'strings'"]),
-        "nonfinite": ({**rift, "dataset": "nonfinite"}, {},
-                      ["score must be a finite number in every row, got nan in row 1 of dataset 'nonfinite'"]),
-        "one_bool": ({**rift, "dataset": "one_bool"}, {},
-                     ["score must be a finite number in every row, got True in row 1 of dataset 'one_bool' (file ",
-                      "one_bool.jsonl', line 2) (a JSON number, not a bool"]),
-        "mixed_group": ({**gaussian, "dataset": "mixed_group"}, {},
-                        ["dataset 'mixed_group' must hold one JSON type per column for `datasets` to load it",
-                         "column 'pid' mixes JSON types: '1' (a string) in row 2", "0 (a number) in row 0"]),
-        "group_unmapped": ({**gaussian, "dataset": "alp_one"}, {},
-                           ['columns must map "group" for dataset \'alp_one\'', "'gaussian'"]),
-        "group_missing": ({**gaussian, "dataset": "no_group_col"}, {},
-                          ["columns.group of dataset 'no_group_col' must name a column of its data, got 'problem'"]),
-        "stale_tokenized_path": ({**rift, "tokenized_path": str(lf.root / "tok_plain")}, {},
-                                 ["train_dataset must carry a 'rift_reward' column", "tok_plain",
-                                  "saved by a run without use_rift_loss"]),
+        "unmapped": (
+            {**rift, "dataset": "alp,unmapped"},
+            {},
+            ["columns must map \"reward\" for dataset 'unmapped'", "dataset_info.json"],
+        ),
+        "missing_col": (
+            {**rift, "dataset": "missing_col"},
+            {},
+            ["columns.reward of dataset 'missing_col' must name a column of its data, got 'reward'", "'score'"],
+        ),
+        "nulls": (
+            {**rift, "dataset": "nulls"},
+            {},
+            ["score must be a finite number in every row, got None in row 2 of dataset 'nulls'"],
+        ),
+        "strings": (
+            {**rift, "dataset": "strings"},
+            {},
+            ["score must be a finite number in every row, got '1.0' in row 0 of dataset 'strings'"],
+        ),
+        "nonfinite": (
+            {**rift, "dataset": "nonfinite"},
+            {},
+            ["score must be a finite number in every row, got nan in row 1 of dataset 'nonfinite'"],
+        ),
+        "one_bool": (
+            {**rift, "dataset": "one_bool"},
+            {},
+            [
+                "score must be a finite number in every row, got True in row 1 of dataset 'one_bool' (file ",
+                "one_bool.jsonl', line 2) (a JSON number, not a bool",
+            ],
+        ),
+        "mixed_group": (
+            {**gaussian, "dataset": "mixed_group"},
+            {},
+            [
+                "dataset 'mixed_group' must hold one JSON type per column for `datasets` to load it",
+                "column 'pid' mixes JSON types: '1' (a string) in row 2",
+                "0 (a number) in row 0",
+            ],
+        ),
+        "group_unmapped": (
+            {**gaussian, "dataset": "alp_one"},
+            {},
+            ["columns must map \"group\" for dataset 'alp_one'", "'gaussian'"],
+        ),
+        "group_missing": (
+            {**gaussian, "dataset": "no_group_col"},
+            {},
+            ["columns.group of dataset 'no_group_col' must name a column of its data, got 'problem'"],
+        ),
+        "stale_tokenized_path": (
+            {**rift, "tokenized_path": str(lf.root / "tok_plain")},
+            {},
+            ["train_dataset must carry a 'rift_reward' column", "tok_plain", "saved by a run without use_rift_loss"],
+        ),
     }
 
 
@@ -119,7 +163,7 @@ def test_bad_inputs_fail_before_training(lf, plain):
     proc = lf.python(_SCRIPT, json.dumps({"plain": lf.config("bad_plain"), "cases": cases}))
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULTS ")), None)
     assert line is not None, proc.stdout[-3000:]
-    results = json.loads(line[len("RESULTS "):])
+    results = json.loads(line[len("RESULTS ") :])
 
     assert results["plain"] == ["RiftFinetuningArguments", False, "llamafactory.train.sft.trainer"]
     assert results["extra_drift"] is False
@@ -151,8 +195,9 @@ def test_one_string_reward_among_numbers_fails_in_the_cli_before_the_model_loads
     """`datasets` fails on it with "Trailing data at position ...", naming nothing; the adapter names it first."""
     run = lf.train(lf.config("one_string", use_rift_loss=True, dataset="alp,one_string"))
     assert run.rc != 0
-    assert ("score must be a finite number in every row, got '1.0' in row 2 of dataset 'one_string' (file "
-            in run.output), run.tail()
+    assert (
+        "score must be a finite number in every row, got '1.0' in row 2 of dataset 'one_string' (file " in run.output
+    ), run.tail()
     assert '(a JSON number, not a string: write 1.0, not "1.0")' in run.output
     assert "Trailing data" not in run.output and "trainable params" not in run.output  # the model never loaded
     assert not run.log

@@ -49,7 +49,7 @@ def test_broken_adapter_never_breaks_plain_runs_and_is_loud_for_rift(lf):
     proc = lf.python(_BROKEN, json.dumps(spec))
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULTS ")), None)
     assert line is not None, proc.stdout[-3000:]
-    out = json.loads(line[len("RESULTS "):])
+    out = json.loads(line[len("RESULTS ") :])
     assert "halted; None in sys.modules" in out["stored"]
     assert out["plain"] == "FinetuningArguments"  # LLaMA-Factory untouched
     assert out["rift"].startswith("RuntimeError: the RIFT options ['use_rift_loss'] need rift-losses'"), out

@@ -13,6 +13,7 @@ import statistics
 
 import pytest
 import torch
+
 from lf_helpers import MALFORMED, ok, source_rows
 
 pytestmark = pytest.mark.slow
@@ -27,8 +28,15 @@ TRAIN_MARKERS = ["Q0", "Q1", "Q2", "Q3", "Q4", "Q5", "Q10", "Q11", "Q13", "Q14",
 def rift_a(lf):
     """Full RIFT, gaussian over whole groups, 2 tokenizer workers, eval before training, tokenized_path saved."""
     config = lf.config(
-        "rift_a", **RIFT, preprocessing_num_workers=2, tokenized_path=str(lf.root / "tok_a"),
-        eval_dataset="eval", per_device_eval_batch_size=4, eval_strategy="steps", eval_steps=100, eval_on_start=True,
+        "rift_a",
+        **RIFT,
+        preprocessing_num_workers=2,
+        tokenized_path=str(lf.root / "tok_a"),
+        eval_dataset="eval",
+        per_device_eval_batch_size=4,
+        eval_strategy="steps",
+        eval_steps=100,
+        eval_on_start=True,
     )
     return ok(lf.train(config))
 
@@ -90,8 +98,15 @@ def _close(a, b, tol=TOL):
 def test_all_rewards_one_equal_plain_sft(lf, plain):
     """Reward 1.0 everywhere (LoRA, 2 tokenizer workers): every logged train and eval loss equals plain SFT."""
     config = lf.config(
-        "ones", finetuning_type="lora", dataset="alp_one,sg_one", eval_dataset="eval_one", use_rift_loss=True,
-        preprocessing_num_workers=2, per_device_eval_batch_size=4, eval_strategy="steps", eval_steps=3,
+        "ones",
+        finetuning_type="lora",
+        dataset="alp_one,sg_one",
+        eval_dataset="eval_one",
+        use_rift_loss=True,
+        preprocessing_num_workers=2,
+        per_device_eval_batch_size=4,
+        eval_strategy="steps",
+        eval_steps=3,
     )
     ones = ok(lf.train(config))
     base = [e["loss"] for e in plain.train_logs]
@@ -162,7 +177,10 @@ def _same_run(a, b):
 def test_gradient_accumulation_equals_large_batch(lf, rift_a):
     """Batch 1 x 2 accumulation steps, from rift_a's tokenized_path: the same 3 steps as batch 2."""
     config = lf.config(
-        "ga", **RIFT, per_device_train_batch_size=1, gradient_accumulation_steps=2,
+        "ga",
+        **RIFT,
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=2,
         tokenized_path=rift_a.config["tokenized_path"],
     )
     run = ok(lf.train(config))
@@ -175,8 +193,14 @@ def test_logits_gradient_in_place_trains_the_same(lf, rift_a):
     config = lf.config("not_inplace", **RIFT, rift_inplace_grad=False, tokenized_path=rift_a.config["tokenized_path"])
     run = ok(lf.train(config))
     _same_run(run, rift_a)
-    norms = [[e["grad_norm"] for e in json.loads((r.output_dir / "trainer_state.json").read_text())["log_history"]
-              if "grad_norm" in e] for r in (run, rift_a)]
+    norms = [
+        [
+            e["grad_norm"]
+            for e in json.loads((r.output_dir / "trainer_state.json").read_text())["log_history"]
+            if "grad_norm" in e
+        ]
+        for r in (run, rift_a)
+    ]
     assert len(norms[0]) == len(norms[1]) == 3 and all(_close(a, b) for a, b in zip(*norms)), norms
     losses = [e["loss"] for e in rift_a.train_logs]
     assert abs(losses[0] - losses[2]) > 1e-3  # the weights moved: steps 2-3 compare the gradients too
@@ -188,6 +212,27 @@ def test_torchrun_two_processes_equal_one(lf, rift_a):
     run = ok(lf.train(config, env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}))
     assert "world size: 2" in run.output
     _same_run(run, rift_a)
+    _parts_add_up(run)
+
+
+def _parts_add_up(run):
+    assert run.train_logs
+    for entry in run.train_logs:  # the statistics are scaled as the Trainer scales the loss it logs
+        assert _close(entry["rift/pos_loss"] + entry["rift/neg_loss"], entry["loss"]), entry
+
+
+def test_torchrun_statistics_add_up_without_averaging_tokens_across_devices(lf, rift_a):
+    """average_tokens_across_devices false: each rank divides by its own tokens and the Trainer does not scale."""
+    config = lf.config(
+        "ddp_local_tokens",
+        **RIFT,
+        per_device_train_batch_size=1,
+        average_tokens_across_devices=False,
+        tokenized_path=rift_a.config["tokenized_path"],
+    )
+    run = ok(lf.train(config, env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}))
+    assert "world size: 2" in run.output
+    _parts_add_up(run)
 
 
 def test_explicit_launcher_without_pth_hook(lf, plain):
@@ -205,8 +250,14 @@ def test_sequence_level_naive_counts_sequences(lf, rift_a, reference):
     """rift_loss naive, rift_level sequence, 2 micro-batches of 1: sum of -r log pi(y|x) over 2 sequences."""
     model, _, tokenized = reference
     config = lf.config(
-        "sequence", use_rift_loss=True, rift_loss="naive", rift_level="sequence", per_device_train_batch_size=1,
-        gradient_accumulation_steps=2, max_steps=1, tokenized_path=rift_a.config["tokenized_path"],
+        "sequence",
+        use_rift_loss=True,
+        rift_loss="naive",
+        rift_level="sequence",
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=2,
+        max_steps=1,
+        tokenized_path=rift_a.config["tokenized_path"],
     )
     run = ok(lf.train(config))
     rows = source_rows()
@@ -218,12 +269,20 @@ def test_sequence_level_naive_counts_sequences(lf, rift_a, reference):
 def test_rewards_that_normalize_to_zero_warn_that_nothing_trains(lf):
     """Every training group one row (gaussian gives 0), evaluation rewards all 0: two loud warnings; loss 0."""
     config = lf.config(
-        "zero_rewards", **RIFT, dataset="single", eval_dataset="zeros", per_device_eval_batch_size=4,
-        eval_strategy="steps", eval_steps=1, max_steps=1,
+        "zero_rewards",
+        **RIFT,
+        dataset="single",
+        eval_dataset="zeros",
+        per_device_eval_batch_size=4,
+        eval_strategy="steps",
+        eval_steps=1,
+        max_steps=1,
     )
     run = ok(lf.train(config))
-    assert ("rift-losses: dataset 'train_dataset (single)': all 4 rewards are 0 after gaussian normalization "
-            "within 4 groups" in run.output), run.tail()
+    assert (
+        "rift-losses: dataset 'train_dataset (single)': all 4 rewards are 0 after gaussian normalization "
+        "within 4 groups" in run.output
+    ), run.tail()
     assert "a group of one row, or whose rewards are all equal, normalizes to 0" in run.output
     assert "rift-losses: dataset 'eval_dataset (zeros)': all 4 rows have reward = 0." in run.output
     assert run.output.count("this run trains NOTHING on this dataset") == 2

@@ -48,20 +48,27 @@ def main() -> None:
     off = dict(base, RIFT_LOSSES_AUTOLOAD="0")
     print(f"python {sys.version.split()[0]} at {sys.executable}; load average {os.getloadavg()[0]:.2f}")
 
-    for label, env in (("bytecode cached", on), ("no bytecode cache", dict(on, PYTHONDONTWRITEBYTECODE="1",
-                                                                          PYTHONPYCACHEPREFIX=tempfile.mkdtemp()))):
+    for label, env in (
+        ("bytecode cached", on),
+        ("no bytecode cache", dict(on, PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=tempfile.mkdtemp())),
+    ):
         importtime(env)  # writes the cache in the first case
         samples = [importtime(env) for _ in range(runs)]
-        print(f"-X importtime _rift_losses_hook ({label}): self {statistics.median(s for s, _ in samples):.0f} us, "
-              f"cumulative {statistics.median(c for _, c in samples):.0f} us (median of {runs})")
+        print(
+            f"-X importtime _rift_losses_hook ({label}): self {statistics.median(s for s, _ in samples):.0f} us, "
+            f"cumulative {statistics.median(c for _, c in samples):.0f} us (median of {runs})"
+        )
 
     wall(on), wall(off)  # warm the file cache
     t_on, t_off = [], []
     for _ in range(runs):
         t_on.append(wall(on))
         t_off.append(wall(off))
-    print(f"python -c pass: autoload on {statistics.median(t_on) * 1e3:.2f} ms, off {statistics.median(t_off) * 1e3:.2f} ms, "
-          f"difference of medians {(statistics.median(t_on) - statistics.median(t_off)) * 1e3:+.2f} ms (n={runs} each)")
+    print(
+        f"python -c pass: autoload on {statistics.median(t_on) * 1e3:.2f} ms, off "
+        f"{statistics.median(t_off) * 1e3:.2f} ms, "
+        f"difference of medians {(statistics.median(t_on) - statistics.median(t_off)) * 1e3:+.2f} ms (n={runs} each)"
+    )
 
     import _rift_losses_hook as hook
 
@@ -71,10 +78,20 @@ def main() -> None:
     for _ in range(n):
         finder.find_spec("some.module.name")
     per_call = (time.perf_counter() - start) / n
-    count = subprocess.run([sys.executable, "-c", "import sys, swift.pipelines.train.sft, swift.trainers.seq2seq_trainer; "
-                            "print(len(sys.modules))"], env=on, capture_output=True, text=True).stdout.strip()
-    print(f"finder.find_spec on a non-trigger name: {per_call * 1e9:.0f} ns; x {count} modules of `swift sft` "
-          f"= {per_call * int(count) * 1e3:.2f} ms per run")
+    count = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, swift.pipelines.train.sft, swift.trainers.seq2seq_trainer; print(len(sys.modules))",
+        ],
+        env=on,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    print(
+        f"finder.find_spec on a non-trigger name: {per_call * 1e9:.0f} ns; x {count} modules of `swift sft` "
+        f"= {per_call * int(count) * 1e3:.2f} ms per run"
+    )
 
 
 if __name__ == "__main__":

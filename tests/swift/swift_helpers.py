@@ -84,7 +84,7 @@ class SftRun:
     def evals(self) -> list[dict]:
         return [h for h in self.history if "eval_loss" in h]
 
-    def ok(self) -> "SftRun":
+    def ok(self) -> SftRun:
         assert self.returncode == 0, self.output[-6000:]
         return self
 
@@ -93,11 +93,36 @@ class Swift:
     """Runs ``swift sft`` (and ``swift infer``) on the tiny model; caches runs by name."""
 
     BASE = [
-        "--model_type", "qwen2", "--template", "qwen", "--check_model", "false",
-        "--torch_dtype", "float32", "--seed", "42", "--max_length", "128",
-        "--dataloader_num_workers", "0", "--report_to", "none", "--logging_steps", "1",
-        "--save_strategy", "no", "--add_version", "false", "--learning_rate", "1e-3",
-        "--lr_scheduler_type", "constant", "--warmup_ratio", "0", "--dataset_num_proc", "1",
+        "--model_type",
+        "qwen2",
+        "--template",
+        "qwen",
+        "--check_model",
+        "false",
+        "--torch_dtype",
+        "float32",
+        "--seed",
+        "42",
+        "--max_length",
+        "128",
+        "--dataloader_num_workers",
+        "0",
+        "--report_to",
+        "none",
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--add_version",
+        "false",
+        "--learning_rate",
+        "1e-3",
+        "--lr_scheduler_type",
+        "constant",
+        "--warmup_ratio",
+        "0",
+        "--dataset_num_proc",
+        "1",
     ]
 
     def __init__(self, root: Path, model: Path):
@@ -105,8 +130,9 @@ class Swift:
         self.cache = root / "cache"
         self.runs: dict[str, SftRun] = {}
 
-    def sft(self, name: str, args: list[str], *, env: dict | None = None, nproc: int | None = None,
-            timeout: int = 600) -> SftRun:
+    def sft(
+        self, name: str, args: list[str], *, env: dict | None = None, nproc: int | None = None, timeout: int = 600
+    ) -> SftRun:
         if name in self.runs:
             return self.runs[name]
         output_dir = self.root / name
@@ -114,14 +140,19 @@ class Swift:
         if nproc:
             extra["NPROC_PER_NODE"] = nproc
         cmd = [SWIFT, "sft", "--model", str(self.model), *self.BASE, "--output_dir", str(output_dir), *args]
-        proc = subprocess.run(cmd, env=offline_env(self.cache, **extra), cwd=self.root, capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(
+            cmd, env=offline_env(self.cache, **extra), cwd=self.root, capture_output=True, text=True, timeout=timeout
+        )
         run = SftRun(proc.returncode, proc.stdout + proc.stderr, output_dir)
         self.runs[name] = run
         return run
 
     def command(self, args: list[str], *, env: dict | None = None, timeout: int = 600):
-        return subprocess.run([SWIFT, *args], env=offline_env(self.cache, **(env or {})), cwd=self.root,
-                              capture_output=True, text=True, timeout=timeout)
-
-
+        return subprocess.run(
+            [SWIFT, *args],
+            env=offline_env(self.cache, **(env or {})),
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )

@@ -60,8 +60,11 @@ def core_loss(model_dir, encoded, rewards) -> float:
             out = model(torch.tensor([input_ids]), use_cache=False).logits[0]
             logits.append(torch.cat([out, out.new_zeros(width - len(input_ids), out.shape[-1])]))
             labels.append(sample_labels + [-100] * (width - len(sample_labels)))
-        loss = rift_losses.rift_loss(torch.stack(logits), rift_losses.shift_labels(torch.tensor(labels)),
-                                     torch.tensor(rewards, dtype=torch.float64))
+        loss = rift_losses.rift_loss(
+            torch.stack(logits),
+            rift_losses.shift_labels(torch.tensor(labels)),
+            torch.tensor(rewards, dtype=torch.float64),
+        )
     return float(loss)
 
 

@@ -16,9 +16,19 @@ pytestmark = pytest.mark.slow
 
 
 def sft_args():
-    return SimpleNamespace(loss_type="rift", task_type="causal_lm", rlhf_type=None, sequence_parallel_size=1,
-                           enable_dft_loss=False, enable_channel_loss=False, streaming=False, cached_dataset=[],
-                           cached_val_dataset=[], padding_free=False, packing=False)
+    return SimpleNamespace(
+        loss_type="rift",
+        task_type="causal_lm",
+        rlhf_type=None,
+        sequence_parallel_size=1,
+        enable_dft_loss=False,
+        enable_channel_loss=False,
+        streaming=False,
+        cached_dataset=[],
+        cached_val_dataset=[],
+        padding_free=False,
+        packing=False,
+    )
 
 
 @pytest.fixture
@@ -33,8 +43,12 @@ def make_loss(monkeypatch):
         for k, v in (env or {}).items():
             monkeypatch.setenv(k, v)
         model = torch.nn.Linear(8, 13, bias=False)
-        trainer = SimpleNamespace(model=model, custom_metrics={"train": {}, "eval": {}}, args=None,
-                                  **{loss.REWARDS_ATTR: torch.tensor([1.0, -0.2])})
+        trainer = SimpleNamespace(
+            model=model,
+            custom_metrics={"train": {}, "eval": {}},
+            args=None,
+            **{loss.REWARDS_ATTR: torch.tensor([1.0, -0.2])},
+        )
         return loss.loss_classes()["rift"](sft_args(), trainer), trainer
 
     return make

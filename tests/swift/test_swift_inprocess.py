@@ -19,23 +19,33 @@ REWARDS = [r for _, _, r, _ in RESPONSES]
 
 
 def sft_args(loss_type, **kw):
-    base = dict(loss_type=loss_type, task_type="causal_lm", rlhf_type=None, sequence_parallel_size=1,
-                enable_dft_loss=False, enable_channel_loss=False, streaming=False, cached_dataset=[],
-                cached_val_dataset=[], padding_free=False, packing=False)
+    base = {
+        "loss_type": loss_type,
+        "task_type": "causal_lm",
+        "rlhf_type": None,
+        "sequence_parallel_size": 1,
+        "enable_dft_loss": False,
+        "enable_channel_loss": False,
+        "streaming": False,
+        "cached_dataset": [],
+        "cached_val_dataset": [],
+        "padding_free": False,
+        "packing": False,
+    }
     base.update(kw)
     return SimpleNamespace(**base)
 
 
 @pytest.fixture
 def patches(monkeypatch, tmp_path):
-    from rift_losses.integrations.swift import _patches, install
+    from rift_losses.integrations.swift import _activation, install
 
     install()
     monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "cache"))
     for name in ("RIFT_LEVEL", "RIFT_REWARD_COLUMN", "RIFT_GROUP_COLUMN"):
         monkeypatch.delenv(name, raising=False)
-    yield _patches
-    _patches.STATE.run = _patches.STATE.args = None
+    yield _activation
+    _activation.STATE.run = _activation.STATE.args = None
 
 
 def load(path, **kw):
@@ -59,8 +69,11 @@ def test_group_column_must_name_every_row(patches, tmp_path):
     bad[3]["group"] = None
     path = write_jsonl(tmp_path / "hole.jsonl", bad)
     patches.activate(sft_args("rift_gaussian"))
-    with pytest.raises(ValueError, match=r"group must be a string or a number in every row when the column exists, "
-                                         r"got None in row 3 of dataset '.*hole.jsonl'"):
+    with pytest.raises(
+        ValueError,
+        match=r"group must be a string or a number in every row when the column exists, "
+        r"got None in row 3 of dataset '.*hole.jsonl'",
+    ):
         load(path)
 
 
@@ -68,7 +81,9 @@ def test_group_column_named_by_environment_must_exist(patches, tmp_path, monkeyp
     path = write_jsonl(tmp_path / "mixed.jsonl", rows())
     monkeypatch.setenv("RIFT_GROUP_COLUMN", "problem_id")
     patches.activate(sft_args("rift_gpg_scaled"))
-    with pytest.raises(ValueError, match=r"dataset '.*mixed.jsonl' must have the 'problem_id' column that RIFT_GROUP_COLUMN names"):
+    with pytest.raises(
+        ValueError, match=r"dataset '.*mixed.jsonl' must have the 'problem_id' column that RIFT_GROUP_COLUMN names"
+    ):
         load(path)
 
 
@@ -128,3 +143,17 @@ def test_rows_without_rewards_collate_exactly_as_before(patches, template):
     batch = padded.data_collator([padded.encode(r) for r in rows()[:2]])
     assert "_rift_reward" not in batch and set(batch) == {"input_ids", "labels", "attention_mask"}
     assert PROMPTS  # the rows above are the tests' shared dataset
+
+
+def test_a_local_file_without_the_reward_column_is_refused_at_activation(patches, tmp_path):
+    """Activation runs before the model loads: a local JSONL without the column is refused then, not after."""
+    path = write_jsonl(tmp_path / "no_reward.jsonl", rows(reward_column="score"))
+    with pytest.raises(
+        ValueError,
+        match=r"dataset '.*no_reward.jsonl' must have a 'reward' column with one reward per "
+        r"row for --loss_type rift, got columns \['group', 'messages', 'score'\] "
+        r"\(name yours with RIFT_REWARD_COLUMN=...\)",
+    ):
+        patches.activate(sft_args("rift", dataset=[str(path)]))
+    patches.STATE.run = None
+    patches.activate(sft_args("rift", dataset=[str(path)], columns={"score": "reward"}))  # renamed: found

@@ -31,8 +31,10 @@ PROMPT_OF = [p for p, _, _, _ in RESPONSES]
 
 def train(swift_runs, data_dir, name, *args, data="mixed.jsonl", steps=3, tuner="full", env=None, nproc=None):
     return swift_runs.sft(
-        name, ["--dataset", str(data_dir / data), "--tuner_type", tuner, "--max_steps", str(steps), *args],
-        env=env, nproc=nproc,
+        name,
+        ["--dataset", str(data_dir / data), "--tuner_type", tuner, "--max_steps", str(steps), *args],
+        env=env,
+        nproc=nproc,
     )
 
 
@@ -112,38 +114,118 @@ def test_mixed_rewards_first_step_equals_reference(swift_runs, data_dir, referen
 
 def test_gradient_accumulation_equals_one_batch(swift_runs, data_dir):
     # collated in a spawned dataloader worker: the rewards' path is installed there by the hook too
-    accumulated = train(swift_runs, data_dir, "mixed_ga", *GA3, "--loss_type", "rift", "--dataloader_num_workers", "1",
-                        "--dataloader_multiprocessing_context", "spawn").ok()
+    accumulated = train(
+        swift_runs,
+        data_dir,
+        "mixed_ga",
+        *GA3,
+        "--loss_type",
+        "rift",
+        "--dataloader_num_workers",
+        "1",
+        "--dataloader_multiprocessing_context",
+        "spawn",
+    ).ok()
     assert_same_curve(accumulated, mixed(swift_runs, data_dir))
 
 
 def test_logits_gradient_in_place_trains_the_same(swift_runs, data_dir):
     """The default writes the logits gradient over the logits; RIFT_INPLACE_GRAD=0 does not: same curve."""
-    separate = train(swift_runs, data_dir, "mixed_not_inplace", *BATCH6, "--loss_type", "rift",
-                     env={"RIFT_INPLACE_GRAD": "0"}).ok()
+    separate = train(
+        swift_runs, data_dir, "mixed_not_inplace", *BATCH6, "--loss_type", "rift", env={"RIFT_INPLACE_GRAD": "0"}
+    ).ok()
     base = mixed(swift_runs, data_dir)
     assert_same_curve(separate, base, rel=1e-6)
     assert abs(base.train[0]["loss"] - base.train[2]["loss"]) > 1e-3  # the weights moved: gradients compared
 
 
 def test_two_process_data_parallel_equals_one_process(swift_runs, data_dir):
-    ddp = train(swift_runs, data_dir, "mixed_ddp", "--per_device_train_batch_size", "3",
-                "--gradient_accumulation_steps", "1", "--loss_type", "rift", "--ddp_backend", "gloo",
-                "--use_cpu", "true", nproc=2).ok()
+    ddp = train(
+        swift_runs,
+        data_dir,
+        "mixed_ddp",
+        "--per_device_train_batch_size",
+        "3",
+        "--gradient_accumulation_steps",
+        "1",
+        "--loss_type",
+        "rift",
+        "--ddp_backend",
+        "gloo",
+        "--use_cpu",
+        "true",
+        nproc=2,
+    ).ok()
     assert "world_size: 2" in ddp.output
     assert_same_curve(ddp, mixed(swift_runs, data_dir))
+    assert_parts_add_up(ddp)
+
+
+def assert_parts_add_up(run):
+    """The logged RIFT parts add up to the logged loss (the statistics are scaled as the trainer scales the loss)."""
+    assert run.train
+    for h in run.train:
+        assert close(h["rift_pos_loss"] + h["rift_neg_loss"], h["loss"]), h
+
+
+def test_statistics_add_up_without_averaging_tokens_across_devices(swift_runs, data_dir):
+    """average_tokens_across_devices false: each rank divides by its own tokens and the Trainer does not scale."""
+    ddp = train(
+        swift_runs,
+        data_dir,
+        "mixed_ddp_local_tokens",
+        "--per_device_train_batch_size",
+        "3",
+        "--gradient_accumulation_steps",
+        "1",
+        "--loss_type",
+        "rift",
+        "--ddp_backend",
+        "gloo",
+        "--use_cpu",
+        "true",
+        "--average_tokens_across_devices",
+        "false",
+        nproc=2,
+    ).ok()
+    assert "world_size: 2" in ddp.output
+    assert_parts_add_up(ddp)
 
 
 def test_padding_free_carries_per_token_rewards(swift_runs, data_dir):
-    free = train(swift_runs, data_dir, "mixed_padding_free", *BATCH6, "--loss_type", "rift", "--padding_free", "true",
-                 "--external_plugins", PLUGIN_CPU).ok()
+    free = train(
+        swift_runs,
+        data_dir,
+        "mixed_padding_free",
+        *BATCH6,
+        "--loss_type",
+        "rift",
+        "--padding_free",
+        "true",
+        "--external_plugins",
+        PLUGIN_CPU,
+    ).ok()
     assert_same_curve(free, mixed(swift_runs, data_dir))
 
 
 def test_packing_carries_per_token_rewards(swift_runs, data_dir):
-    packed = train(swift_runs, data_dir, "mixed_packing", "--per_device_train_batch_size", "1",
-                   "--gradient_accumulation_steps", "1", "--loss_type", "rift", "--packing", "true",
-                   "--packing_length", "512", "--external_plugins", PLUGIN_CPU).ok()
+    packed = train(
+        swift_runs,
+        data_dir,
+        "mixed_packing",
+        "--per_device_train_batch_size",
+        "1",
+        "--gradient_accumulation_steps",
+        "1",
+        "--loss_type",
+        "rift",
+        "--packing",
+        "true",
+        "--packing_length",
+        "512",
+        "--external_plugins",
+        PLUGIN_CPU,
+    ).ok()
     assert "Dataset Token Length: 384" in packed.output  # all six rows in one packed row
     assert_same_curve(packed, mixed(swift_runs, data_dir))
 
@@ -164,8 +246,16 @@ def test_gaussian_normalizes_over_whole_groups_of_the_dataset(swift_runs, data_d
 
 
 def test_naive_loss_at_sequence_level_with_accumulation(swift_runs, data_dir, reference_logprobs):
-    run = train(swift_runs, data_dir, "naive_sequence", *GA3, "--loss_type", "rift_naive", steps=1,
-                env={"RIFT_LEVEL": "sequence"}).ok()
+    run = train(
+        swift_runs,
+        data_dir,
+        "naive_sequence",
+        *GA3,
+        "--loss_type",
+        "rift_naive",
+        steps=1,
+        env={"RIFT_LEVEL": "sequence"},
+    ).ok()
     want = expected_loss(reference_logprobs, REWARDS, loss="naive", level="sequence")
     assert close(run.train[0]["loss"], want.loss)
     assert "rift-losses: --loss_type rift_naive (naive loss, level sequence)" in run.output
@@ -173,8 +263,17 @@ def test_naive_loss_at_sequence_level_with_accumulation(swift_runs, data_dir, re
 
 def test_reward_column_named_by_environment(swift_runs, data_dir, reference_logprobs):
     write_jsonl(data_dir / "score.jsonl", rows(reward_column="score", group=False))
-    run = train(swift_runs, data_dir, "score_column", *BATCH6, "--loss_type", "rift", data="score.jsonl", steps=1,
-                env={"RIFT_REWARD_COLUMN": "score"}).ok()
+    run = train(
+        swift_runs,
+        data_dir,
+        "score_column",
+        *BATCH6,
+        "--loss_type",
+        "rift",
+        data="score.jsonl",
+        steps=1,
+        env={"RIFT_REWARD_COLUMN": "score"},
+    ).ok()
     assert close(run.train[0]["loss"], expected_loss(reference_logprobs, REWARDS).loss)
 
 
@@ -184,8 +283,9 @@ def test_reward_column_named_by_environment(swift_runs, data_dir, reference_logp
 @pytest.fixture(scope="module")
 def plugin_copy(tmp_path_factory) -> Path:
     """A copy of the --external_plugins file, at the path `python -m ...swift` prints."""
-    printed = subprocess.run([sys.executable, "-m", "rift_losses.integrations.swift"], capture_output=True,
-                             text=True, check=True).stdout.strip()
+    printed = subprocess.run(
+        [sys.executable, "-m", "rift_losses.integrations.swift"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert Path(printed).is_file() and printed.endswith("plugin.py")
     copy = tmp_path_factory.mktemp("elsewhere") / "rift_plugin.py"
     shutil.copy(printed, copy)
@@ -195,10 +295,27 @@ def plugin_copy(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def lora(swift_runs, data_dir, plugin_copy):
     """LoRA, validation set, checkpoints at steps 2 and 4; RIFT registered only by the plugin copy."""
-    return train(swift_runs, data_dir, "lora", *GA3, "--loss_type", "rift", "--val_dataset", str(data_dir / "mixed.jsonl"),
-                 "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
-                 "--external_plugins", str(plugin_copy), steps=4, tuner="lora",
-                 env={"RIFT_LOSSES_AUTOLOAD": "0"}).ok()
+    return train(
+        swift_runs,
+        data_dir,
+        "lora",
+        *GA3,
+        "--loss_type",
+        "rift",
+        "--val_dataset",
+        str(data_dir / "mixed.jsonl"),
+        "--eval_steps",
+        "2",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--external_plugins",
+        str(plugin_copy),
+        steps=4,
+        tuner="lora",
+        env={"RIFT_LOSSES_AUTOLOAD": "0"},
+    ).ok()
 
 
 def test_lora_external_plugin_route_and_evaluation(lora, swift_runs, data_dir):
@@ -210,16 +327,31 @@ def test_lora_external_plugin_route_and_evaluation(lora, swift_runs, data_dir):
         assert close(e["eval_rift_pos_loss"] + e["eval_rift_neg_loss"], e["eval_loss"])
         assert e["eval_rift_neg_tokens"] > 0
     state = json.loads((lora.output_dir / "checkpoint-4" / "trainer_state.json").read_text())
-    assert [h["rift_neg_tokens"] for h in state["log_history"] if "loss" in h] == [h["rift_neg_tokens"] for h in lora.train]
+    assert [h["rift_neg_tokens"] for h in state["log_history"] if "loss" in h] == [
+        h["rift_neg_tokens"] for h in lora.train
+    ]
     args = json.loads((lora.output_dir / "args.json").read_text())
     assert args["external_plugins"] == [] and args["loss_type"] == "rift"
     assert "args.json leaves out external_plugins" in lora.output
 
 
 def test_resume_from_checkpoint_continues_the_same_run(lora, swift_runs, data_dir):
-    resumed = train(swift_runs, data_dir, "lora_resumed", *GA3, "--loss_type", "rift", "--val_dataset",
-                    str(data_dir / "mixed.jsonl"), "--eval_steps", "2",
-                    "--resume_from_checkpoint", str(lora.output_dir / "checkpoint-2"), steps=4, tuner="lora").ok()
+    resumed = train(
+        swift_runs,
+        data_dir,
+        "lora_resumed",
+        *GA3,
+        "--loss_type",
+        "rift",
+        "--val_dataset",
+        str(data_dir / "mixed.jsonl"),
+        "--eval_steps",
+        "2",
+        "--resume_from_checkpoint",
+        str(lora.output_dir / "checkpoint-2"),
+        steps=4,
+        tuner="lora",
+    ).ok()
     # trainer_state.json brings steps 1-2 from the checkpoint; steps 3-4 are trained again
     assert [h["step"] for h in resumed.train] == [1, 2, 3, 4]
     assert resumed.output.count("{'loss':") == 2 and lora.output.count("{'loss':") == 4  # it trained 2 steps
@@ -231,9 +363,21 @@ def test_resume_from_checkpoint_continues_the_same_run(lora, swift_runs, data_di
 def test_swift_infer_starts_on_the_checkpoint_after_the_plugin_is_gone(lora, swift_runs, data_dir, plugin_copy):
     plugin_copy.unlink()  # as on another machine
     result = swift_runs.command(
-        ["infer", "--adapters", str(lora.output_dir / "checkpoint-4"), "--val_dataset", str(data_dir / "mixed.jsonl") + "#2",
-         "--max_new_tokens", "4", "--infer_backend", "transformers", "--result_path", str(lora.output_dir / "infer.jsonl")],
-        env={"RIFT_LOSSES_AUTOLOAD": "0"})
+        [
+            "infer",
+            "--adapters",
+            str(lora.output_dir / "checkpoint-4"),
+            "--val_dataset",
+            str(data_dir / "mixed.jsonl") + "#2",
+            "--max_new_tokens",
+            "4",
+            "--infer_backend",
+            "transformers",
+            "--result_path",
+            str(lora.output_dir / "infer.jsonl"),
+        ],
+        env={"RIFT_LOSSES_AUTOLOAD": "0"},
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert len((lora.output_dir / "infer.jsonl").read_text().splitlines()) == 2
     assert "WRONG responses" not in result.stdout + result.stderr  # inference trains nothing
@@ -260,7 +404,9 @@ def test_non_numeric_reward_names_the_row(swift_runs, data_dir):
     bad[2]["reward"] = "wrong"
     path = write_jsonl(data_dir / "text_reward.jsonl", bad)
     run = train(swift_runs, data_dir, "bad_text", *BATCH6, "--loss_type", "rift", data=path.name)
-    fails_before_training(run, f"reward must be a finite number in every row, got 'wrong' in row 2 of dataset {str(path)!r}")
+    fails_before_training(
+        run, f"reward must be a finite number in every row, got 'wrong' in row 2 of dataset {str(path)!r}"
+    )
 
 
 def test_non_finite_reward_names_the_row(swift_runs, data_dir):
@@ -278,8 +424,20 @@ def test_unknown_knob_value_is_refused(swift_runs, data_dir):
 
 
 def test_unsupported_options_are_refused_with_reasons(swift_runs, data_dir):
-    run = train(swift_runs, data_dir, "bad_options", *BATCH6, "--loss_type", "rift", "--enable_dft_loss", "true",
-                "--enable_channel_loss", "true", "--sequence_parallel_size", "2")
+    run = train(
+        swift_runs,
+        data_dir,
+        "bad_options",
+        *BATCH6,
+        "--loss_type",
+        "rift",
+        "--enable_dft_loss",
+        "true",
+        "--enable_channel_loss",
+        "true",
+        "--sequence_parallel_size",
+        "2",
+    )
     fails_before_training(
         run,
         "--sequence_parallel_size must be 1 with --loss_type rift, got 2",
@@ -296,8 +454,11 @@ def test_one_string_or_bool_reward_among_numbers_is_refused_before_the_model_loa
     text[3]["reward"] = "1.0"
     jsonl = write_jsonl(data_dir / "one_string_reward.jsonl", text)
     run = train(swift_runs, data_dir, "bad_one_string", *BATCH6, "--loss_type", "rift", data=jsonl.name)
-    fails_before_training(run, f"reward must be a finite number in every row, got '1.0' in row 3 of dataset "
-                               f"{str(jsonl)!r} (line 4) (a JSON number, not a string")
+    fails_before_training(
+        run,
+        f"reward must be a finite number in every row, got '1.0' in row 3 of dataset "
+        f"{str(jsonl)!r} (line 4) (a JSON number, not a string",
+    )
     assert "Loading weights" not in run.output  # refused before the model is loaded
     flag = rows()
     flag[1]["reward"] = True
@@ -310,17 +471,24 @@ def test_one_string_or_bool_reward_among_numbers_is_refused_before_the_model_loa
 
 def test_misspelt_rift_loss_type_is_refused_before_the_model_loads(swift_runs, data_dir):
     run = train(swift_runs, data_dir, "bad_loss_type", *BATCH6, "--loss_type", "rift_gauss")
-    fails_before_training(run, "--loss_type must be one of rift-losses' rift_naive, rift, rift_gaussian, rift_gpg_mean, "
-                               "rift_gpg_scaled (or an MS-Swift loss type), got 'rift_gauss'; did you mean 'rift_gaussian'?")
+    fails_before_training(
+        run,
+        "--loss_type must be one of rift-losses' rift_naive, rift, rift_gaussian, rift_gpg_mean, "
+        "rift_gpg_scaled (or an MS-Swift loss type), got 'rift_gauss'; did you mean 'rift_gaussian'?",
+    )
     assert "Loading weights" not in run.output and "KeyError" not in run.output
 
 
 def test_degenerate_groups_warn_that_the_run_trains_nothing(swift_runs, data_dir):
     # every row its own group: gaussian normalization gives 0 everywhere, so loss and gradient are 0
     path = write_jsonl(data_dir / "single_row_groups.jsonl", [{**r, "group": f"p{i}"} for i, r in enumerate(rows())])
-    run = train(swift_runs, data_dir, "degenerate_groups", *BATCH6, "--loss_type", "rift_gaussian", data=path.name,
-                steps=1).ok()
-    assert f"rift-losses: dataset {str(path)!r}: all 6 rewards are 0 after gaussian normalization within 6 groups" in run.output
+    run = train(
+        swift_runs, data_dir, "degenerate_groups", *BATCH6, "--loss_type", "rift_gaussian", data=path.name, steps=1
+    ).ok()
+    assert (
+        f"rift-losses: dataset {str(path)!r}: all 6 rewards are 0 after gaussian normalization within 6 groups"
+        in run.output
+    )
     assert "a group of one row, or whose rewards are all equal, normalizes to 0" in run.output
     assert "this run trains NOTHING on this dataset" in run.output
     assert run.train[0]["loss"] == 0 and run.train[0]["grad_norm"] == 0

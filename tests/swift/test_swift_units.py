@@ -12,8 +12,8 @@ import torch
 
 import rift_losses
 from rift_losses.integrations import _common
+from rift_losses.integrations._core import stats as core_stats
 from rift_losses.integrations.swift import config
-
 
 # --- loss type names come from the core registries ---------------------------------------------
 
@@ -34,7 +34,9 @@ def test_loss_types_are_built_from_the_core_registries():
 # --- rewards and groups per row --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value, expected", [(1, 1.0), (-0.2, -0.2), (np.float32(0.5), 0.5), (np.int64(-1), -1.0), (0, 0.0)])
+@pytest.mark.parametrize(
+    "value, expected", [(1, 1.0), (-0.2, -0.2), (np.float32(0.5), 0.5), (np.int64(-1), -1.0), (0, 0.0)]
+)
 def test_read_reward_accepts_numbers(value, expected):
     assert _common.read_reward(value, column="reward", where="row 0") == pytest.approx(expected)
 
@@ -46,7 +48,9 @@ def test_read_reward_refuses_what_is_not_a_finite_number(value):
 
 
 def test_read_rewards_names_the_first_bad_row_and_the_dataset():
-    with pytest.raises(ValueError, match=r"score must be a finite number in every row, got None in row 2 of dataset 'd.jsonl'"):
+    with pytest.raises(
+        ValueError, match=r"score must be a finite number in every row, got None in row 2 of dataset 'd.jsonl'"
+    ):
         _common.read_rewards([1.0, -0.2, None, "x"], column="score", dataset="d.jsonl")
     assert _common.read_rewards([1, -0.2], column="score", dataset="d") == [1.0, -0.2]
 
@@ -58,7 +62,12 @@ def test_prompt_key_is_every_message_before_the_last_assistant_turn():
     b = [system, {"content": "q", "role": "user"}, {"role": "assistant", "content": "wrong"}]
     assert _common.prompt_key(a) == _common.prompt_key(b)  # key order inside a message does not matter
     assert _common.prompt_key(a) != _common.prompt_key(a[1:])  # the system prompt is part of the prompt
-    multi = [user, {"role": "assistant", "content": "x"}, {"role": "user", "content": "more"}, {"role": "assistant", "content": "y"}]
+    multi = [
+        user,
+        {"role": "assistant", "content": "x"},
+        {"role": "user", "content": "more"},
+        {"role": "assistant", "content": "y"},
+    ]
     assert _common.prompt_key(multi) == _common.prompt_key(multi[:3] + [{"role": "assistant", "content": "z"}])
     assert _common.prompt_key(a, {"images": ["a.png"]}) != _common.prompt_key(a, {"images": ["b.png"]})
     assert _common.prompt_key(a, {"images": [{"bytes": b"\x00", "path": None}]})  # bytes are hashed
@@ -68,7 +77,9 @@ def test_prompt_key_is_every_message_before_the_last_assistant_turn():
 
 @pytest.mark.parametrize("value", [None, True, [1], {"g": 1}, float("nan")])
 def test_read_group_refuses_non_ids(value):
-    with pytest.raises(ValueError, match=r"group must be a string or a number in every row when the column exists, got .* in row 3"):
+    with pytest.raises(
+        ValueError, match=r"group must be a string or a number in every row when the column exists, got .* in row 3"
+    ):
         _common.read_group(value, column="group", where="row 3")
 
 
@@ -84,9 +95,16 @@ def test_normalize_dataset_rewards_over_whole_groups(method):
     got = _common.normalize_dataset_rewards(rewards, groups, method=method)
     for i, (r, g) in enumerate(zip(rewards, groups)):
         members = [x for x, h in zip(rewards, groups) if h == g]
-        mu, sigma, alpha = statistics.fmean(members), statistics.pstdev(members), sum(x > 0 for x in members) / len(members)
-        want = {"gaussian": (r - mu) / sigma if sigma else 0.0, "gpg_mean": alpha * (r - mu) if sigma else 0.0,
-                "gpg_scaled": alpha * r}[method]
+        mu, sigma, alpha = (
+            statistics.fmean(members),
+            statistics.pstdev(members),
+            sum(x > 0 for x in members) / len(members),
+        )
+        want = {
+            "gaussian": (r - mu) / sigma if sigma else 0.0,
+            "gpg_mean": alpha * (r - mu) if sigma else 0.0,
+            "gpg_scaled": alpha * r,
+        }[method]
         assert got[i] == pytest.approx(want, abs=1e-12), (i, g)
 
 
@@ -104,19 +122,24 @@ def test_stats_accumulator_sums_calls_like_one_batch():
     labels[:, :2] = -100
     rewards = torch.tensor([1.0, -0.2, 0.5, -1.0])
     n = int((labels != -100).sum())
-    acc = _common.StatsAccumulator()
+    acc = core_stats.StatsAccumulator()
     total = 0.0
     for rows in (slice(0, 1), slice(1, 4)):  # two micro-batches, one global denominator
-        loss, stats = rift_losses.rift_loss(logits[rows], labels[rows], rewards[rows], num_items_in_batch=n, return_stats=True)
+        loss, stats = rift_losses.rift_loss(
+            logits[rows], labels[rows], rewards[rows], num_items_in_batch=n, return_stats=True
+        )
         acc.add(stats, scale=2.0)
         total += float(loss)
     full, full_stats = rift_losses.rift_loss(logits, labels, rewards, return_stats=True)
-    summary = _common.stats_summary(acc.totals().tolist(), units=1, world_size=2)
+    summary = core_stats.stats_summary(acc.totals().tolist(), units=1, world_size=2)
     assert summary["pos_loss"] + summary["neg_loss"] == pytest.approx(float(full), rel=1e-6)
     assert summary["pos_loss"] == pytest.approx(float(full_stats.pos_loss), rel=1e-6)
-    assert (summary["pos_tokens"], summary["neg_tokens"]) == (float(full_stats.pos_tokens), float(full_stats.neg_tokens))
+    assert (summary["pos_tokens"], summary["neg_tokens"]) == (
+        float(full_stats.pos_tokens),
+        float(full_stats.neg_tokens),
+    )
     assert summary["neg_prob"] == pytest.approx(float(full_stats.neg_prob_mean), rel=1e-6)
-    assert _common.stats_summary(acc.totals().tolist(), units=0)["pos_loss"] is None
+    assert core_stats.stats_summary(acc.totals().tolist(), units=0)["pos_loss"] is None
     acc.reset()
     assert acc.totals().sum() == 0
 
@@ -134,7 +157,10 @@ def test_check_json_rewards_reads_the_raw_values_of_json_lines_and_arrays(tmp_pa
 
     lines = tmp_path / "r.jsonl"
     lines.write_text('{"reward": 1}\n\n{"reward": -0.2}\n{"reward": "1.0"}\n')  # blank lines are not rows
-    with pytest.raises(ValueError, match=r"""got '1.0' in row 2 of dataset 'd' \(file '.*r.jsonl', line 4\) \(a JSON number, not a string"""):
+    with pytest.raises(
+        ValueError,
+        match=r"""got '1.0' in row 2 of dataset 'd' \(file '.*r.jsonl', line 4\) \(a JSON number, not a string""",
+    ):
         _common.check_json_rewards(str(lines), column="reward", dataset="d")
     array = tmp_path / "r.json"
     array.write_text(json.dumps([{"reward": 1.0}, {"reward": False}]))
@@ -153,29 +179,50 @@ def test_mixed_json_column_names_the_column_and_both_rows(tmp_path):
     path = tmp_path / "g.jsonl"
     path.write_text('{"group": 1, "r": null}\n{"group": 2, "r": 1.0}\n{"group": "1", "r": 2}\n')
     assert _common.mixed_json_column(str(path)) == (
-        f"column 'group' mixes JSON types: '1' (a string) in row 2 (line 3) of {str(path)!r}, 1 (a number) in row 0 (line 1)"
+        f"column 'group' mixes JSON types: '1' (a string) in row 2 (line 3) of {str(path)!r}, 1 (a number) in row "
+        "0 (line 1)"
     )
     path.write_text('{"group": 1, "r": null}\n{"group": 2, "r": 1.0}\n')
     assert _common.mixed_json_column(str(path)) is None
 
 
 def test_zero_rewards_warning_only_when_every_reward_is_zero():
-    assert _common.zero_rewards_warning([0.0, 0.5], [1.0, 0.5], dataset="d", column="reward", normalization=None,
-                                        groups=None, hint="h") is None
-    raw = _common.zero_rewards_warning([0.0, 0.0], [0.0, 0.0], dataset="d", column="reward", normalization="gaussian",
-                                       groups=1, hint="h")
-    assert "dataset 'd': all 2 rows have reward = 0." in raw and "trains NOTHING" in raw and raw.rstrip("!\n").endswith("h")
+    assert (
+        _common.zero_rewards_warning(
+            [0.0, 0.5], [1.0, 0.5], dataset="d", column="reward", normalization=None, groups=None, hint="h"
+        )
+        is None
+    )
+    raw = _common.zero_rewards_warning(
+        [0.0, 0.0], [0.0, 0.0], dataset="d", column="reward", normalization="gaussian", groups=1, hint="h"
+    )
+    assert (
+        "dataset 'd': all 2 rows have reward = 0." in raw
+        and "trains NOTHING" in raw
+        and raw.rstrip("!\n").endswith("h")
+    )
     normalized = _common.normalize_dataset_rewards([1.0, -0.2, -0.2], ["a", "b", "b"], method="gaussian")
-    text = _common.zero_rewards_warning(normalized, [1.0, -0.2, -0.2], dataset="d", column="reward",
-                                        normalization="gaussian", groups=2, hint="h")
+    text = _common.zero_rewards_warning(
+        normalized, [1.0, -0.2, -0.2], dataset="d", column="reward", normalization="gaussian", groups=2, hint="h"
+    )
     assert "all 3 rewards are 0 after gaussian normalization within 2 groups" in text
 
 
-@pytest.mark.parametrize("loss_type, close", [("rift_gauss", "rift_gaussian"), ("RIFT", "rift"), ("rift_gpg", "rift_gpg_mean"), ("rift_dpo", None),
-                                              ("rfit", "rift")])
+@pytest.mark.parametrize(
+    "loss_type, close",
+    [
+        ("rift_gauss", "rift_gaussian"),
+        ("RIFT", "rift"),
+        ("rift_gpg", "rift_gpg_mean"),
+        ("rift_dpo", None),
+        ("rfit", "rift"),
+    ],
+)
 def test_misspelt_rift_loss_types_are_refused_with_a_suggestion(loss_type, close):
     suggestion = rf"; did you mean '{close}'\?" if close else "$"
-    with pytest.raises(ValueError, match=rf"--loss_type must be one of rift-losses' rift_naive, rift, .* got '{loss_type}'{suggestion}"):
+    with pytest.raises(
+        ValueError, match=rf"--loss_type must be one of rift-losses' rift_naive, rift, .* got '{loss_type}'{suggestion}"
+    ):
         config.check_loss_type(loss_type, ["cross_entropy"])
 
 
@@ -189,19 +236,25 @@ def test_columns_loaded_with_mixed_json_types_are_refused(tmp_path):
     # reads a string "1.0" back as the number 1.0 and the group "1" as the group 1.
     from datasets import load_dataset
 
-    from rift_losses.integrations.swift import _patches
+    from rift_losses.integrations.swift import _datasets
 
     path = tmp_path / "m.jsonl"
     path.write_text('{"reward": 1.0, "group": 1}\n{"reward": "1.0", "group": 2}\n')
     loaded = load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
     assert loaded["reward"][1] == 1.0  # the silent conversion
-    run = _patches.Run("rift_gaussian", "rift", "gaussian", config.Knobs())
-    with pytest.raises(ValueError, match=r"reward must be a JSON number in every row of dataset 'm' for --loss_type rift_gaussian, got a column that mixes"):
-        _patches._check_raw_rewards(loaded, name="m", run=run)
+    run = _datasets.Run("rift_gaussian", "rift", "gaussian", config.Knobs())
+    with pytest.raises(
+        ValueError,
+        match=r"reward must be a JSON number in every row of dataset 'm' for --loss_type rift_gaussian, got a "
+        r"column that mixes",
+    ):
+        _datasets._check_raw_rewards(loaded, name="m", run=run)
     path.write_text('{"reward": 1.0, "group": 1}\n{"reward": -0.2, "group": "1"}\n')
     loaded = load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache2"))
-    with pytest.raises(ValueError, match=r"group must hold one JSON type \(all strings or all numbers\) in dataset 'm'"):
-        _patches._check_raw_rewards(loaded, name="m", run=run)
+    with pytest.raises(
+        ValueError, match=r"group must hold one JSON type \(all strings or all numbers\) in dataset 'm'"
+    ):
+        _datasets._check_raw_rewards(loaded, name="m", run=run)
 
 
 # --- knobs ------------------------------------------------------------------------------------
@@ -235,7 +288,9 @@ def test_knob_values_are_read_and_checked():
 
 
 def test_misspelt_knob_names_are_caught_but_other_rift_variables_are_not():
-    with pytest.raises(ValueError, match="environment variable RIFT_LEVL must be one of the rift-losses knobs.*did you mean RIFT_LEVEL"):
+    with pytest.raises(
+        ValueError, match="environment variable RIFT_LEVL must be one of the rift-losses knobs.*did you mean RIFT_LEVEL"
+    ):
         config.read_knobs({"RIFT_LEVL": "sequence"})
     with pytest.raises(ValueError, match="did you mean RIFT_REWARD_COLUMN"):
         config.read_knobs({"RIFT_REWARDS_COLUMN": "score"})
@@ -246,9 +301,19 @@ def test_misspelt_knob_names_are_caught_but_other_rift_variables_are_not():
 
 
 def args(**kw):
-    base = dict(loss_type="rift", task_type="causal_lm", rlhf_type=None, sequence_parallel_size=1, enable_dft_loss=False,
-                enable_channel_loss=False, streaming=False, cached_dataset=[], cached_val_dataset=[], padding_free=False,
-                packing=False)
+    base = {
+        "loss_type": "rift",
+        "task_type": "causal_lm",
+        "rlhf_type": None,
+        "sequence_parallel_size": 1,
+        "enable_dft_loss": False,
+        "enable_channel_loss": False,
+        "streaming": False,
+        "cached_dataset": [],
+        "cached_val_dataset": [],
+        "padding_free": False,
+        "packing": False,
+    }
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -262,14 +327,22 @@ def test_defaults_are_not_refused():
 @pytest.mark.parametrize(
     "override, knobs, message",
     [
-        ({"sequence_parallel_size": 4}, config.Knobs(), "--sequence_parallel_size must be 1 with --loss_type rift, got 4"),
+        (
+            {"sequence_parallel_size": 4},
+            config.Knobs(),
+            "--sequence_parallel_size must be 1 with --loss_type rift, got 4",
+        ),
         ({"enable_dft_loss": True}, config.Knobs(), "--enable_dft_loss cannot be combined"),
         ({"enable_channel_loss": True}, config.Knobs(), "--enable_channel_loss cannot be combined"),
         ({"streaming": True}, config.Knobs(), "--streaming must be false"),
         ({"cached_dataset": ["x"]}, config.Knobs(), "--cached_dataset cannot be used"),
         ({"rlhf_type": "dpo"}, config.Knobs(), "--rlhf_type dpo cannot be used"),
         ({"task_type": "seq_cls"}, config.Knobs(), "--task_type must be causal_lm"),
-        ({"packing": True}, config.Knobs(level="sequence"), "RIFT_LEVEL=sequence cannot be used with --padding_free/--packing"),
+        (
+            {"packing": True},
+            config.Knobs(level="sequence"),
+            "RIFT_LEVEL=sequence cannot be used with --padding_free/--packing",
+        ),
     ],
 )
 def test_unsupported_options_are_refused_with_the_reason(override, knobs, message):
@@ -282,7 +355,7 @@ def test_readme_documents_every_loss_type_and_knob():
     from pathlib import Path
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    section = readme[readme.index("## MS-Swift"):readme.index("\n## ", readme.index("## MS-Swift") + 1)]
+    section = readme[readme.index("## MS-Swift") : readme.index("\n## ", readme.index("## MS-Swift") + 1)]
     for name in config.LOSS_TYPES:
         assert f"`{name}`" in section, name
     for knob, (default, _) in config.KNOBS.items():

@@ -21,10 +21,21 @@ def workdir(model_dir, tmp_path_factory):
 
 def _config(workdir, model_dir, name, **keys):
     cfg = {
-        "model_name_or_path": str(model_dir), "dataset_name": str(workdir / "data"), "output_dir": str(workdir / name),
-        "loss_type": "rift", "rift_level": "token", "bf16": False, "use_cpu": True, "report_to": "none",
-        "save_strategy": "no", "max_steps": 2, "logging_steps": 1, "per_device_train_batch_size": 2,
-        "train_sampling_strategy": "sequential", "disable_tqdm": True, "learning_rate": 1e-2,
+        "model_name_or_path": str(model_dir),
+        "dataset_name": str(workdir / "data"),
+        "output_dir": str(workdir / name),
+        "loss_type": "rift",
+        "rift_level": "token",
+        "bf16": False,
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "max_steps": 2,
+        "logging_steps": 1,
+        "per_device_train_batch_size": 2,
+        "train_sampling_strategy": "sequential",
+        "disable_tqdm": True,
+        "learning_rate": 1e-2,
         "lr_scheduler_type": "constant",
     }
     cfg.update(keys)
@@ -41,10 +52,13 @@ def test_trl_sft_trains_rift_through_the_hook(workdir, model_dir):
     done = run_cli(["trl", "sft", "--config", str(_config(workdir, model_dir, "hook"))], cwd=workdir)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     logs = _step_logs(done.stdout)
-    assert len(logs) == 2 and all(float(l["rift/neg_tokens"]) > 0 for l in logs)
+    assert len(logs) == 2 and all(float(entry["rift/neg_tokens"]) > 0 for entry in logs)
     # Same numbers as the explicit launcher with the hook off (and as an in-process RiftSFTTrainer run).
-    explicit = run_cli(["rift-trl", "sft", "--config", str(_config(workdir, model_dir, "explicit"))], cwd=workdir,
-                       env_extra={"RIFT_LOSSES_AUTOLOAD": "0"})
+    explicit = run_cli(
+        ["rift-trl", "sft", "--config", str(_config(workdir, model_dir, "explicit"))],
+        cwd=workdir,
+        env_extra={"RIFT_LOSSES_AUTOLOAD": "0"},
+    )
     assert explicit.returncode == 0, explicit.stdout[-3000:] + explicit.stderr[-3000:]
     assert _step_logs(explicit.stdout) == logs
     assert (workdir / "explicit" / "model.safetensors").exists()
@@ -82,13 +96,23 @@ def test_a_refusal_comes_before_the_model_loads(workdir, model_dir):
 
 def test_interpreter_start_and_plain_trl_import_stay_cheap():
     """The hook imports nothing at start; `import trl` outside `trl sft` registers nothing."""
-    code = ("import sys, trl; print(sorted(m for m in sys.modules if m.startswith('rift_losses')), "
-            "getattr(trl, '_rift_losses_registered', False), 'torch' in sys.modules)")
+    code = (
+        "import sys, trl; print(sorted(m for m in sys.modules if m.startswith('rift_losses')), "
+        "getattr(trl, '_rift_losses_registered', False), 'torch' in sys.modules)"
+    )
     import subprocess
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out.startswith("[] False"), out
-    start = subprocess.run([sys.executable, "-c", "import sys; print('_rift_losses_hook' in sys.modules, "
-                            "[m for m in ('torch', 'trl', 'rift_losses') if m in sys.modules])"],
-                           capture_output=True, text=True, check=True).stdout.strip()
+    start = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; print('_rift_losses_hook' in sys.modules, "
+            "[m for m in ('torch', 'trl', 'rift_losses') if m in sys.modules])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert start == "True []", start

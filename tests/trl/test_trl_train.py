@@ -44,7 +44,8 @@ def test_all_positive_rewards_equal_trls_own_nll(model_dir, tmp_path):
     plain = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="float32"),
         args=config(tmp_path / "nll", config_class=SFTConfig, max_steps=3),
-        train_dataset=dataset(rows), processing_class=AutoTokenizer.from_pretrained(str(model_dir)),
+        train_dataset=dataset(rows),
+        processing_class=AutoTokenizer.from_pretrained(str(model_dir)),
     )
     nll = train_logs(plain)
     assert len(rift) == len(nll) == 3
@@ -55,9 +56,17 @@ def test_all_positive_rewards_equal_trls_own_nll(model_dir, tmp_path):
 
 @pytest.mark.parametrize("loss_type,level", [("rift", "token"), ("rift_naive", "token"), ("rift", "sequence")])
 def test_mixed_rewards_equal_the_float64_reference(model_dir, tmp_path, loss_type, level):
-    tr = trainer(model_dir, config(tmp_path, loss_type=loss_type, rift_level=level, max_steps=1,
-                                   per_device_train_batch_size=4), messages_rows())
-    expected = reference_step_loss(tr.model, _batch_tokens(tr, range(4)), loss=loss_type.replace("rift_", "") if loss_type != "rift" else "rift", level=level)
+    tr = trainer(
+        model_dir,
+        config(tmp_path, loss_type=loss_type, rift_level=level, max_steps=1, per_device_train_batch_size=4),
+        messages_rows(),
+    )
+    expected = reference_step_loss(
+        tr.model,
+        _batch_tokens(tr, range(4)),
+        loss=loss_type.replace("rift_", "") if loss_type != "rift" else "rift",
+        level=level,
+    )
     (log,) = train_logs(tr)
     assert abs(log["loss"] - expected) <= 1e-5 * max(1.0, abs(expected)), (log["loss"], expected)
     assert _close(log["rift/pos_loss"] + log["rift/neg_loss"], log["loss"], rel=1e-5)
@@ -84,8 +93,13 @@ def test_completion_and_assistant_only_masks_are_trained_with_rewards(model_dir,
 def test_gradient_accumulation_equals_one_large_batch(model_dir, tmp_path):
     rows = messages_rows(REWARDS)
     big = train_logs(trainer(model_dir, config(tmp_path / "b6", loss_type="rift", per_device_train_batch_size=6), rows))
-    acc = train_logs(trainer(model_dir, config(tmp_path / "b2", loss_type="rift", per_device_train_batch_size=2,
-                                               gradient_accumulation_steps=3), rows))
+    acc = train_logs(
+        trainer(
+            model_dir,
+            config(tmp_path / "b2", loss_type="rift", per_device_train_batch_size=2, gradient_accumulation_steps=3),
+            rows,
+        )
+    )
     assert len(big) == len(acc) == 2
     for a, b in zip(big, acc):
         for key in STEP_KEYS:
@@ -94,18 +108,25 @@ def test_gradient_accumulation_equals_one_large_batch(model_dir, tmp_path):
 
 def test_sequence_level_gradient_accumulation_equals_one_large_batch(model_dir, tmp_path):
     rows = messages_rows(REWARDS)
-    kw = dict(loss_type="rift", rift_level="sequence", max_steps=1)
+    kw = {"loss_type": "rift", "rift_level": "sequence", "max_steps": 1}
     big = train_logs(trainer(model_dir, config(tmp_path / "b6", per_device_train_batch_size=6, **kw), rows))
-    acc = train_logs(trainer(model_dir, config(tmp_path / "b2", per_device_train_batch_size=2,
-                                               gradient_accumulation_steps=3, **kw), rows))
+    acc = train_logs(
+        trainer(
+            model_dir, config(tmp_path / "b2", per_device_train_batch_size=2, gradient_accumulation_steps=3, **kw), rows
+        )
+    )
     for key in ("loss", "grad_norm", "rift/pos_loss", "rift/neg_loss"):
         assert _close(big[0][key], acc[0][key]), key
 
 
 def test_padding_free_rewards_follow_their_tokens(model_dir, tmp_path):
     rows = messages_rows(REWARDS)
-    padded = train_logs(trainer(model_dir, config(tmp_path / "pad", loss_type="rift", per_device_train_batch_size=4), rows))
-    tr = trainer(model_dir, config(tmp_path / "free", loss_type="rift", per_device_train_batch_size=4, padding_free=True), rows)
+    padded = train_logs(
+        trainer(model_dir, config(tmp_path / "pad", loss_type="rift", per_device_train_batch_size=4), rows)
+    )
+    tr = trainer(
+        model_dir, config(tmp_path / "free", loss_type="rift", per_device_train_batch_size=4, padding_free=True), rows
+    )
     batch = tr.data_collator([tr.train_dataset[i] for i in range(2)])
     n0 = len(tr.train_dataset[0]["input_ids"])
     assert batch["rift_rewards"].shape == batch["labels"].shape
@@ -124,7 +145,7 @@ def test_logits_path_equals_the_fused_path(model_dir, tmp_path, inplace):
     tr = trainer(model_dir, config(tmp_path / "logits", loss_type="rift", rift_inplace_grad=inplace), rows)
     del tr.model.forward  # drop TRL's fused LM head: the loss must come from the logits
     calls = []
-    import rift_losses.integrations.trl.trainer as module
+    import rift_losses.integrations._core.loss as module  # the adapter core computes every host's loss
 
     original = module.token_logprobs
     module.token_logprobs = lambda *a, **k: calls.append(k["inplace_grad"]) or original(*a, **k)
@@ -140,10 +161,14 @@ def test_logits_path_equals_the_fused_path(model_dir, tmp_path, inplace):
 
 def test_eval_loss_is_the_rift_loss_on_the_eval_rewards(model_dir, tmp_path):
     eval_rows = messages_rows(EVAL_REWARDS, marker="E", groups=False)
-    tr = trainer(model_dir, config(tmp_path, loss_type="rift", per_device_eval_batch_size=4), messages_rows(), eval_rows)
+    tr = trainer(
+        model_dir, config(tmp_path, loss_type="rift", per_device_eval_batch_size=4), messages_rows(), eval_rows
+    )
     metrics = tr.evaluate()
     ds = tr.eval_dataset
-    expected = reference_step_loss(tr.model, [(ds[i]["input_ids"], ds[i]["labels"], float(ds[i]["reward"])) for i in range(4)])
+    expected = reference_step_loss(
+        tr.model, [(ds[i]["input_ids"], ds[i]["labels"], float(ds[i]["reward"])) for i in range(4)]
+    )
     assert abs(metrics["eval_loss"] - expected) <= 1e-5 * max(1.0, abs(expected))
     assert _close(metrics["eval_rift/pos_loss"] + metrics["eval_rift/neg_loss"], metrics["eval_loss"])
     assert metrics["eval_rift/neg_tokens"] > 0
@@ -153,8 +178,9 @@ def test_normalized_losses_normalize_over_whole_dataset_groups(model_dir, tmp_pa
     from rift_losses import normalize_rewards
 
     tr = trainer(model_dir, config(tmp_path, loss_type="rift_gaussian", max_steps=1), messages_rows())
-    expected = normalize_rewards(torch.tensor(REWARDS, dtype=torch.float64), [i // 3 for i in range(len(REWARDS))],
-                                 method="gaussian")
+    expected = normalize_rewards(
+        torch.tensor(REWARDS, dtype=torch.float64), [i // 3 for i in range(len(REWARDS))], method="gaussian"
+    )
     assert torch.allclose(torch.tensor(tr.train_dataset["reward"], dtype=torch.float64), expected, atol=1e-12)
     # Without a group column the prompt groups rows: every prompt here is different, so each row is its own group.
     rows = [{k: v for k, v in r.items() if k != "group"} for r in messages_rows()]

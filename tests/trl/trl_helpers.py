@@ -26,8 +26,13 @@ def messages_rows(rewards=REWARDS, *, marker="Q", groups=True) -> list[dict]:
     rows = []
     for i, r in enumerate(rewards):
         answer = "The answer is " + " ".join(str(i + k) for k in range(1 + i % 4)) + "."
-        row = {"messages": [{"role": "user", "content": f"{marker}{i}: What is {i} + {i}?"},
-                            {"role": "assistant", "content": answer}], "reward": r}
+        row = {
+            "messages": [
+                {"role": "user", "content": f"{marker}{i}: What is {i} + {i}?"},
+                {"role": "assistant", "content": answer},
+            ],
+            "reward": r,
+        }
         if groups:
             row["group"] = f"g{i // 3}"
         rows.append(row)
@@ -39,8 +44,10 @@ def prompt_completion_rows(rewards=REWARDS, *, conversational=False) -> list[dic
     for i, r in enumerate(rewards):
         prompt, completion = f"Q{i}: Add {i} and 3.", f" So the result is {i + 3}" + "." * (1 + i % 3)
         if conversational:
-            row = {"prompt": [{"role": "user", "content": prompt}],
-                   "completion": [{"role": "assistant", "content": completion.strip()}]}
+            row = {
+                "prompt": [{"role": "user", "content": prompt}],
+                "completion": [{"role": "assistant", "content": completion.strip()}],
+            }
         else:
             row = {"prompt": prompt, "completion": completion}
         rows.append({**row, "reward": r})
@@ -57,13 +64,30 @@ def config(out, *, config_class=None, **overrides):
     """A RiftSFTConfig (or ``config_class``) for CPU tests: float32, sequential sampling, a log every step."""
     from rift_losses.integrations.trl import RiftSFTConfig
 
-    kwargs = dict(
-        output_dir=str(out), bf16=False, fp16=False, use_cpu=True, report_to=[], save_strategy="no",
-        per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=2, logging_steps=1,
-        learning_rate=1e-2, lr_scheduler_type="constant", warmup_steps=0, seed=0, data_seed=0,
-        train_sampling_strategy="sequential", max_grad_norm=1e9, dataloader_num_workers=0,
-        dataset_num_proc=None, max_length=None, gradient_checkpointing=False, disable_tqdm=True,
-    )
+    kwargs = {
+        "output_dir": str(out),
+        "bf16": False,
+        "fp16": False,
+        "use_cpu": True,
+        "report_to": [],
+        "save_strategy": "no",
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "max_steps": 2,
+        "logging_steps": 1,
+        "learning_rate": 1e-2,
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0,
+        "seed": 0,
+        "data_seed": 0,
+        "train_sampling_strategy": "sequential",
+        "max_grad_norm": 1e9,
+        "dataloader_num_workers": 0,
+        "dataset_num_proc": None,
+        "max_length": None,
+        "gradient_checkpointing": False,
+        "disable_tqdm": True,
+    }
     kwargs.update(overrides)
     return (config_class or RiftSFTConfig)(**kwargs)
 
@@ -87,9 +111,12 @@ def trainer(model_dir, args, train_rows, eval_rows=None, *, chat_template=None, 
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     return RiftSFTTrainer(
-        model=model, args=args, train_dataset=dataset(train_rows) if isinstance(train_rows, list) else train_rows,
+        model=model,
+        args=args,
+        train_dataset=dataset(train_rows) if isinstance(train_rows, list) else train_rows,
         eval_dataset=dataset(eval_rows) if isinstance(eval_rows, list) else eval_rows,
-        processing_class=tokenizer, **kwargs,
+        processing_class=tokenizer,
+        **kwargs,
     )
 
 
@@ -141,8 +168,9 @@ def run_cli(args, *, cwd, env_extra=None, timeout=600):
     """Run a console script of this venv (``trl``, ``rift-trl``); returns the CompletedProcess."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env_extra or {})}
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    return subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def write_jsonl(path: Path, rows) -> Path:
