@@ -31,12 +31,17 @@ LF_TESTS := $(wildcard tests/core/test_logprobs_impl.py tests/core/test_triton_c
 	tests/core/test_inplace_version.py tests/llamafactory tests/benchmarks)
 TRL_TESTS := $(wildcard tests/trl)
 
-.PHONY: test test-core demo bench bench-hosts gpu-check venvs clean
+.PHONY: test lint test-core demo bench bench-hosts gpu-check venvs clean
 
-test: venvs
+test: venvs lint
 	$(SWIFT_PY) -m pytest $(SWIFT_TESTS) $(PYTEST_ARGS)
 	$(if $(LF_TESTS),$(LF_PY) -m pytest $(LF_TESTS) $(PYTEST_ARGS))
 	$(if $(TRL_TESTS),$(TRL_PY) -m pytest $(TRL_TESTS) $(PYTEST_ARGS))
+
+# ruff (pyproject.toml's [tool.ruff]): lint and formatting of the whole tree; CI fails on either.
+lint: $(SWIFT_VENV)/.ready
+	$(SWIFT_VENV)/bin/ruff check .
+	$(SWIFT_VENV)/bin/ruff format --check .
 
 test-core: $(SWIFT_VENV)/.ready
 	$(SWIFT_PY) -m pytest tests/core $(PYTEST_ARGS)

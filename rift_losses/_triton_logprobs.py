@@ -125,8 +125,15 @@ def forward(logits: torch.Tensor, safe_labels: torch.Tensor, mask: torch.Tensor,
             rows = block.shape[0]
             if rows:
                 _forward_kernel[(rows,)](
-                    block, block.stride(0), block.stride(1), target[offset:], logp[offset:], lse[offset:], V,
-                    BLOCK_V=block_v, num_warps=num_warps,
+                    block,
+                    block.stride(0),
+                    block.stride(1),
+                    target[offset:],
+                    logp[offset:],
+                    lse[offset:],
+                    V,
+                    BLOCK_V=block_v,
+                    num_warps=num_warps,
                 )
             offset += rows
     return logp, lse
@@ -148,8 +155,17 @@ def backward(logits, safe_labels, mask, lse, g, out, *, block_v=None, num_warps=
             out_block = block if inplace else out_rows[offset : offset + rows]
             if rows:
                 _backward_kernel[(rows,)](
-                    block, block.stride(0), block.stride(1), out_block, out_block.stride(0), out_block.stride(1),
-                    target[offset:], lse[offset:], g[offset:], V,
-                    BLOCK_V=block_v, num_warps=num_warps,
+                    block,
+                    block.stride(0),
+                    block.stride(1),
+                    out_block,
+                    out_block.stride(0),
+                    out_block.stride(1),
+                    target[offset:],
+                    lse[offset:],
+                    g[offset:],
+                    V,
+                    BLOCK_V=block_v,
+                    num_warps=num_warps,
                 )
             offset += rows

@@ -93,10 +93,16 @@ def main():
         )
         grad_norm = math.sqrt(sum(float(p.grad.full_tensor().pow(2).sum()) for p in sharded.parameters()))
         ref_norm = math.sqrt(sum(float(r.grad.pow(2).sum()) for r in replica.parameters()))
-        log.append({
-            "ref": [ref.item(), ref_stats.pos_loss.item(), ref_stats.neg_loss.item()], "fsdp": parts.tolist(),
-            "local": local.tolist(), "grad_diff": grad_diff, "grad_norm": grad_norm, "ref_norm": ref_norm,
-        })
+        log.append(
+            {
+                "ref": [ref.item(), ref_stats.pos_loss.item(), ref_stats.neg_loss.item()],
+                "fsdp": parts.tolist(),
+                "local": local.tolist(),
+                "grad_diff": grad_diff,
+                "grad_norm": grad_norm,
+                "ref_norm": ref_norm,
+            }
+        )
         opt.step(), opt_ref.step(), opt.zero_grad(), opt_ref.zero_grad()
     if rank == 0:
         with open(out, "w") as f:

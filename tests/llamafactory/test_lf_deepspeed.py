@@ -34,31 +34,66 @@ RIFT = {"rift": {"use_rift_loss": True}, "gaussian": {"use_rift_loss": True, "ri
 def zero_config(stage: int) -> dict:
     """LLaMA-Factory's examples/deepspeed/ds_z{stage}_config.json (0.9.5), without monitor_config."""
     zero = {
-        2: {"stage": 2, "allgather_partitions": True, "allgather_bucket_size": 5e8, "overlap_comm": False,
-            "reduce_scatter": True, "reduce_bucket_size": 5e8, "contiguous_gradients": True,
-            "round_robin_gradients": True},
-        3: {"stage": 3, "overlap_comm": False, "contiguous_gradients": True, "sub_group_size": 1e9,
-            "reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto",
-            "stage3_param_persistence_threshold": "auto", "stage3_max_live_parameters": 1e9,
-            "stage3_max_reuse_distance": 1e9, "stage3_gather_16bit_weights_on_model_save": True},
+        2: {
+            "stage": 2,
+            "allgather_partitions": True,
+            "allgather_bucket_size": 5e8,
+            "overlap_comm": False,
+            "reduce_scatter": True,
+            "reduce_bucket_size": 5e8,
+            "contiguous_gradients": True,
+            "round_robin_gradients": True,
+        },
+        3: {
+            "stage": 3,
+            "overlap_comm": False,
+            "contiguous_gradients": True,
+            "sub_group_size": 1e9,
+            "reduce_bucket_size": "auto",
+            "stage3_prefetch_bucket_size": "auto",
+            "stage3_param_persistence_threshold": "auto",
+            "stage3_max_live_parameters": 1e9,
+            "stage3_max_reuse_distance": 1e9,
+            "stage3_gather_16bit_weights_on_model_save": True,
+        },
     }[stage]
     return {
-        "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto", "zero_allow_untested_optimizer": True,
-        "fp16": {"enabled": "auto", "loss_scale": 0, "loss_scale_window": 1000, "initial_scale_power": 16,
-                 "hysteresis": 2, "min_loss_scale": 1},
-        "bf16": {"enabled": "auto"}, "zero_optimization": zero, "comms_config": {"verbose": False},
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_allow_untested_optimizer": True,
+        "fp16": {
+            "enabled": "auto",
+            "loss_scale": 0,
+            "loss_scale_window": 1000,
+            "initial_scale_power": 16,
+            "hysteresis": 2,
+            "min_loss_scale": 1,
+        },
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": zero,
+        "comms_config": {"verbose": False},
     }
 
 
 @pytest.fixture(scope="module")
 def ds_dataset(lf) -> str:
-    rows = [{"instruction": f"D{i}: What is {i} times {i + 2}?", "output": f"It is {i * (i + 2) + (r < 0)}.",
-             "score": r, "pid": f"d{i // 3}"} for i, r in enumerate(REWARDS)]
+    rows = [
+        {
+            "instruction": f"D{i}: What is {i} times {i + 2}?",
+            "output": f"It is {i * (i + 2) + (r < 0)}.",
+            "score": r,
+            "pid": f"d{i // 3}",
+        }
+        for i, r in enumerate(REWARDS)
+    ]
     (lf.data / "ds12.json").write_text(json.dumps(rows))
     info = json.loads((lf.data / "dataset_info.json").read_text())
-    info["ds12"] = {"file_name": "ds12.json",
-                    "columns": {"prompt": "instruction", "response": "output", "reward": "score", "group": "pid"}}
+    info["ds12"] = {
+        "file_name": "ds12.json",
+        "columns": {"prompt": "instruction", "response": "output", "reward": "score", "group": "pid"},
+    }
     (lf.data / "dataset_info.json").write_text(json.dumps(info, indent=1))
     for stage in (2, 3):
         (lf.root / f"ds_z{stage}_config.json").write_text(json.dumps(zero_config(stage), indent=1))
@@ -73,12 +108,22 @@ def _run(lf, ds_dataset, variant, stage):
     if name not in _runs:
         common = dict(dataset=ds_dataset, **RIFT[variant])
         if stage:
-            config = lf.config(name, **common, per_device_train_batch_size=3, gradient_accumulation_steps=2,
-                               deepspeed=str(lf.root / f"ds_z{stage}_config.json"),
-                               accelerator_config={"use_configured_state": True})
-            env = {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2", "RIFT_TEST_CPU_DEEPSPEED": "1",
-                   "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
-                   "PYTHONPATH": os.pathsep.join(filter(None, [str(SUPPORT), os.environ.get("PYTHONPATH")]))}
+            config = lf.config(
+                name,
+                **common,
+                per_device_train_batch_size=3,
+                gradient_accumulation_steps=2,
+                deepspeed=str(lf.root / f"ds_z{stage}_config.json"),
+                accelerator_config={"use_configured_state": True},
+            )
+            env = {
+                "FORCE_TORCHRUN": "1",
+                "NPROC_PER_NODE": "2",
+                "RIFT_TEST_CPU_DEEPSPEED": "1",
+                "DS_ACCELERATOR": "cpu",
+                "OMP_NUM_THREADS": "1",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(SUPPORT), os.environ.get("PYTHONPATH")])),
+            }
         else:
             config, env = lf.config(name, **common, per_device_train_batch_size=12), None
         _runs[name] = ok(lf.train(config, env=env))

@@ -50,30 +50,77 @@ STEPS = 3
 
 @pytest.fixture(scope="module")
 def ds_data(data_dir) -> Path:
-    items = [{"messages": [{"role": "user", "content": QUESTIONS[p]}, {"role": "assistant", "content": a}],
-              "reward": r, "group": g} for p, a, r, g in ROWS]
+    items = [
+        {
+            "messages": [{"role": "user", "content": QUESTIONS[p]}, {"role": "assistant", "content": a}],
+            "reward": r,
+            "group": g,
+        }
+        for p, a, r, g in ROWS
+    ]
     return write_jsonl(data_dir / "ds12.jsonl", items)
 
 
 def _train(swift_runs, ds_data, name, loss_type, *args, env=None, nproc=None):
     return swift_runs.sft(
-        name, ["--dataset", str(ds_data), "--tuner_type", "full", "--max_steps", str(STEPS), "--loss_type", loss_type,
-               "--train_dataloader_shuffle", "false", *args], env=env, nproc=nproc,
+        name,
+        [
+            "--dataset",
+            str(ds_data),
+            "--tuner_type",
+            "full",
+            "--max_steps",
+            str(STEPS),
+            "--loss_type",
+            loss_type,
+            "--train_dataloader_shuffle",
+            "false",
+            *args,
+        ],
+        env=env,
+        nproc=nproc,
     ).ok()
 
 
 def one_process(swift_runs, ds_data, loss_type):
-    return _train(swift_runs, ds_data, f"ds_ref_{loss_type}", loss_type,
-                  "--per_device_train_batch_size", "12", "--gradient_accumulation_steps", "1")
+    return _train(
+        swift_runs,
+        ds_data,
+        f"ds_ref_{loss_type}",
+        loss_type,
+        "--per_device_train_batch_size",
+        "12",
+        "--gradient_accumulation_steps",
+        "1",
+    )
 
 
 def deepspeed(swift_runs, ds_data, stage, loss_type):
-    env = {"RIFT_TEST_CPU_DEEPSPEED": "1", "DS_ACCELERATOR": "cpu",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(SUPPORT), os.environ.get("PYTHONPATH")]))}
-    return _train(swift_runs, ds_data, f"ds_{stage}_{loss_type}", loss_type,
-                  "--per_device_train_batch_size", "3", "--gradient_accumulation_steps", "2",
-                  "--deepspeed", stage, "--accelerator_config", '{"use_configured_state": true}',
-                  "--fp16", "false", "--bf16", "false", env=env, nproc=2)
+    env = {
+        "RIFT_TEST_CPU_DEEPSPEED": "1",
+        "DS_ACCELERATOR": "cpu",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SUPPORT), os.environ.get("PYTHONPATH")])),
+    }
+    return _train(
+        swift_runs,
+        ds_data,
+        f"ds_{stage}_{loss_type}",
+        loss_type,
+        "--per_device_train_batch_size",
+        "3",
+        "--gradient_accumulation_steps",
+        "2",
+        "--deepspeed",
+        stage,
+        "--accelerator_config",
+        '{"use_configured_state": true}',
+        "--fp16",
+        "false",
+        "--bf16",
+        "false",
+        env=env,
+        nproc=2,
+    )
 
 
 @pytest.mark.parametrize("loss_type", ["rift", "rift_gaussian"])

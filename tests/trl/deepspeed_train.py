@@ -22,15 +22,27 @@ STEPS = 3
 
 def main():
     model_dir, out, loss_type = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-    args = config(out, loss_type=loss_type, per_device_train_batch_size=3, gradient_accumulation_steps=2,
-                  max_steps=STEPS, accelerator_config={"use_configured_state": True})
+    args = config(
+        out,
+        loss_type=loss_type,
+        per_device_train_batch_size=3,
+        gradient_accumulation_steps=2,
+        max_steps=STEPS,
+        accelerator_config={"use_configured_state": True},
+    )
     tr = trainer(model_dir, args, messages_rows(REWARDS))
     logs = train_logs(tr)
     if tr.accelerator.is_main_process:
-        (out / "logs.json").write_text(json.dumps({
-            "world": tr.accelerator.num_processes, "engine": type(tr.model_wrapped).__name__,
-            "zero_stage": tr.accelerator.state.deepspeed_plugin.zero_stage, "logs": logs,
-        }))
+        (out / "logs.json").write_text(
+            json.dumps(
+                {
+                    "world": tr.accelerator.num_processes,
+                    "engine": type(tr.model_wrapped).__name__,
+                    "zero_stage": tr.accelerator.state.deepspeed_plugin.zero_stage,
+                    "logs": logs,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -37,22 +37,51 @@ def launch(model_dir, out: Path, stage: int, loss_type: str) -> dict:
 
     out.mkdir(parents=True)
     shipped = Path(trl.__file__).parent / "accelerate_configs" / f"zero{stage}.yaml"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "RIFT_TEST_CPU_DEEPSPEED": "1",
-           "DS_ACCELERATOR": "cpu",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(SUPPORT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "RIFT_TEST_CPU_DEEPSPEED": "1",
+        "DS_ACCELERATOR": "cpu",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SUPPORT), os.environ.get("PYTHONPATH")])),
+    }
     env.pop("CUDA_VISIBLE_DEVICES", None)
     port = str(29540 + stage * 10 + (loss_type != "rift"))
-    done = subprocess.run([str(BIN / "accelerate"), "launch", "--config_file", str(shipped), "--num_processes", "2",
-                           "--mixed_precision", "no", "--main_process_port", port, str(HERE / "deepspeed_train.py"),
-                           str(model_dir), str(out), loss_type], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            str(BIN / "accelerate"),
+            "launch",
+            "--config_file",
+            str(shipped),
+            "--num_processes",
+            "2",
+            "--mixed_precision",
+            "no",
+            "--main_process_port",
+            port,
+            str(HERE / "deepspeed_train.py"),
+            str(model_dir),
+            str(out),
+            loss_type,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads((out / "logs.json").read_text())
 
 
 @pytest.mark.parametrize("loss_type", ["rift", "rift_gaussian"])
 def test_deepspeed_zero2_and_zero3_equal_one_process(model_dir, tmp_path, loss_type):
-    single = train_logs(trainer(model_dir, config(tmp_path / "b12", loss_type=loss_type, per_device_train_batch_size=12,
-                                                   max_steps=STEPS), messages_rows(REWARDS)))
+    single = train_logs(
+        trainer(
+            model_dir,
+            config(tmp_path / "b12", loss_type=loss_type, per_device_train_batch_size=12, max_steps=STEPS),
+            messages_rows(REWARDS),
+        )
+    )
     assert len(single) == STEPS and abs(single[0]["loss"] - single[-1]["loss"]) > 1e-3  # the weights moved
     for stage in (2, 3):
         run = launch(model_dir, tmp_path / f"zero{stage}", stage, loss_type)
