@@ -58,7 +58,7 @@ ARMS = {
 }
 
 FULL = dict(
-    sizes={"base": 2000, "train": 256, "val": 64, "eval": 128}, k=8, base_steps=800, base_batch=32, base_lr=3e-3,
+    sizes={"base": 2000, "train": 256, "val": 64, "eval": 256}, k=8, base_steps=800, base_batch=32, base_lr=3e-3,
     steps=64, batch=32, grid=(3e-4, 1e-3, 3e-3), shared_lr=1e-3, seeds=(0, 1, 2), hidden=96, layers=3,
 )  # fmt: skip
 SMOKE = dict(
@@ -165,18 +165,28 @@ def buffer_from_samples(samples: Path, problems: Path, work: Path) -> dict:
     return {"buffer": buffer, "positives": positives, "stats": stats, "table": table}
 
 
-def evaluate(models: list[Path], problems: Path, out: Path, *, k: int, seed: int) -> list[dict]:
-    """mean@k / pass@k of each model: sample (reproduce/evaluate.py), `rift-losses label`, `stats --k` (in-process)."""
-    from rift_losses.data import commands
-    from rift_losses.data.at_k import at_k
-
+def sample_for_eval(models: list[Path], problems: Path, out: Path, *, k: int, seed: int) -> Path:
+    """K samples per problem from each model (reproduce/evaluate.py, one process): out/<i>.jsonl."""
     out.mkdir(parents=True, exist_ok=True)
     run([sys.executable, HERE / "evaluate.py", *models, "--problems", problems, "--out", out, "--k", k, "--seed", seed,
          "--temperature", TEMPERATURE, "--top-p", TOP_P, "--max-new-tokens", MAX_NEW_TOKENS], out / "evaluate.log")  # fmt: skip
+    return out
+
+
+def grade(out: Path, n_models: int, *, k: int) -> list[dict]:
+    """`rift-losses label` and `stats --k` of each model's samples (the same functions, in-process).
+
+    Main thread only: math-verify's timeouts use ``signal.alarm``.
+    """
+    from rift_losses.data import commands
+    from rift_losses.data.at_k import at_k
+
     results = []
-    for i, _ in enumerate(models):
+    for i in range(n_models):
         labelled = out / f"{i}.labelled.jsonl"
-        commands.label(out / f"{i}.jsonl", labelled, progress="none")
+        summary = commands.label(out / f"{i}.jsonl", labelled, progress="none")
+        if summary["unlabelled"]:
+            raise SystemExit(f"reproduce: {summary['unlabelled']} eval samples in {out / f'{i}.jsonl'} could not be graded")
         results.append(at_k(labelled, k=k))
     return results
 
@@ -193,6 +203,25 @@ def summarize(per_seed: list[dict], extra: dict | None = None) -> dict:
     }
     out.update(extra or {})
     return out
+
+
+def check_results(results: dict) -> list[str]:
+    """What `make test` relies on in results.json: the shape the issue asks for and values in range."""
+    required = ("base", *METHODS, "rift_round2")
+    problems = [f"methods must include {name!r}" for name in required if name not in results["methods"]]
+    n = len(results["config"]["seeds"])
+    for group in ("methods", "methods_shared_lr"):
+        for name, m in results[group].items():
+            for key in ("mean_at_k", "pass_at_k"):
+                if not 0.0 <= m[key] <= 1.0:
+                    problems.append(f"{group}.{name}.{key} must be in [0, 1], got {m[key]!r}")
+                if m[key] > m["pass_at_k"] + 1e-12:
+                    problems.append(f"{group}.{name}: mean@k must not exceed pass@k, got {m[key]!r} > {m['pass_at_k']!r}")
+            if len(m["per_seed"]) != n:
+                problems.append(f"{group}.{name}.per_seed must have {n} entries, got {len(m['per_seed'])}")
+    if results["k"] != results["config"]["k"]:
+        problems.append(f"k must be {results['config']['k']}, got {results['k']!r}")
+    return problems
 
 
 def parallel(jobs: int, fn, items: list) -> list:
@@ -241,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def train(method: str, lr: float, seed: int, *, start: Path = base, datasets: dict = train_data, tag: str = "") -> Path:
         source, loss_type, level = ARMS[method]
+        if datasets[source].stat().st_size == 0:  # e.g. RFT when no sample is correct: nothing to train on
+            say(f"   {method}: {datasets[source].name} is empty, so this arm is its starting model")
+            return start
         run_dir = out / "runs" / f"{method}{tag}-lr{lr:g}-s{seed}"
         return swift_sft(start, datasets[source], run_dir, loss_type=loss_type, level=level, lr=lr, steps=cfg["steps"],
                          batch=cfg["batch"], seed=seed)  # fmt: skip
@@ -249,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     t = time.monotonic()
     grid_runs = [(m, lr) for m in METHODS for lr in cfg["grid"]]
     ckpts = dict(zip(grid_runs, parallel(args.jobs, lambda ml: train(ml[0], ml[1], seeds[0]), grid_runs)))
-    val = evaluate([ckpts[r] for r in grid_runs], data["val"], out / "eval" / "val", k=k, seed=seeds[0])
+    val = grade(sample_for_eval([ckpts[r] for r in grid_runs], data["val"], out / "eval" / "val", k=k, seed=seeds[0]), len(grid_runs), k=k)
     selection = {m: {f"{lr:g}": None for lr in cfg["grid"]} for m in METHODS}
     for (m, lr), res in zip(grid_runs, val):
         selection[m][f"{lr:g}"] = res["mean_at_k"]
@@ -284,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     # 6. evaluation on the held-out split: each seed samples with its own sampling seed
     t = time.monotonic()
     per_seed_models = {s: [base] + [ckpts[w] for w in wanted if w[2] == s] + [r2[i][0]] for i, s in enumerate(seeds)}
-    names = {s: ["base"] + [w for w in wanted if w[2] == s] + ["rift_round2"] for s in seeds}
-    evals = parallel(args.jobs, lambda s: evaluate(per_seed_models[s], data["eval"], out / "eval" / f"s{s}", k=k, seed=s), seeds)
+    names = {s: ["base"] + [w[:2] for w in wanted if w[2] == s] + ["rift_round2"] for s in seeds}
+    dirs = parallel(args.jobs, lambda s: sample_for_eval(per_seed_models[s], data["eval"], out / "eval" / f"s{s}", k=k, seed=s), seeds)
+    evals = [grade(d, len(per_seed_models[s]), k=k) for d, s in zip(dirs, seeds)]
     by = {}
     for s, results in zip(seeds, evals):
         for name, res in zip(names[s], results):
@@ -317,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
                                                    f", {int(Path('/proc/meminfo').read_text().split()[1]) / 2**20:.0f} GiB"),
     }  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    bad = check_results(results)
+    if bad:
+        raise SystemExit("reproduce: results.json is malformed: " + "; ".join(bad))
     from report import markdown, plot
 
     (out / "results.md").write_text(markdown(results))
