@@ -234,12 +234,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "normalize":
             summary = commands.normalize(args.input, args.output, method=args.method, raw_field=args.raw_field, in_place=args.in_place, **common)
         elif args.command == "stats":
+            if args.k is not None and args.input == "-":
+                raise ValueError("input must be a file for --k (it is read twice), got '-' (stdin)")
             summary = commands.stats(args.input, **common)
             if args.k is not None:
                 from .at_k import at_k
 
-                if args.input == "-":
-                    raise ValueError("input must be a file for --k (it is read twice), got '-' (stdin)")
                 summary.update({key: v for key, v in at_k(args.input, k=args.k, fields=fields).items() if key in ("k", "mean_at_k", "pass_at_k")})
         elif args.command == "join":
             from .join import join

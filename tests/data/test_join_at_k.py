@@ -109,6 +109,11 @@ def test_stats_k_refuses_bad_k(tmp_path, cli):
     assert res.code == 1 and "k must be an integer >= 1, got 0" in res.err
 
 
+def test_stats_k_refuses_stdin(tmp_path):
+    res = run_command("stats", "-", "--k", "8", input=_labelled(tmp_path, {"a": (8, 2)}).read_text())
+    assert res.returncode == 1 and "input must be a file for --k (it is read twice), got '-' (stdin)" in res.stderr
+
+
 # ------------------------------------------------------------------------------------------- join
 
 
