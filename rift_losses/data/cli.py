@@ -4,6 +4,7 @@
     rift-losses stats labelled.jsonl                              # the paper's Table 1 and Table 4
     rift-losses normalize labelled.jsonl -o norm.jsonl --method gaussian   # eq. 6-8 (optional)
     rift-losses convert labelled.jsonl -o data/buffer.jsonl --to llamafactory   # or --to swift
+    rift-losses join samples.jsonl --problems problems.jsonl -o joined.jsonl    # reference answers onto samples
 
 Exit status: 0 on success, 1 on bad input (the message names file:line and the field) or a bad
 output path, 2 on a bad command line, 128 + N on signal N (130 Ctrl-C, 129 SIGHUP, 143 SIGTERM).
@@ -139,8 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="keeps each reward before normalization (default: %(default)s)",
     )
 
-    p = sub.add_parser("stats", parents=[common, grouping], help="the paper's Table 1 and Table 4 for a buffer")
+    p = sub.add_parser("stats", parents=[common, grouping], help="the paper's Table 1 and Table 4 for a buffer; mean@k and pass@k with --k")
     p.add_argument("input", help="labelled JSONL ('-': stdin)")
+    p.add_argument(
+        "--k", type=int, default=None, metavar="K",
+        help="also mean@K and pass@K (unbiased when a problem has more than K samples) of a labelled set of samples of an evaluation set",
+    )  # fmt: skip
+
+    p = sub.add_parser("join", parents=[common], help="give sampled responses (e.g. `swift sample`'s output) their problem's reference answer")
+    p.add_argument("input", help="sampled responses, chat rows with the sample last ('-': stdin)")
+    p.add_argument("--problems", required=True, help="JSONL of the problems sampled from, each with its reference answer")
+    p.add_argument("-o", "--output", required=True, help="the samples with the answer field: " + _OUTPUT_HELP)
+    p.add_argument("--in-place", action="store_true", help=_IN_PLACE_HELP)
+    p.add_argument("--answer-field", default="answer", metavar="NAME", help="the reference answer, read from --problems and written (default: %(default)s)")
 
     p = sub.add_parser(
         "convert", parents=[common, grouping], help="write a labelled buffer in MS-Swift's or LLaMA-Factory's layout"
@@ -197,6 +209,8 @@ def _print_summary(s: dict) -> None:
         if s["flat_groups"]:
             verb = "has" if s["flat_groups"] == 1 else "have"
             print(f"  {count(s['flat_groups'], 'group')} {verb} all-equal rewards (no relative signal)")
+    elif cmd == "join":
+        print(f"join: {count(s['rows'], 'sample')} given the answers of {s['answered']:,} of {count(s['problems'], 'problem')} -> {s['output']}")
     elif cmd == "convert":
         print(f"convert --to {s['to']}: {count(s['rows'], 'row')} in {count(s['groups'], 'group')} -> {s['output']}")
         if "dataset_info" in s:
@@ -278,7 +292,17 @@ def main(argv: list[str] | None = None) -> int:
                 args.input, args.output, method=args.method, raw_field=args.raw_field, in_place=args.in_place, **common
             )
         elif args.command == "stats":
+            if args.k is not None and args.input == "-":
+                raise ValueError("input must be a file for --k (it is read twice), got '-' (stdin)")
             summary = commands.stats(args.input, **common)
+            if args.k is not None:
+                from .at_k import at_k
+
+                summary.update({key: v for key, v in at_k(args.input, k=args.k, fields=fields).items() if key in ("k", "mean_at_k", "pass_at_k")})
+        elif args.command == "join":
+            from .join import join
+
+            summary = join(args.input, args.output, problems=args.problems, in_place=args.in_place, **common)
         else:
             summary = commands.convert(
                 args.input, args.output, to=args.to, dataset_name=args.dataset_name, dataset_info=args.dataset_info,
@@ -309,9 +333,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary, indent=2))
     elif args.command == "stats":
         print(commands.format_stats(summary))
+        if "mean_at_k" in summary:
+            from .at_k import format_at_k
+
+            print(format_at_k({**summary, "samples": summary["responses"]}))
     else:
         _print_summary(summary)
-    warning = untrainable_warning(args.command, summary)
+    warning = None if args.command == "join" else untrainable_warning(args.command, summary)
     if warning:
         print(warning, file=sys.stderr)
     return 0
