@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 
 
-def sample_rows(engine, problems: list[dict], *, k: int, temperature: float, top_p: float, max_new_tokens: int, seed: int) -> list[dict]:
+def sample_rows(
+    engine, problems: list[dict], *, k: int, temperature: float, top_p: float, max_new_tokens: int, seed: int
+) -> list[dict]:
     """K sampled answers per problem, as chat rows carrying the problem's reference answer."""
     import torch
     from swift.infer_engine import InferRequest, RequestConfig
@@ -33,18 +35,29 @@ def sample_rows(engine, problems: list[dict], *, k: int, temperature: float, top
     out = []
     for i, row in enumerate(problems):
         prompt = [m for m in row["messages"] if m["role"] != "assistant"]
-        for resp in responses[i * k:(i + 1) * k]:
+        for resp in responses[i * k : (i + 1) * k]:
             if isinstance(resp, Exception):
                 raise resp
-            out.append({"messages": prompt + [{"role": "assistant", "content": resp.choices[0].message.content}], "answer": row["answer"]})
+            out.append(
+                {
+                    "messages": prompt + [{"role": "assistant", "content": resp.choices[0].message.content}],
+                    "answer": row["answer"],
+                }
+            )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+", type=Path, help="checkpoint directories written by `swift sft` (they hold args.json)")
-    parser.add_argument("--problems", type=Path, required=True, help="JSONL rows {'messages': [user, (assistant)], 'answer': ...}")
-    parser.add_argument("--out", type=Path, required=True, help="one JSONL per model: OUT/<i>.jsonl, in the order given")
+    parser.add_argument(
+        "models", nargs="+", type=Path, help="checkpoint directories written by `swift sft` (they hold args.json)"
+    )
+    parser.add_argument(
+        "--problems", type=Path, required=True, help="JSONL rows {'messages': [user, (assistant)], 'answer': ...}"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="one JSONL per model: OUT/<i>.jsonl, in the order given"
+    )
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--top-p", type=float, default=0.8)
@@ -58,8 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for i, model in enumerate(args.models):
         engine = TransformersEngine(str(model), max_batch_size=args.batch)
-        rows = sample_rows(engine, problems, k=args.k, temperature=args.temperature, top_p=args.top_p,
-                           max_new_tokens=args.max_new_tokens, seed=args.seed)  # fmt: skip
+        rows = sample_rows(
+            engine,
+            problems,
+            k=args.k,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+        )
         with open(args.out / f"{i}.jsonl", "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -28,30 +28,47 @@ def markdown(results: dict) -> str:
     k = results["k"]
     n = len(results["methods"]["base"]["per_seed"])
     lines = [
-        f"Held-out eval: mean@{k} and pass@{k} in %, mean ± sample standard deviation over {n} seed(s) (per seed in brackets).",
+        f"Held-out eval: mean@{k} and pass@{k} in %, mean ± sample standard deviation over {n} seed(s) "
+        "(per seed in brackets).",
         "",
-        f"| method | LR (chosen on val) | mean@{k} | pass@{k} | LR {results['shared_lr']:g} (shared): mean@{k} | pass@{k} |",
+        f"| method | LR (chosen on val) | mean@{k} | pass@{k} | LR {results['shared_lr']:g} (shared): "
+        f"mean@{k} | pass@{k} |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     shared = results["methods_shared_lr"]
     for name, m in results["methods"].items():
         lr = f"{m['lr']:g}" if "lr" in m else "-"
-        row = [LABELS.get(name, name), lr, f"{_cell(m, 'mean_at_k')} ({_seeds(m, 'mean_at_k')})", f"{_cell(m, 'pass_at_k')} ({_seeds(m, 'pass_at_k')})"]
+        row = [
+            LABELS.get(name, name),
+            lr,
+            f"{_cell(m, 'mean_at_k')} ({_seeds(m, 'mean_at_k')})",
+            f"{_cell(m, 'pass_at_k')} ({_seeds(m, 'pass_at_k')})",
+        ]
         if name in shared:
-            row += [f"{_cell(shared[name], 'mean_at_k')} ({_seeds(shared[name], 'mean_at_k')})", _cell(shared[name], "pass_at_k")]
+            row += [
+                f"{_cell(shared[name], 'mean_at_k')} ({_seeds(shared[name], 'mean_at_k')})",
+                _cell(shared[name], "pass_at_k"),
+            ]
         else:
             row += ["-", "-"]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", f"Learning rate selection (val mean@{k} in %, seed {results['methods']['base']['per_seed'][0]['seed']}):", ""]
+    lines += [
+        "",
+        f"Learning rate selection (val mean@{k} in %, seed {results['methods']['base']['per_seed'][0]['seed']}):",
+        "",
+    ]
     grid = results["lr_grid"]
     lines.append("| method | " + " | ".join(f"{lr:g}" for lr in grid) + " |")
     lines.append("| --- |" + " --- |" * len(grid))
     for name, sel in results["lr_selection_val_mean_at_k"].items():
         lines.append(f"| {name} | " + " | ".join(f"{100 * sel[f'{lr:g}']:.1f}" for lr in grid) + " |")
     b = results["buffer_stats"]["round1"]
-    lines += ["", f"Round-1 buffer: {b['responses']:,} samples of {b['problems']:,} problems, {b['positive_pct']}% positive, "
-              f"{b['mixed_pct']}% of problems mixed (Table 1/4).",
-              f"Wall time {results['wall_seconds']:.0f} s, CPU {results['cpu_seconds']:.0f} s ({results['machine']})."]  # fmt: skip
+    lines += [
+        "",
+        f"Round-1 buffer: {b['responses']:,} samples of {b['problems']:,} problems, {b['positive_pct']}% positive, "
+        f"{b['mixed_pct']}% of problems mixed (Table 1/4).",
+        f"Wall time {results['wall_seconds']:.0f} s, CPU {results['cpu_seconds']:.0f} s ({results['machine']}).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -70,9 +87,19 @@ def plot(results: dict, path: Path) -> Path:
         chosen = [100 * results["methods"][n][key] for n in names]
         chosen_sd = [100 * results["methods"][n][key + "_sd"] for n in names]
         shared = [100 * results["methods_shared_lr"][n][key] if n in results["methods_shared_lr"] else 0 for n in names]
-        shared_sd = [100 * results["methods_shared_lr"][n][key + "_sd"] if n in results["methods_shared_lr"] else 0 for n in names]
+        shared_sd = [
+            100 * results["methods_shared_lr"][n][key + "_sd"] if n in results["methods_shared_lr"] else 0
+            for n in names
+        ]
         ax.bar([x - width / 2 for x in xs], chosen, width, yerr=chosen_sd, capsize=3, label="LR chosen on val")
-        ax.bar([x + width / 2 for x in xs], shared, width, yerr=shared_sd, capsize=3, label=f"shared LR {results['shared_lr']:g}")
+        ax.bar(
+            [x + width / 2 for x in xs],
+            shared,
+            width,
+            yerr=shared_sd,
+            capsize=3,
+            label=f"shared LR {results['shared_lr']:g}",
+        )
         for x, n in zip(xs, names):
             for s in results["methods"][n]["per_seed"]:
                 ax.plot(x - width / 2, 100 * s[key], "k.", ms=3)
@@ -82,7 +109,11 @@ def plot(results: dict, path: Path) -> Path:
         ax.set_ylabel(f"{key.replace('_at_k', f'@{k}')} (%)")
         ax.set_title(f"{key.replace('_at_k', f'@{k}')} on held-out problems")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"make reproduce: tiny Qwen2 on generated arithmetic word problems ({len(results['methods']['base']['per_seed'])} seeds)", fontsize=10)
+    fig.suptitle(
+        "make reproduce: tiny Qwen2 on generated arithmetic word problems "
+        f"({len(results['methods']['base']['per_seed'])} seeds)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -57,14 +57,34 @@ ARMS = {
     "rift_gaussian": ("buffer", "rift_gaussian", None),
 }
 
-FULL = dict(
-    sizes={"base": 2000, "train": 256, "val": 64, "eval": 256}, k=8, base_steps=800, base_batch=32, base_lr=3e-3,
-    steps=64, batch=32, grid=(3e-4, 1e-3, 3e-3), shared_lr=1e-3, seeds=(0, 1, 2), hidden=96, layers=3,
-)  # fmt: skip
-SMOKE = dict(
-    sizes={"base": 200, "train": 16, "val": 8, "eval": 16}, k=8, base_steps=40, base_batch=32, base_lr=3e-3,
-    steps=4, batch=16, grid=(1e-3,), shared_lr=1e-3, seeds=(0,), hidden=32, layers=2,
-)  # fmt: skip
+FULL = dict(  # noqa: C408 (keyword arguments read as a table)
+    sizes={"base": 2000, "train": 256, "val": 64, "eval": 256},
+    k=8,
+    base_steps=800,
+    base_batch=32,
+    base_lr=3e-3,
+    steps=64,
+    batch=32,
+    grid=(3e-4, 1e-3, 3e-3),
+    shared_lr=1e-3,
+    seeds=(0, 1, 2),
+    hidden=96,
+    layers=3,
+)
+SMOKE = dict(  # noqa: C408
+    sizes={"base": 200, "train": 16, "val": 8, "eval": 16},
+    k=8,
+    base_steps=40,
+    base_batch=32,
+    base_lr=3e-3,
+    steps=4,
+    batch=16,
+    grid=(1e-3,),
+    shared_lr=1e-3,
+    seeds=(0,),
+    hidden=32,
+    layers=2,
+)
 MAX_NEW_TOKENS = 48
 TEMPERATURE, TOP_P = 0.7, 0.8
 
@@ -79,9 +99,23 @@ def say(text: str = "") -> None:
 
 def env(extra: dict | None = None) -> dict:
     e = dict(os.environ)
-    e.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-             WANDB_DISABLED="true", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")  # fmt: skip
-    for name in ("FORCE_TORCHRUN", "NPROC_PER_NODE", "RIFT_LOSSES_AUTOLOAD", "RIFT_LEVEL", "RIFT_GROUP_COLUMN", "RIFT_REWARD_COLUMN"):
+    e.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        WANDB_DISABLED="true",
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+    )
+    for name in (
+        "FORCE_TORCHRUN",
+        "NPROC_PER_NODE",
+        "RIFT_LOSSES_AUTOLOAD",
+        "RIFT_LEVEL",
+        "RIFT_GROUP_COLUMN",
+        "RIFT_REWARD_COLUMN",
+    ):
         e.pop(name, None)
     e.update(extra or {})
     return e
@@ -92,31 +126,96 @@ def run(cmd: list, log: Path, *, extra_env: dict | None = None) -> float:
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with open(log, "w") as handle:
-        proc = subprocess.Popen([str(c) for c in cmd], env=env(extra_env), cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(c) for c in cmd], env=env(extra_env), cwd=REPO, stdout=handle, stderr=subprocess.STDOUT
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     with _lock:
         _cpu["children"] += usage.ru_utime + usage.ru_stime
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-4000:]
-        raise SystemExit(f"{tail}\nreproduce: `{Path(str(cmd[0])).name} {' '.join(map(str, cmd[1:3]))} ...` failed (exit {proc.returncode}); log: {log}")
+        raise SystemExit(
+            f"{tail}\nreproduce: `{Path(str(cmd[0])).name} {' '.join(map(str, cmd[1:3]))} ...` failed "
+            f"(exit {proc.returncode}); log: {log}"
+        )
     return time.monotonic() - start
 
 
-def swift_sft(model: Path, data: Path, out: Path, *, loss_type: str | None, level: str | None, lr: float, steps: int,
-              batch: int, seed: int, scheduler: str = "constant", warmup: float = 0.0) -> Path:  # fmt: skip
+def swift_sft(
+    model: Path,
+    data: Path,
+    out: Path,
+    *,
+    loss_type: str | None,
+    level: str | None,
+    lr: float,
+    steps: int,
+    batch: int,
+    seed: int,
+    scheduler: str = "constant",
+    warmup: float = 0.0,
+) -> Path:
     """`swift sft` from ``model``; returns the saved checkpoint (it holds args.json, so `swift sample` can load it)."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [
-        BIN / "swift", "sft", "--model", model, "--model_type", "qwen2", "--template", "qwen", "--check_model", "false",
-        "--dataset", data, "--split_dataset_ratio", "0", "--dataset_num_proc", "1", "--dataloader_num_workers", "0",
-        "--tuner_type", "full", "--torch_dtype", "float32", "--max_length", "256",
-        "--per_device_train_batch_size", batch, "--gradient_accumulation_steps", "1",
-        "--learning_rate", lr, "--lr_scheduler_type", scheduler, "--warmup_ratio", warmup,
-        "--max_steps", steps, "--num_train_epochs", "1000", "--seed", seed, "--data_seed", seed,
-        "--logging_steps", max(1, steps // 8), "--save_strategy", "steps", "--save_steps", steps,
-        "--save_only_model", "true", "--report_to", "none", "--output_dir", out, "--add_version", "false",
-    ]  # fmt: skip
+        BIN / "swift",
+        "sft",
+        "--model",
+        model,
+        "--model_type",
+        "qwen2",
+        "--template",
+        "qwen",
+        "--check_model",
+        "false",
+        "--dataset",
+        data,
+        "--split_dataset_ratio",
+        "0",
+        "--dataset_num_proc",
+        "1",
+        "--dataloader_num_workers",
+        "0",
+        "--tuner_type",
+        "full",
+        "--torch_dtype",
+        "float32",
+        "--max_length",
+        "256",
+        "--per_device_train_batch_size",
+        batch,
+        "--gradient_accumulation_steps",
+        "1",
+        "--learning_rate",
+        lr,
+        "--lr_scheduler_type",
+        scheduler,
+        "--warmup_ratio",
+        warmup,
+        "--max_steps",
+        steps,
+        "--num_train_epochs",
+        "1000",
+        "--seed",
+        seed,
+        "--data_seed",
+        seed,
+        "--logging_steps",
+        max(1, steps // 8),
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        steps,
+        "--save_only_model",
+        "true",
+        "--report_to",
+        "none",
+        "--output_dir",
+        out,
+        "--add_version",
+        "false",
+    ]
     if loss_type:
         cmd += ["--loss_type", loss_type]
     run(cmd, out / "train.log", extra_env={"RIFT_LEVEL": level} if level else None)
@@ -130,14 +229,39 @@ def swift_sample(model: Path, problems: Path, out_dir: Path, *, k: int, seed: in
     """K samples per problem with `swift sample` (transformers engine); returns its output JSONL."""
     shutil.rmtree(out_dir, ignore_errors=True)
     cmd = [
-        BIN / "swift", "sample", "--model", model, "--dataset", problems, "--sampler_type", "sample",
-        "--sampler_engine", "transformers", "--num_return_sequences", k, "--max_new_tokens", MAX_NEW_TOKENS,
-        "--temperature", TEMPERATURE, "--top_p", TOP_P, "--seed", seed, "--torch_dtype", "float32",
+        BIN / "swift",
+        "sample",
+        "--model",
+        model,
+        "--dataset",
+        problems,
+        "--sampler_type",
+        "sample",
+        "--sampler_engine",
+        "transformers",
+        "--num_return_sequences",
+        k,
+        "--max_new_tokens",
+        MAX_NEW_TOKENS,
+        "--temperature",
+        TEMPERATURE,
+        "--top_p",
+        TOP_P,
+        "--seed",
+        seed,
+        "--torch_dtype",
+        "float32",
         # every problem in one sampling batch (MS-Swift drops the remainder of len(dataset) // batch), and
         # all K x problems requests in generate calls of 512 (the engine's default is one at a time)
-        "--num_sampling_batch_size", n_problems, "--engine_kwargs", json.dumps({"max_batch_size": 512}),
-        "--output_dir", out_dir, "--output_file", "samples.jsonl",
-    ]  # fmt: skip
+        "--num_sampling_batch_size",
+        n_problems,
+        "--engine_kwargs",
+        json.dumps({"max_batch_size": 512}),
+        "--output_dir",
+        out_dir,
+        "--output_file",
+        "samples.jsonl",
+    ]
     run(cmd, out_dir / "sample.log")
     return out_dir / "samples.jsonl"
 
@@ -168,8 +292,28 @@ def buffer_from_samples(samples: Path, problems: Path, work: Path) -> dict:
 def sample_for_eval(models: list[Path], problems: Path, out: Path, *, k: int, seed: int) -> Path:
     """K samples per problem from each model (reproduce/evaluate.py, one process): out/<i>.jsonl."""
     out.mkdir(parents=True, exist_ok=True)
-    run([sys.executable, HERE / "evaluate.py", *models, "--problems", problems, "--out", out, "--k", k, "--seed", seed,
-         "--temperature", TEMPERATURE, "--top-p", TOP_P, "--max-new-tokens", MAX_NEW_TOKENS], out / "evaluate.log")  # fmt: skip
+    run(
+        [
+            sys.executable,
+            HERE / "evaluate.py",
+            *models,
+            "--problems",
+            problems,
+            "--out",
+            out,
+            "--k",
+            k,
+            "--seed",
+            seed,
+            "--temperature",
+            TEMPERATURE,
+            "--top-p",
+            TOP_P,
+            "--max-new-tokens",
+            MAX_NEW_TOKENS,
+        ],
+        out / "evaluate.log",
+    )
     return out
 
 
@@ -186,7 +330,9 @@ def grade(out: Path, n_models: int, *, k: int) -> list[dict]:
         labelled = out / f"{i}.labelled.jsonl"
         summary = commands.label(out / f"{i}.jsonl", labelled, progress="none")
         if summary["unlabelled"]:
-            raise SystemExit(f"reproduce: {summary['unlabelled']} eval samples in {out / f'{i}.jsonl'} could not be graded")
+            raise SystemExit(
+                f"reproduce: {summary['unlabelled']} eval samples in {out / f'{i}.jsonl'} could not be graded"
+            )
         results.append(at_k(labelled, k=k))
     return results
 
@@ -216,7 +362,9 @@ def check_results(results: dict) -> list[str]:
                 if not 0.0 <= m[key] <= 1.0:
                     problems.append(f"{group}.{name}.{key} must be in [0, 1], got {m[key]!r}")
                 if m[key] > m["pass_at_k"] + 1e-12:
-                    problems.append(f"{group}.{name}: mean@k must not exceed pass@k, got {m[key]!r} > {m['pass_at_k']!r}")
+                    problems.append(
+                        f"{group}.{name}: mean@k must not exceed pass@k, got {m[key]!r} > {m['pass_at_k']!r}"
+                    )
             if len(m["per_seed"]) != n:
                 problems.append(f"{group}.{name}.per_seed must have {n} entries, got {len(m['per_seed'])}")
     if results["k"] != results["config"]["k"]:
@@ -233,9 +381,13 @@ def parallel(jobs: int, fn, items: list) -> list:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="the same pipeline at toy size (minutes; part of `make test`)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="the same pipeline at toy size (minutes; part of `make test`)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "reproduce_out")
-    parser.add_argument("--jobs", type=int, default=2, help="commands run at once (default: %(default)s; each uses one thread)")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="commands run at once (default: %(default)s; each uses one thread)"
+    )
     args = parser.parse_args(argv)
     cfg = SMOKE if args.smoke else FULL
     out: Path = args.out.resolve()
@@ -243,52 +395,95 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    say(f"reproduce ({'smoke' if args.smoke else 'full'}): K = {k}, seeds {seeds}, LR grid {list(cfg['grid'])}, shared LR {cfg['shared_lr']}, "
-        f"{cfg['steps']} steps x batch {cfg['batch']} per arm, {args.jobs} jobs -> {out}")  # fmt: skip
+    say(
+        f"reproduce ({'smoke' if args.smoke else 'full'}): K = {k}, seeds {seeds}, LR grid "
+        f"{list(cfg['grid'])}, shared LR {cfg['shared_lr']}, "
+        f"{cfg['steps']} steps x batch {cfg['batch']} per arm, {args.jobs} jobs -> {out}"
+    )
 
     # 1. data and model
     splits = task.make_splits(cfg["sizes"])
     data = {name: task.write_jsonl(out / "data" / f"{name}.jsonl", rows) for name, rows in splits.items()}
-    init = task.build_model(out / "init", task.corpus_of([r for rows in splits.values() for r in rows]),
-                            hidden_size=cfg["hidden"], num_layers=cfg["layers"])  # fmt: skip
+    init = task.build_model(
+        out / "init",
+        task.corpus_of([r for rows in splits.values() for r in rows]),
+        hidden_size=cfg["hidden"],
+        num_layers=cfg["layers"],
+    )
     say(f"1. data: {', '.join(f'{n} {len(r)}' for n, r in splits.items())} problems; model: {init}")
 
     # 2. base
     t = time.monotonic()
-    base = swift_sft(init, data["base"], out / "base", loss_type=None, level=None, lr=cfg["base_lr"], steps=cfg["base_steps"],
-                     batch=cfg["base_batch"], seed=0, scheduler="cosine", warmup=0.05)  # fmt: skip
-    say(f"2. base: swift sft on {len(splits['base'])} reference solutions, {cfg['base_steps']} steps ({time.monotonic() - t:.0f} s)")
+    base = swift_sft(
+        init,
+        data["base"],
+        out / "base",
+        loss_type=None,
+        level=None,
+        lr=cfg["base_lr"],
+        steps=cfg["base_steps"],
+        batch=cfg["base_batch"],
+        seed=0,
+        scheduler="cosine",
+        warmup=0.05,
+    )
+    say(
+        f"2. base: swift sft on {len(splits['base'])} reference solutions, {cfg['base_steps']} steps "
+        f"({time.monotonic() - t:.0f} s)"
+    )
 
     # 3. buffer
     t = time.monotonic()
     samples = swift_sample(base, data["train"], out / "round1" / "sample", k=k, seed=0, n_problems=len(splits["train"]))
-    say(f"3. swift sample: {k} answers to each of {len(splits['train'])} train problems from the base ({time.monotonic() - t:.0f} s)")
+    say(
+        f"3. swift sample: {k} answers to each of {len(splits['train'])} train problems from the base "
+        f"({time.monotonic() - t:.0f} s)"
+    )
     round1 = buffer_from_samples(samples, data["train"], out / "round1")
     say(round1["table"])
 
     train_data = {"references": data["train"], "positives": round1["positives"], "buffer": round1["buffer"]}
 
-    def train(method: str, lr: float, seed: int, *, start: Path = base, datasets: dict = train_data, tag: str = "") -> Path:
+    def train(
+        method: str, lr: float, seed: int, *, start: Path = base, datasets: dict = train_data, tag: str = ""
+    ) -> Path:
         source, loss_type, level = ARMS[method]
         if datasets[source].stat().st_size == 0:  # e.g. RFT when no sample is correct: nothing to train on
             say(f"   {method}: {datasets[source].name} is empty, so this arm is its starting model")
             return start
         run_dir = out / "runs" / f"{method}{tag}-lr{lr:g}-s{seed}"
-        return swift_sft(start, datasets[source], run_dir, loss_type=loss_type, level=level, lr=lr, steps=cfg["steps"],
-                         batch=cfg["batch"], seed=seed)  # fmt: skip
+        return swift_sft(
+            start,
+            datasets[source],
+            run_dir,
+            loss_type=loss_type,
+            level=level,
+            lr=lr,
+            steps=cfg["steps"],
+            batch=cfg["batch"],
+            seed=seed,
+        )
 
     # 4a. learning rate per method on val (seed 0)
     t = time.monotonic()
     grid_runs = [(m, lr) for m in METHODS for lr in cfg["grid"]]
     ckpts = dict(zip(grid_runs, parallel(args.jobs, lambda ml: train(ml[0], ml[1], seeds[0]), grid_runs)))
-    val = grade(sample_for_eval([ckpts[r] for r in grid_runs], data["val"], out / "eval" / "val", k=k, seed=seeds[0]), len(grid_runs), k=k)
+    val = grade(
+        sample_for_eval([ckpts[r] for r in grid_runs], data["val"], out / "eval" / "val", k=k, seed=seeds[0]),
+        len(grid_runs),
+        k=k,
+    )
     selection = {m: {f"{lr:g}": None for lr in cfg["grid"]} for m in METHODS}
     for (m, lr), res in zip(grid_runs, val):
         selection[m][f"{lr:g}"] = res["mean_at_k"]
     chosen = {m: max(cfg["grid"], key=lambda lr: (selection[m][f"{lr:g}"], -lr)) for m in METHODS}
     say(f"4. learning rates chosen on val (mean@{k}, seed {seeds[0]}; {time.monotonic() - t:.0f} s):")
     for m in METHODS:
-        say(f"   {m:<14} " + "  ".join(f"{lr}: {100 * v:5.1f}%" for lr, v in selection[m].items()) + f"   -> {chosen[m]:g}")
+        say(
+            f"   {m:<14} "
+            + "  ".join(f"{lr}: {100 * v:5.1f}%" for lr, v in selection[m].items())
+            + f"   -> {chosen[m]:g}"
+        )
 
     # 4b. every method at its chosen LR and at the shared LR, all seeds
     t = time.monotonic()
@@ -308,7 +503,9 @@ def main(argv: list[str] | None = None) -> int:
         work = out / "round2" / f"s{seed}"
         smp = swift_sample(rift_model, data["train"], work / "sample", k=k, seed=seed, n_problems=len(splits["train"]))
         buf = buffer_from_samples(smp, data["train"], work)
-        return train("rift", chosen["rift"], seed, start=rift_model, datasets={"buffer": buf["buffer"]}, tag="-round2"), buf["stats"]
+        return train(
+            "rift", chosen["rift"], seed, start=rift_model, datasets={"buffer": buf["buffer"]}, tag="-round2"
+        ), buf["stats"]
 
     r2 = parallel(args.jobs, round2, seeds)
     say(f"5. round 2: swift sample from the RIFT models, label, RIFT again ({time.monotonic() - t:.0f} s)")
@@ -317,13 +514,20 @@ def main(argv: list[str] | None = None) -> int:
     t = time.monotonic()
     per_seed_models = {s: [base] + [ckpts[w] for w in wanted if w[2] == s] + [r2[i][0]] for i, s in enumerate(seeds)}
     names = {s: ["base"] + [w[:2] for w in wanted if w[2] == s] + ["rift_round2"] for s in seeds}
-    dirs = parallel(args.jobs, lambda s: sample_for_eval(per_seed_models[s], data["eval"], out / "eval" / f"s{s}", k=k, seed=s), seeds)
+    dirs = parallel(
+        args.jobs,
+        lambda s: sample_for_eval(per_seed_models[s], data["eval"], out / "eval" / f"s{s}", k=k, seed=s),
+        seeds,
+    )
     evals = [grade(d, len(per_seed_models[s]), k=k) for d, s in zip(dirs, seeds)]
     by = {}
     for s, results in zip(seeds, evals):
         for name, res in zip(names[s], results):
             by.setdefault(name, []).append({"seed": s, "mean_at_k": res["mean_at_k"], "pass_at_k": res["pass_at_k"]})
-    say(f"6. evaluated {sum(len(v) for v in per_seed_models.values())} models on {len(splits['eval'])} held-out problems x {k} ({time.monotonic() - t:.0f} s)")
+    say(
+        f"6. evaluated {sum(len(v) for v in per_seed_models.values())} models on {len(splits['eval'])} "
+        f"held-out problems x {k} ({time.monotonic() - t:.0f} s)"
+    )
 
     methods = {"base": summarize(by["base"])}
     for m in METHODS:
@@ -342,13 +546,23 @@ def main(argv: list[str] | None = None) -> int:
         "lr_grid": list(cfg["grid"]),
         "lr_selection_val_mean_at_k": selection,
         "buffer_stats": {"round1": round1["stats"], "round2": [b for _, b in r2]},
-        "config": {key: v for key, v in cfg.items() if key != "grid"} | {"smoke": args.smoke, "temperature": TEMPERATURE, "top_p": TOP_P,
-                                                                         "max_new_tokens": MAX_NEW_TOKENS, "jobs": args.jobs},
+        "config": {key: v for key, v in cfg.items() if key != "grid"}
+        | {
+            "smoke": args.smoke,
+            "temperature": TEMPERATURE,
+            "top_p": TOP_P,
+            "max_new_tokens": MAX_NEW_TOKENS,
+            "jobs": args.jobs,
+        },
         "wall_seconds": round(wall, 1),
         "cpu_seconds": round(_cpu["children"] + me.ru_utime + me.ru_stime, 1),
-        "machine": f"{os.cpu_count()} CPU cores" + ("" if not Path("/proc/meminfo").exists() else
-                                                   f", {int(Path('/proc/meminfo').read_text().split()[1]) / 2**20:.0f} GiB"),
-    }  # fmt: skip
+        "machine": f"{os.cpu_count()} CPU cores"
+        + (
+            ""
+            if not Path("/proc/meminfo").exists()
+            else f", {int(Path('/proc/meminfo').read_text().split()[1]) / 2**20:.0f} GiB"
+        ),
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     bad = check_results(results)
     if bad:
@@ -359,7 +573,10 @@ def main(argv: list[str] | None = None) -> int:
     plot(results, out / "results.png")
     say("")
     say((out / "results.md").read_text())
-    say(f"reproduce: done in {wall:.0f} s wall, {results['cpu_seconds']:.0f} s of CPU -> {out / 'results.json'}, results.md, results.png")
+    say(
+        f"reproduce: done in {wall:.0f} s wall, {results['cpu_seconds']:.0f} s of CPU -> "
+        f"{out / 'results.json'}, results.md, results.png"
+    )
     return 0
 
 

@@ -19,7 +19,24 @@ import json
 import random
 from pathlib import Path
 
-NAMES = ("Ann", "Ben", "Cara", "Dan", "Eve", "Finn", "Gia", "Hal", "Ida", "Jon", "Kim", "Leo", "Mia", "Ned", "Ola", "Pat")
+NAMES = (
+    "Ann",
+    "Ben",
+    "Cara",
+    "Dan",
+    "Eve",
+    "Finn",
+    "Gia",
+    "Hal",
+    "Ida",
+    "Jon",
+    "Kim",
+    "Leo",
+    "Mia",
+    "Ned",
+    "Ola",
+    "Pat",
+)
 ITEMS = ("apples", "books", "coins", "pens", "cards", "shells", "stamps", "eggs", "marbles", "stickers")
 SYSTEM = "You are a helpful assistant."
 
@@ -50,7 +67,10 @@ def _problem(rng: random.Random) -> tuple[str, str, int]:
     else:  # (a + b) * c
         b = rng.randint(2, 19)
         c = rng.randint(2, 4)
-        q = f"{name} has {a} {item} and gets {b} more. A friend has {c} times as many. How many {item} does the friend have?"
+        q = (
+            f"{name} has {a} {item} and gets {b} more. A friend has {c} times as many. "
+            f"How many {item} does the friend have?"
+        )
         s = f"{a} + {b} = {a + b}. {a + b} * {c} = {(a + b) * c}."
         ans = (a + b) * c
     return q, f"{s} The answer is {ans}.", ans
@@ -73,7 +93,12 @@ def make_splits(sizes: dict[str, int], *, seed: int = 1234) -> dict[str, list[di
             if q in seen:
                 continue
             seen.add(q)
-            rows.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": sol}], "answer": str(ans)})
+            rows.append(
+                {
+                    "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": sol}],
+                    "answer": str(ans),
+                }
+            )
         out[split] = rows
     return out
 
@@ -103,14 +128,21 @@ def build_tokenizer(path: Path, corpus: list[str]):
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=384, special_tokens=list(SPECIAL_TOKENS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=384,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=["<|im_start|>", "<|im_end|>"]
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
     fast.chat_template = (
-        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+        "{% for message in messages %}"
+        "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
     )
     fast.save_pretrained(str(path))

@@ -35,7 +35,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
-def at_k(src, *, k: int, fields: Fields = Fields(), progress: str = "none") -> dict[str, Any]:
+def at_k(src, *, k: int, fields: Fields = Fields(), progress: str = "none") -> dict[str, Any]:  # noqa: B008 (a frozen dataclass)
     """mean@k and pass@k over the problems of a labelled file (a sample is correct when its reward > 0).
 
     Problems are grouped as ``stats`` groups them (the group field, else the prompt). Every

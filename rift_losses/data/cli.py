@@ -140,19 +140,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="keeps each reward before normalization (default: %(default)s)",
     )
 
-    p = sub.add_parser("stats", parents=[common, grouping], help="the paper's Table 1 and Table 4 for a buffer; mean@k and pass@k with --k")
+    p = sub.add_parser(
+        "stats",
+        parents=[common, grouping],
+        help="the paper's Table 1 and Table 4 for a buffer; mean@k and pass@k with --k",
+    )
     p.add_argument("input", help="labelled JSONL ('-': stdin)")
     p.add_argument(
         "--k", type=int, default=None, metavar="K",
-        help="also mean@K and pass@K (unbiased when a problem has more than K samples) of a labelled set of samples of an evaluation set",
+        help="also mean@K and pass@K (unbiased when a problem has more than K samples) of a labelled "
+             "set of samples of an evaluation set",
     )  # fmt: skip
 
-    p = sub.add_parser("join", parents=[common], help="give sampled responses (e.g. `swift sample`'s output) their problem's reference answer")
+    p = sub.add_parser(
+        "join",
+        parents=[common],
+        help="give sampled responses (e.g. `swift sample`'s output) their problem's reference answer",
+    )
     p.add_argument("input", help="sampled responses, chat rows with the sample last ('-': stdin)")
-    p.add_argument("--problems", required=True, help="JSONL of the problems sampled from, each with its reference answer")
+    p.add_argument(
+        "--problems", required=True, help="JSONL of the problems sampled from, each with its reference answer"
+    )
     p.add_argument("-o", "--output", required=True, help="the samples with the answer field: " + _OUTPUT_HELP)
     p.add_argument("--in-place", action="store_true", help=_IN_PLACE_HELP)
-    p.add_argument("--answer-field", default="answer", metavar="NAME", help="the reference answer, read from --problems and written (default: %(default)s)")
+    p.add_argument(
+        "--answer-field",
+        default="answer",
+        metavar="NAME",
+        help="the reference answer, read from --problems and written (default: %(default)s)",
+    )
 
     p = sub.add_parser(
         "convert", parents=[common, grouping], help="write a labelled buffer in MS-Swift's or LLaMA-Factory's layout"
@@ -210,7 +226,10 @@ def _print_summary(s: dict) -> None:
             verb = "has" if s["flat_groups"] == 1 else "have"
             print(f"  {count(s['flat_groups'], 'group')} {verb} all-equal rewards (no relative signal)")
     elif cmd == "join":
-        print(f"join: {count(s['rows'], 'sample')} given the answers of {s['answered']:,} of {count(s['problems'], 'problem')} -> {s['output']}")
+        print(
+            f"join: {count(s['rows'], 'sample')} given the answers of {s['answered']:,} of "
+            f"{count(s['problems'], 'problem')} -> {s['output']}"
+        )
     elif cmd == "convert":
         print(f"convert --to {s['to']}: {count(s['rows'], 'row')} in {count(s['groups'], 'group')} -> {s['output']}")
         if "dataset_info" in s:
@@ -298,7 +317,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.k is not None:
                 from .at_k import at_k
 
-                summary.update({key: v for key, v in at_k(args.input, k=args.k, fields=fields).items() if key in ("k", "mean_at_k", "pass_at_k")})
+                summary.update(
+                    {
+                        key: v
+                        for key, v in at_k(args.input, k=args.k, fields=fields).items()
+                        if key in ("k", "mean_at_k", "pass_at_k")
+                    }
+                )
         elif args.command == "join":
             from .join import join
 

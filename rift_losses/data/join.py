@@ -16,7 +16,7 @@ other field (MS-Swift's ``id``, say).
 from __future__ import annotations
 
 import json
-from typing import Any, IO
+from typing import IO, Any
 
 from ._io import DataError, Progress, atomic_output, check_output, dumps, file_size, read_jsonl, short
 from ._rows import Fields, answer, conversation
@@ -30,22 +30,48 @@ def _problem_prompt(row: dict, fields: Fields, path: str, line: int) -> list:
     """A problem's prompt messages: its chat messages without a final assistant message, or its prompt text."""
     if fields.messages in row:
         messages = row[fields.messages]
-        if not isinstance(messages, list) or not messages or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages
+            )
         ):
-            raise DataError(path, line, f"field {fields.messages!r} must be a non-empty list of role/content messages, got {short(messages)}")
+            raise DataError(
+                path,
+                line,
+                f"field {fields.messages!r} must be a non-empty list of role/content messages, got {short(messages)}",
+            )
         if messages[-1]["role"] == "assistant":
             messages = messages[:-1]
         if not messages:
-            raise DataError(path, line, f"field {fields.messages!r} must hold a prompt before the reference solution, got only an assistant message")
+            raise DataError(
+                path,
+                line,
+                f"field {fields.messages!r} must hold a prompt before the reference solution, got only "
+                "an assistant message",
+            )
         return messages
     if fields.prompt in row and isinstance(row[fields.prompt], str):
         return [{"role": "user", "content": row[fields.prompt]}]
-    raise DataError(path, line, f"missing field {fields.messages!r} (chat rows) or {fields.prompt!r}; fields present: {', '.join(map(repr, row)) or 'none'}")
+    raise DataError(
+        path,
+        line,
+        f"missing field {fields.messages!r} (chat rows) or {fields.prompt!r}; fields present: "
+        f"{', '.join(map(repr, row)) or 'none'}",
+    )
 
 
 def join(
-    src, dst, *, problems, fields: Fields = Fields(), in_place: bool = False, progress: str = "auto", log: IO[str] | None = None
+    src,
+    dst,
+    *,
+    problems,
+    fields: Fields = Fields(),  # noqa: B008 (a frozen dataclass)
+    in_place: bool = False,
+    progress: str = "auto",
+    log: IO[str] | None = None,
 ) -> dict[str, Any]:
     """Write each sample of ``src`` with the answer of the problem whose prompt it answers.
 
@@ -71,7 +97,12 @@ def join(
         key = _prompt_key(_problem_prompt(row, fields, pname, line))
         ans = answer(row, fields, pname, line)
         if key in table and table[key][0] != ans:
-            raise DataError(pname, line, f"the prompt of line {table[key][1]} must have one answer, got {short(table[key][0])} there and {short(ans)} here")
+            raise DataError(
+                pname,
+                line,
+                f"the prompt of line {table[key][1]} must have one answer, got {short(table[key][0])} "
+                f"there and {short(ans)} here",
+            )
         table.setdefault(key, (ans, line))
     if not table:
         raise DataError(pname, 0, "must hold at least one problem, got none")
@@ -84,7 +115,12 @@ def join(
                 conv = conversation(row, fields, sname, line)
                 key = _prompt_key(conv.messages[:-1])
                 if key not in table:
-                    raise DataError(sname, line, f"the sample's prompt must match a problem of {pname}, got none for {short(conv.messages[-2]['content'])}")
+                    raise DataError(
+                        sname,
+                        line,
+                        f"the sample's prompt must match a problem of {pname}, got none for "
+                        f"{short(conv.messages[-2]['content'])}",
+                    )
                 row = dict(row)
                 row[fields.answer] = table[key][0]
                 out.write(dumps(row))

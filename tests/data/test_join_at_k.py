@@ -8,9 +8,10 @@ from itertools import combinations
 from math import comb
 
 import pytest
-from datahelpers import make_runner, read_jsonl, run_command, write_jsonl
 
 from rift_losses.data.at_k import pass_at_k
+
+from datahelpers import make_runner, read_jsonl, run_command, write_jsonl
 
 
 @pytest.fixture
@@ -23,9 +24,13 @@ def _problem(q: str, solution: str, ans: str) -> dict:
 
 
 def _swift_sample_row(problem: dict, sample: str) -> dict:
-    """A row as `swift sample` writes it: the reference overwritten, extra columns dropped, id = MD5 of the input row."""
+    """A row as `swift sample` writes it: the reference overwritten, extra columns dropped, id = MD5 of the input."""
     uid = hashlib.md5(json.dumps({"messages": problem["messages"]}, sort_keys=True).encode()).hexdigest()
-    return {"messages": problem["messages"][:-1] + [{"role": "assistant", "content": sample}], "dataset": "x", "id": uid}
+    return {
+        "messages": problem["messages"][:-1] + [{"role": "assistant", "content": sample}],
+        "dataset": "x",
+        "id": uid,
+    }
 
 
 # ------------------------------------------------------------------------------------------ pass@k
@@ -38,7 +43,9 @@ def _pass_at_k_by_enumeration(n: int, c: int, k: int) -> float:
     return sum(any(samples[i] for i in s) for s in subsets) / len(subsets)
 
 
-@pytest.mark.parametrize("n,c,k", [(8, 0, 8), (8, 1, 8), (8, 8, 8), (10, 3, 8), (10, 1, 1), (12, 4, 5), (16, 15, 8), (5, 2, 3)])
+@pytest.mark.parametrize(
+    "n,c,k", [(8, 0, 8), (8, 1, 8), (8, 8, 8), (10, 3, 8), (10, 1, 1), (12, 4, 5), (16, 15, 8), (5, 2, 3)]
+)
 def test_pass_at_k_equals_enumeration(n, c, k):
     assert pass_at_k(n, c, k) == pytest.approx(_pass_at_k_by_enumeration(n, c, k), abs=1e-12)
 
@@ -48,7 +55,10 @@ def test_pass_at_k_n_equals_k_is_any_correct():
     assert all(pass_at_k(8, c, 8) == 1.0 for c in range(1, 9))
 
 
-@pytest.mark.parametrize("n,c,k,message", [(8, 9, 8, "c must be in [0, n=8], got 9"), (4, 1, 8, "k must be in [1, n=4]"), (8, 1, 0, "k must be in [1, n=8]")])
+@pytest.mark.parametrize(
+    "n,c,k,message",
+    [(8, 9, 8, "c must be in [0, n=8], got 9"), (4, 1, 8, "k must be in [1, n=4]"), (8, 1, 0, "k must be in [1, n=8]")],
+)
 def test_pass_at_k_refuses_bad_counts(n, c, k, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         pass_at_k(n, c, k)
@@ -118,13 +128,20 @@ def test_stats_k_refuses_stdin(tmp_path):
 
 
 def test_join_then_label_through_the_real_commands(tmp_path):
-    problems = [_problem("Ann has 2 pens and buys 3. How many?", "2 + 3 = 5. The answer is 5.", "5"),
-                _problem("Ben has 4 cards and loses 1. How many?", "4 - 1 = 3. The answer is 3.", "3")]  # fmt: skip
+    problems = [
+        _problem("Ann has 2 pens and buys 3. How many?", "2 + 3 = 5. The answer is 5.", "5"),
+        _problem("Ben has 4 cards and loses 1. How many?", "4 - 1 = 3. The answer is 3.", "3"),
+    ]
     write_jsonl(tmp_path / "problems.jsonl", problems)
-    samples = [_swift_sample_row(problems[1], "4 - 1 = 3. The answer is 3."), _swift_sample_row(problems[0], "The answer is 6."),
-               _swift_sample_row(problems[0], "2 + 3 = 5. The answer is 5.")]  # fmt: skip
+    samples = [
+        _swift_sample_row(problems[1], "4 - 1 = 3. The answer is 3."),
+        _swift_sample_row(problems[0], "The answer is 6."),
+        _swift_sample_row(problems[0], "2 + 3 = 5. The answer is 5."),
+    ]
     write_jsonl(tmp_path / "samples.jsonl", samples)
-    res = run_command("join", tmp_path / "samples.jsonl", "--problems", tmp_path / "problems.jsonl", "-o", tmp_path / "joined.jsonl")
+    res = run_command(
+        "join", tmp_path / "samples.jsonl", "--problems", tmp_path / "problems.jsonl", "-o", tmp_path / "joined.jsonl"
+    )
     assert res.returncode == 0, res.stderr
     assert "join: 3 samples given the answers of 2 of 2 problems" in res.stdout
     joined = read_jsonl(tmp_path / "joined.jsonl")
@@ -137,16 +154,26 @@ def test_join_then_label_through_the_real_commands(tmp_path):
 
 def test_join_prompt_response_problems(tmp_path, cli):
     write_jsonl(tmp_path / "problems.jsonl", [{"prompt": "2 + 2?", "answer": 4}])
-    write_jsonl(tmp_path / "samples.jsonl", [{"messages": [{"role": "user", "content": "2 + 2?"}, {"role": "assistant", "content": "4"}]}])
-    res = cli("join", tmp_path / "samples.jsonl", "--problems", tmp_path / "problems.jsonl", "-o", tmp_path / "out.jsonl")
+    write_jsonl(
+        tmp_path / "samples.jsonl",
+        [{"messages": [{"role": "user", "content": "2 + 2?"}, {"role": "assistant", "content": "4"}]}],
+    )
+    res = cli(
+        "join", tmp_path / "samples.jsonl", "--problems", tmp_path / "problems.jsonl", "-o", tmp_path / "out.jsonl"
+    )
     assert res.code == 0, res.err
     assert read_jsonl(tmp_path / "out.jsonl")[0]["answer"] == "4"
 
 
 def test_join_refuses_a_sample_of_no_problem(tmp_path, cli):
     write_jsonl(tmp_path / "problems.jsonl", [_problem("q1", "s", "1")])
-    write_jsonl(tmp_path / "samples.jsonl", [_swift_sample_row(_problem("q1", "s", "1"), "a"), _swift_sample_row(_problem("q2", "s", "2"), "b")])
-    res = cli("join", tmp_path / "samples.jsonl", "--problems", tmp_path / "problems.jsonl", "-o", tmp_path / "out.jsonl")
+    write_jsonl(
+        tmp_path / "samples.jsonl",
+        [_swift_sample_row(_problem("q1", "s", "1"), "a"), _swift_sample_row(_problem("q2", "s", "2"), "b")],
+    )
+    res = cli(
+        "join", tmp_path / "samples.jsonl", "--problems", tmp_path / "problems.jsonl", "-o", tmp_path / "out.jsonl"
+    )
     assert res.code == 1
     assert "samples.jsonl:2: the sample's prompt must match a problem of" in res.err and "'q2'" in res.err
     assert not (tmp_path / "out.jsonl").exists()
@@ -155,7 +182,9 @@ def test_join_refuses_a_sample_of_no_problem(tmp_path, cli):
 def test_join_refuses_two_answers_for_one_prompt(tmp_path, cli):
     write_jsonl(tmp_path / "problems.jsonl", [_problem("q1", "s", "1"), _problem("q1", "t", "2")])
     write_jsonl(tmp_path / "samples.jsonl", [_swift_sample_row(_problem("q1", "s", "1"), "a")])
-    res = cli("join", tmp_path / "samples.jsonl", "--problems", tmp_path / "problems.jsonl", "-o", tmp_path / "out.jsonl")
+    res = cli(
+        "join", tmp_path / "samples.jsonl", "--problems", tmp_path / "problems.jsonl", "-o", tmp_path / "out.jsonl"
+    )
     assert res.code == 1
     assert "problems.jsonl:2: the prompt of line 1 must have one answer, got '1' there and '2' here" in res.err
 
@@ -163,5 +192,7 @@ def test_join_refuses_two_answers_for_one_prompt(tmp_path, cli):
 def test_join_refuses_missing_answer(tmp_path, cli):
     write_jsonl(tmp_path / "problems.jsonl", [{"messages": [{"role": "user", "content": "q"}]}])
     write_jsonl(tmp_path / "samples.jsonl", [_swift_sample_row(_problem("q", "s", "1"), "a")])
-    res = cli("join", tmp_path / "samples.jsonl", "--problems", tmp_path / "problems.jsonl", "-o", tmp_path / "out.jsonl")
+    res = cli(
+        "join", tmp_path / "samples.jsonl", "--problems", tmp_path / "problems.jsonl", "-o", tmp_path / "out.jsonl"
+    )
     assert res.code == 1 and "problems.jsonl:1: missing field 'answer'" in res.err

@@ -23,7 +23,16 @@ def test_reference_solutions_are_graded_correct_and_a_slip_wrong(tmp_path, capsy
     for row in rows:  # the worked steps compute the answer
         steps = row["messages"][1]["content"].split(". ")
         assert steps[-1] == f"The answer is {row['answer']}."
-    slip = [{**row, "messages": [row["messages"][0], {"role": "assistant", "content": f"The answer is {int(row['answer']) + 1}."}]} for row in rows]
+    slip = [
+        {
+            **row,
+            "messages": [
+                row["messages"][0],
+                {"role": "assistant", "content": f"The answer is {int(row['answer']) + 1}."},
+            ],
+        }
+        for row in rows
+    ]
     write_jsonl(tmp_path / "s.jsonl", rows + slip)
     cli = make_runner(capsys)
     res = cli("label", tmp_path / "s.jsonl", "-o", tmp_path / "l.jsonl")
