@@ -9,11 +9,12 @@ one rank no target token, step 4 only negative rewards: no hang (a timeout), no 
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from rift_losses.testing import run_command
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 
@@ -22,7 +23,7 @@ WORKER = Path(__file__).with_name("fsdp_worker.py")
 def test_fully_shard_two_ranks_equal_one_process(tmp_path, method):
     out = tmp_path / "log.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(29600 + os.getpid() % 300)}
-    done = subprocess.run(
+    done = run_command(
         [
             sys.executable,
             "-m",

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from rift_losses.testing import run_command
+
 BIN = Path(sys.executable).parent
 
 #: alpaca rows: marker Q{i}; groups of 3 rows ("a0", "a1")
@@ -193,7 +195,7 @@ class Workspace:
         output_dir.mkdir(parents=True, exist_ok=True)
         cfg = output_dir.parent / f"{output_dir.name}.yaml"
         cfg.write_text(yaml.safe_dump(config))
-        proc = subprocess.run(
+        proc = run_command(
             [str(BIN / command[0]), *command[1:], str(cfg)],
             cwd=self.root,
             env={**self.env, **(env or {})},

@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from rift_losses.testing import run_command
+
 SWIFT = str(Path(sys.executable).with_name("swift"))
 
 #: Six sampled responses to two problems, graded +1.0 / -0.2 (the paper's scheme):
@@ -140,7 +142,7 @@ class Swift:
         if nproc:
             extra["NPROC_PER_NODE"] = nproc
         cmd = [SWIFT, "sft", "--model", str(self.model), *self.BASE, "--output_dir", str(output_dir), *args]
-        proc = subprocess.run(
+        proc = run_command(
             cmd, env=offline_env(self.cache, **extra), cwd=self.root, capture_output=True, text=True, timeout=timeout
         )
         run = SftRun(proc.returncode, proc.stdout + proc.stderr, output_dir)

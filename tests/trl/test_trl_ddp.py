@@ -3,18 +3,19 @@
 import json
 import math
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 from trl_helpers import BIN, REWARDS, config, messages_rows, train_logs, trainer
+
+from rift_losses.testing import run_command
 
 
 def _torchrun(model_dir, out, *extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "true"}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     script = Path(__file__).parent / "ddp_train.py"
-    done = subprocess.run(
+    done = run_command(
         [
             str(BIN / "torchrun"),
             "--nproc_per_node",

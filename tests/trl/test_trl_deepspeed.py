@@ -14,12 +14,13 @@ made before the Trainer, which reuses it (``accelerator_config={"use_configured_
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from trl_helpers import BIN, config, messages_rows, train_logs, trainer
+
+from rift_losses.testing import run_command
 
 sys.path.insert(0, str(Path(__file__).parent))
 from deepspeed_train import REWARDS, STEPS  # noqa: E402
@@ -47,7 +48,7 @@ def launch(model_dir, out: Path, stage: int, loss_type: str) -> dict:
     }
     env.pop("CUDA_VISIBLE_DEVICES", None)
     port = str(29540 + stage * 10 + (loss_type != "rift"))
-    done = subprocess.run(
+    done = run_command(
         [
             str(BIN / "accelerate"),
             "launch",

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+from rift_losses.testing import run_command
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -168,7 +169,7 @@ def run_cli(args, *, cwd, env_extra=None, timeout=600):
     """Run a console script of this venv (``trl``, ``rift-trl``); returns the CompletedProcess."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env_extra or {})}
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    return subprocess.run(
+    return run_command(
         [str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
 
