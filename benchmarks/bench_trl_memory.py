@@ -44,8 +44,8 @@ def _child(case: str, rows: int, targets: int, vocab: int, workdir: str) -> dict
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
     from trl import SFTConfig, SFTTrainer
 
+    from rift_dev.tiny_model import build_tokenizer
     from rift_losses.integrations.trl import RiftSFTConfig, RiftSFTTrainer
-    from rift_losses.testing import build_tokenizer
 
     torch.manual_seed(0)
     tokenizer = build_tokenizer(Path(workdir) / "tok")

@@ -234,7 +234,7 @@ def build_model(path: Path, shape: Shape, *, python: str = sys.executable, devic
         import json, torch
         from pathlib import Path
         from transformers import Qwen2Config, Qwen2ForCausalLM
-        from rift_losses.testing import build_tokenizer
+        from rift_dev.tiny_model import build_tokenizer
         s = json.loads({json.dumps(json.dumps(shape.__dict__))})
         path = Path({str(path)!r}); path.mkdir(parents=True, exist_ok=True)
         tok = build_tokenizer(path)

@@ -1,6 +1,6 @@
 """`make demo`: from sampled responses to a RIFT run in MS-Swift and LLaMA-Factory, offline.
 
-1. Builds a tiny Qwen2-shaped model and tokenizer locally (``rift_losses.testing``).
+1. Builds a tiny Qwen2-shaped model and tokenizer locally (``rift_dev.tiny_model``).
 2. ``rift-losses label`` grades the shipped buffer (demo/rollouts.jsonl: 24 word problems x 8
    sampled worked answers) with math-verify: +1.0 correct, -0.2 wrong.
 3. ``rift-losses stats``: the paper's Table 1 and Table 4 for it.
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     heading("1. a tiny Qwen2-shaped model and tokenizer, built locally (no download)")
-    from rift_losses.testing import build_tiny_qwen2
+    from rift_dev.tiny_model import build_tiny_qwen2
 
     model = build_tiny_qwen2(out / "tiny-qwen2")
     config = json.loads((model / "config.json").read_text())

@@ -111,67 +111,25 @@ def write_jsonl(path: Path, rows) -> Path:
     return path
 
 
-def build_tokenizer(path: Path, corpus: list[str]):
-    """A small-vocabulary tokenizer: byte-level BPE (words merge) with every digit its own token.
-
-    Qwen's chat special tokens; the chat template only matters for tools that render it
-    (MS-Swift uses its own `qwen` template).
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from rift_losses.testing import SPECIAL_TOKENS
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=384,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
-    )
-    fast.chat_template = (
-        "{% for message in messages %}"
-        "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-    )
-    fast.save_pretrained(str(path))
-    return fast
-
-
 def build_model(path: Path, corpus: list[str], *, seed: int = 0, hidden_size: int = 96, num_layers: int = 3) -> Path:
-    """A randomly initialised Qwen2ForCausalLM (about 0.4 M parameters) and its tokenizer in ``path``."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    """A randomly initialised Qwen2ForCausalLM (about 0.4 M parameters) and its tokenizer in ``path``.
 
-    path.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(path, corpus)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
+    The tokenizer is a small-vocabulary byte-level BPE trained on ``corpus`` with every digit its own
+    token; the builder is the one the tests and the demo use (``rift_dev.tiny_model``).
+    """
+    from rift_dev.tiny_model import build_tiny_qwen2
+
+    return build_tiny_qwen2(
+        path,
+        seed=seed,
         hidden_size=hidden_size,
+        num_layers=num_layers,
         intermediate_size=4 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        corpus=corpus,
+        vocab_size=384,
+        individual_digits=True,
     )
-    torch.manual_seed(seed)
-    Qwen2ForCausalLM(config).save_pretrained(str(path))
-    return path
 
 
 def corpus_of(rows: list[dict]) -> list[str]:

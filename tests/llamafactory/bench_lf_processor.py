@@ -23,8 +23,8 @@ def main():
     from llamafactory.hparams import DataArguments, ModelArguments
     from llamafactory.model import load_tokenizer
 
+    from rift_dev.tiny_model import build_tiny_qwen2
     from rift_losses.integrations.llamafactory._data import REWARD_IN, RewardCarryingProcessor
-    from rift_losses.testing import build_tiny_qwen2
 
     model = build_tiny_qwen2(os.path.join(tempfile.mkdtemp(), "model"))
     tokenizer_module = load_tokenizer(ModelArguments(model_name_or_path=str(model)))

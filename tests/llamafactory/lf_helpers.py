@@ -1,7 +1,7 @@
 """Helpers of the LLaMA-Factory tests: a tiny model, datasets, and a runner for the real CLI.
 
 Everything is built offline in one session directory: the tiny Qwen2-shaped model and
-tokenizer (``rift_losses.testing``), alpaca and sharegpt datasets whose prompts carry a
+tokenizer (``rift_dev.tiny_model``), alpaca and sharegpt datasets whose prompts carry a
 marker (``Q3``, ``E1``) so a processed row can be traced back to its source row, and a
 ``dataset_info.json`` that maps the same files under several names (reward column "score",
 "one" or "two"; broken mappings for the error tests).
@@ -143,7 +143,7 @@ class Run:
 
 class Workspace:
     def __init__(self, root: Path):
-        from rift_losses.testing import build_tiny_qwen2
+        from rift_dev.tiny_model import build_tiny_qwen2
 
         self.root = root
         self.model = build_tiny_qwen2(root / "model")

@@ -11,7 +11,7 @@ from swift_helpers import Swift, rows, write_jsonl
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from rift_losses.testing import build_tiny_qwen2
+    from rift_dev.tiny_model import build_tiny_qwen2
 
     return build_tiny_qwen2(tmp_path_factory.mktemp("swift_model") / "tiny-qwen2")
 

@@ -10,6 +10,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
-    from rift_losses.testing import build_tiny_qwen2
+    from rift_dev.tiny_model import build_tiny_qwen2
 
     return build_tiny_qwen2(tmp_path_factory.mktemp("trl_model") / "tiny")

@@ -1,7 +1,7 @@
 """Helpers of the TRL tests: the tiny local model, datasets with rewards, configs, a float64 reference.
 
 Nothing is downloaded: the tiny Qwen2-shaped model and tokenizer come from
-``rift_losses.testing``. Rows carry a marker (``Q3``) in the prompt so they can be told apart.
+``rift_dev.tiny_model``. Rows carry a marker (``Q3``) in the prompt so they can be told apart.
 """
 
 from __future__ import annotations
