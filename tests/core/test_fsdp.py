@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from rift_losses.testing import run_command
+from harness import free_port, run_command
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 
@@ -22,7 +21,7 @@ WORKER = Path(__file__).with_name("fsdp_worker.py")
 @pytest.mark.parametrize("method", ["none", "gaussian"])
 def test_fully_shard_two_ranks_equal_one_process(tmp_path, method):
     out = tmp_path / "log.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(29600 + os.getpid() % 300)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(free_port())}
     done = run_command(
         [
             sys.executable,

@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 
 import yaml
-
-from rift_losses.testing import run_command
+from harness import run_command
 
 BIN = Path(sys.executable).parent
 

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rift_losses.testing import run_command
+from harness import free_port, run_command
 
 SWIFT = str(Path(sys.executable).with_name("swift"))
 
@@ -60,7 +60,7 @@ def offline_env(cache: Path, **extra) -> dict:
         HF_HOME=str(cache / "hf"),
         TOKENIZERS_PARALLELISM="false",
         OMP_NUM_THREADS="1",
-        MASTER_PORT=str(29500 + os.getpid() % 1000),
+        MASTER_PORT=str(free_port()),
     )
     env.update({k: str(v) for k, v in extra.items()})
     return env

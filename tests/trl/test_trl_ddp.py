@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from harness import free_port, run_command
 from trl_helpers import BIN, REWARDS, config, messages_rows, train_logs, trainer
-
-from rift_losses.testing import run_command
 
 
 def _torchrun(model_dir, out, *extra):
@@ -21,7 +20,7 @@ def _torchrun(model_dir, out, *extra):
             "--nproc_per_node",
             "2",
             "--master_port",
-            "29531",
+            str(free_port()),
             str(script),
             str(model_dir),
             str(out),

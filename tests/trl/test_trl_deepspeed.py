@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from harness import free_port, run_command
 from trl_helpers import BIN, config, messages_rows, train_logs, trainer
-
-from rift_losses.testing import run_command
 
 sys.path.insert(0, str(Path(__file__).parent))
 from deepspeed_train import REWARDS, STEPS  # noqa: E402
@@ -47,7 +46,7 @@ def launch(model_dir, out: Path, stage: int, loss_type: str) -> dict:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(SUPPORT), os.environ.get("PYTHONPATH")])),
     }
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    port = str(29540 + stage * 10 + (loss_type != "rift"))
+    port = str(free_port())
     done = run_command(
         [
             str(BIN / "accelerate"),

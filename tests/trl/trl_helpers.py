@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from rift_losses.testing import run_command
+from harness import run_command
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
