@@ -31,13 +31,33 @@ LF_TESTS := $(wildcard tests/core/test_logprobs_impl.py tests/core/test_triton_c
 	tests/core/test_inplace_version.py tests/llamafactory tests/benchmarks)
 TRL_TESTS := $(wildcard tests/trl)
 
-.PHONY: test lint test-core demo reproduce bench bench-hosts gpu-check venvs clean
+.PHONY: test lint test-core test-swift test-lf test-trl test-smoke demo reproduce bench bench-hosts gpu-check venvs clean
+
+# The suites share nothing (each its own venv, pytest's own temporary folders, rendezvous ports
+# chosen by the OS), so they run side by side: on 2 cores most of a suite's time is single-threaded
+# host start-up. TEST_JOBS=1 runs them one after the other. Each suite's output is printed whole
+# when it ends (--output-sync); tests/summary.py then adds up the JUnit reports of all of them.
+TEST_JOBS ?= 2
+TEST_OUT := test_out
+SUITES := test-swift test-lf test-trl test-smoke
 
 test: venvs lint
-	$(SWIFT_PY) -m pytest $(SWIFT_TESTS) $(PYTEST_ARGS)
-	$(if $(LF_TESTS),$(LF_PY) -m pytest $(LF_TESTS) $(PYTEST_ARGS))
-	$(if $(TRL_TESTS),$(TRL_PY) -m pytest $(TRL_TESTS) $(PYTEST_ARGS))
-	$(SWIFT_PY) reproduce/run.py --smoke --out reproduce_out/smoke
+	rm -rf $(TEST_OUT) && mkdir -p $(TEST_OUT)
+	$(MAKE) --no-print-directory -k -j$(TEST_JOBS) --output-sync=target $(SUITES); \
+	status=$$?; $(SWIFT_PY) tests/summary.py $(TEST_OUT) $(SUITES) || status=1; exit $$status
+
+test-swift: $(SWIFT_VENV)/.ready
+	$(SWIFT_PY) -m pytest $(SWIFT_TESTS) --junitxml=$(TEST_OUT)/test-swift.xml $(PYTEST_ARGS)
+
+test-lf: $(LF_VENV)/.ready
+	$(LF_PY) -m pytest $(LF_TESTS) --junitxml=$(TEST_OUT)/test-lf.xml $(PYTEST_ARGS)
+
+test-trl: $(TRL_VENV)/.ready
+	$(TRL_PY) -m pytest $(TRL_TESTS) --junitxml=$(TEST_OUT)/test-trl.xml $(PYTEST_ARGS)
+
+# The whole reproduction at toy sizes (every arm, about 2 minutes); writes a marker the summary reads.
+test-smoke: $(SWIFT_VENV)/.ready
+	mkdir -p $(TEST_OUT) && $(SWIFT_PY) reproduce/run.py --smoke --out reproduce_out/smoke && touch $(TEST_OUT)/test-smoke.ok
 
 # ruff (pyproject.toml's [tool.ruff]): lint and formatting of the whole tree; CI fails on either.
 lint: $(SWIFT_VENV)/.ready

@@ -26,6 +26,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -71,10 +75,15 @@ def heading(text: str) -> None:
     say(f"== {text} " + "=" * max(0, 86 - len(text)))
 
 
-def run(cmd: list, *, log: Path | None = None, show: bool = True) -> float:
+def _shown_cmd(cmd: list) -> list[str]:
+    return [Path(c).name if i == 0 else str(c) for i, c in enumerate(cmd)]
+
+
+def run(cmd: list, *, log: Path | None = None, show: bool = True, announce: bool = True) -> float:
     """Run a command as a user would type it; its output goes to ``log`` (or the terminal)."""
-    shown = [Path(c).name if i == 0 else str(c) for i, c in enumerate(cmd)]
-    say("$ " + " ".join(shlex.quote(c) for c in shown))
+    shown = _shown_cmd(cmd)
+    if announce:
+        say("$ " + " ".join(shlex.quote(c) for c in shown))
     start, cpu_start = time.monotonic(), _children_cpu()
     if log is None:
         proc = subprocess.run([str(c) for c in cmd], env=_env(), cwd=REPO)
@@ -92,6 +101,26 @@ def run(cmd: list, *, log: Path | None = None, show: bool = True) -> float:
     if show and log is not None:
         say(f"   ({seconds:.0f} s, {cpu:.0f} s of CPU; full log: {_shown(log)})")
     return seconds
+
+
+@dataclass
+class Training:
+    """One training run of the demo: announced in order, run side by side with the others."""
+
+    name: str
+    cmd: list
+    log: Path
+    read: Callable[[], list[dict]]
+    label: str
+
+
+def run_trainings(trainings: list[Training], jobs: int) -> None:
+    """Run the announced training commands, ``jobs`` at a time (each process uses one thread)."""
+    say(f"   running {len(trainings)} trainings, {jobs} at a time ...")
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        seconds = list(pool.map(lambda t: run(t.cmd, log=t.log, show=False, announce=False), trainings))
+    for t, sec in zip(trainings, seconds):
+        say(f"   {t.label}: {sec:.0f} s; full log: {_shown(t.log)}")
 
 
 def _shown(path: Path) -> Path:
@@ -249,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         help="TRL's CLI, in its own environment (default: %(default)s)",
     )  # fmt: skip
     parser.add_argument("--skip-trl", action="store_true", help="do not run TRL")
+    parser.add_argument(
+        "--jobs", type=int, default=int(os.environ.get("DEMO_JOBS", "2")),
+        help="training runs side by side, one thread each (default: %(default)s, env DEMO_JOBS)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     out: Path = args.out.resolve()
     every = max(1, args.steps // 12)
@@ -277,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     run([BIN / "rift-losses", "convert", labelled, "-o", lf_dir / "rift_demo.jsonl", "--to", "llamafactory"])
 
     runs: dict[str, list[dict]] = {}
+    trainings: list[Training] = []
     for step_no, (name, loss_type, what) in enumerate(
         (
             ("rift", "rift", "RIFT (eq. 5)"),
@@ -288,9 +322,13 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = out / "swift" / f"run-{loss_type}"
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
-        run(swift_command(model, swift_data, run_dir, loss_type, args), log=run_dir / "train.log")
-        runs[name] = read_swift_log(run_dir)
-        print_steps(f"swift --loss_type {loss_type}", runs[name], every)
+        cmd = swift_command(model, swift_data, run_dir, loss_type, args)
+        say("$ " + " ".join(shlex.quote(c) for c in _shown_cmd(cmd)))
+        trainings.append(
+            Training(
+                name, cmd, run_dir / "train.log", partial(read_swift_log, run_dir), f"swift --loss_type {loss_type}"
+            )
+        )
 
     if not args.skip_llamafactory:
         heading("7. LLaMA-Factory: llamafactory-cli train with use_rift_loss: true")
@@ -309,9 +347,17 @@ def main(argv: list[str] | None = None) -> int:
         shown = llamafactory_config(model, lf_dir, run_dir, args).items()
         say(f"   {cfg.name}: " + ", ".join(f"{k}: {v}" for k, v in shown
                                           if k.startswith(("use_rift", "rift_", "dataset"))))  # fmt: skip
-        run([cli, "train", cfg], log=run_dir / "train.log")
-        runs["rift_lf"] = read_llamafactory_log(run_dir)
-        print_steps("llamafactory use_rift_loss: true", runs["rift_lf"], every)
+        cmd = [cli, "train", cfg]
+        say("$ " + " ".join(shlex.quote(c) for c in _shown_cmd(cmd)))
+        trainings.append(
+            Training(
+                "rift_lf",
+                cmd,
+                run_dir / "train.log",
+                partial(read_llamafactory_log, run_dir),
+                "llamafactory use_rift_loss: true",
+            )
+        )
 
     if not args.skip_trl:
         heading("8. TRL: trl sft --config cfg.yaml with loss_type: rift")
@@ -330,11 +376,19 @@ def main(argv: list[str] | None = None) -> int:
         cfg.write_text(yaml.safe_dump(trl_config(model, data_dir, run_dir, args), sort_keys=False))
         say(f"   {cfg.name}: loss_type: rift, rift_level: token, dataset_name: {data_dir.name}/")
         log = run_dir / "train.log"
-        run([cli, "sft", "--config", cfg], log=log)
-        runs["rift_trl"] = read_trl_log(log.read_text())
-        print_steps("trl sft loss_type: rift", runs["rift_trl"], every)
+        cmd = [cli, "sft", "--config", cfg]
+        say("$ " + " ".join(shlex.quote(c) for c in _shown_cmd(cmd)))
+        trainings.append(
+            Training("rift_trl", cmd, log, lambda log=log: read_trl_log(log.read_text()), "trl sft loss_type: rift")
+        )
 
-    heading("9. the picture: RIFT against the naive loss")
+    heading("9. the trainings, side by side")
+    run_trainings(trainings, args.jobs)
+    for t in trainings:
+        runs[t.name] = t.read()
+        print_steps(t.label, runs[t.name], every)
+
+    heading("10. the picture: RIFT against the naive loss")
     with open(labelled) as rows:
         responses = sum(1 for _ in rows)
     png = plot(
