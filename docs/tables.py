@@ -58,7 +58,8 @@ def _reproduce_headline(data: dict, root: Path) -> str:
     seeds = len(data["methods"]["base"]["per_seed"])
     lines.append("")
     lines.append(
-        f"Mean ± sample standard deviation over {seeds} seeds; measured {data['measured']}, {data['machine']}."
+        f"Mean ± sample standard deviation over {seeds} seeds; measured {data.get('measured', '(date not recorded)')}, "
+        f"{data['machine']}."
     )
     return "\n".join(lines) + "\n"
 
