@@ -24,7 +24,7 @@ EDITABLE := --config-settings editable_mode=compat -e
 
 # Test directories per environment (core tests run in the MS-Swift env; the LLaMA-Factory env,
 # whose torch build ships Triton, also runs the Triton kernels in Triton's CPU interpreter).
-SWIFT_TESTS := $(wildcard tests/core tests/data tests/swift)
+SWIFT_TESTS := $(wildcard tests/core tests/data tests/docs tests/swift)
 # It also compiles both kernels for sm_80/sm_90/sm_100 with Triton's bundled ptxas (no GPU needed).
 # tests/benchmarks rehearses `make gpu-check` on the CPU (--dry-run; its host part also uses .venvs/swift).
 LF_TESTS := $(wildcard tests/core/test_logprobs_impl.py tests/core/test_triton_compile.py \
@@ -60,9 +60,13 @@ test-smoke: $(SWIFT_VENV)/.ready
 	mkdir -p $(TEST_OUT) && $(SWIFT_PY) reproduce/run.py --smoke --out reproduce_out/smoke && touch $(TEST_OUT)/test-smoke.ok
 
 # ruff (pyproject.toml's [tool.ruff]): lint and formatting of the whole tree; CI fails on either.
+# Then the docs: every measured table equals its result file in docs/data/, and every relative
+# link and #anchor in README.md, CONTRIBUTING.md and docs/*.md resolves (CONTRIBUTING.md, "Docs").
 lint: $(SWIFT_VENV)/.ready
 	$(SWIFT_VENV)/bin/ruff check .
 	$(SWIFT_VENV)/bin/ruff format --check .
+	$(SWIFT_PY) docs/tables.py --check
+	$(SWIFT_PY) docs/check_links.py
 
 test-core: $(SWIFT_VENV)/.ready
 	$(SWIFT_PY) -m pytest tests/core $(PYTEST_ARGS)

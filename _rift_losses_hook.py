@@ -12,7 +12,7 @@ caught and kept in :data:`errors`; the adapters re-raise it, loudly, only when a
 is actually asked for.
 
 Opt out: ``RIFT_LOSSES_AUTOLOAD=0``. Sites that refuse .pth start-up code use the explicit
-routes documented in the README (``--external_plugins`` for MS-Swift, the
+routes documented on the hosts' pages in docs/ (``--external_plugins`` for MS-Swift, the
 ``rift-llamafactory-cli`` launcher for LLaMA-Factory, ``rift-trl`` for TRL).
 """
 

@@ -556,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "wall_seconds": round(wall, 1),
         "cpu_seconds": round(_cpu["children"] + me.ru_utime + me.ru_stime, 1),
+        "measured": time.strftime("%Y-%m-%d", time.gmtime()),  # docs/data/reproduce.json keeps the date
         "machine": f"{os.cpu_count()} CPU cores"
         + (
             ""

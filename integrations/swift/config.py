@@ -40,7 +40,7 @@ def _levels() -> tuple[str, ...]:
     return tuple(LEVELS)
 
 
-#: Environment knobs: name -> (default, what it sets). The README table is written from this.
+#: Environment knobs: name -> (default, what it sets). The table in docs/swift.md is written from this.
 KNOBS: dict[str, tuple[str, str]] = {
     ENV_REWARD_COLUMN: (REWARD_COLUMN, "the dataset column holding each row's reward (a finite number)"),
     ENV_GROUP_COLUMN: (

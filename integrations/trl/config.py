@@ -27,7 +27,7 @@ RIFT_LOSS_TYPES = loss_variants()
 
 @dataclass
 class RiftSFTConfig(SFTConfig):
-    """``SFTConfig`` plus the RIFT options (see the module docstring and the README).
+    """``SFTConfig`` plus the RIFT options (see the module docstring and docs/trl.md).
 
     Args (beyond ``SFTConfig``'s):
         loss_type: ``"nll"``, ``"dft"`` (TRL's), or one of :data:`RIFT_LOSS_TYPES`.

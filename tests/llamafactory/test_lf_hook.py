@@ -1,6 +1,6 @@
 """Zero-flag activation: the .pth hook imports nothing heavy, can be turned off, never breaks LF.
 
-(Its start-up cost is measured by ``bench_lf_startup.py`` beside this file, which prints figures.)
+(Its start-up cost is measured by ``benchmarks/bench_lf_startup.py``, which prints figures.)
 """
 
 import json

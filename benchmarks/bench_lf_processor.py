@@ -5,7 +5,7 @@ with it. This times LLaMA-Factory's own batched call against the per-sample wrap
 same converted examples (the tiny tokenizer; a real one makes tokenization, the shared part,
 dearer and the difference relatively smaller).
 
-``.venvs/llamafactory/bin/python tests/llamafactory/bench_lf_processor.py``
+``.venvs/llamafactory/bin/python benchmarks/bench_lf_processor.py``
 """
 
 import os

@@ -1,6 +1,6 @@
 """Benchmark: what the zero-flag registration costs an interpreter (prints figures; not a test).
 
-    .venvs/swift/bin/python tests/swift/bench_startup.py [--runs 40]
+    .venvs/swift/bin/python benchmarks/bench_startup.py [--runs 40]
 
 1. ``-X importtime``: the self + cumulative time of importing ``_rift_losses_hook`` (the whole
    cost of the ``rift_losses.pth`` line: reading the module and installing the finder).

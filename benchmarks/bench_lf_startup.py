@@ -1,6 +1,6 @@
 """Benchmark: what rift-losses' zero-flag activation adds to start-up (prints figures; not a test).
 
-Run in the LLaMA-Factory environment: ``.venvs/llamafactory/bin/python tests/llamafactory/bench_lf_startup.py``.
+Run in the LLaMA-Factory environment: ``.venvs/llamafactory/bin/python benchmarks/bench_lf_startup.py``.
 
 1. Every interpreter: the ``.pth`` line imports ``_rift_losses_hook`` and installs its finder.
    Measured as the module's own import time (``-X importtime``, self and cumulative), and as
