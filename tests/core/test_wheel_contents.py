@@ -18,9 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: What a user's site-packages gains: the package, the start-up hook and its .pth line.
 TOP_LEVEL = {"rift_losses", "_rift_losses_hook.py", "rift_losses.pth"}
-#: Modules that only tests use; none may ship under rift_losses/ (rift_losses/testing.py is
-#: still in the source tree while issue 17 decides where its retry goes: until then the
-#: check that names it is an expected failure, and it turns into a plain check once it is gone).
+#: Modules that only tests use; none may ship under rift_losses/ (the retry harness lives in
+#: tests/harness.py, the tiny-model builder in rift_dev/tiny_model.py).
 TEST_ONLY_MODULES = {"testing.py", "tiny_model.py", "conftest.py"}
 #: Files every wheel must hold (so an empty or wrongly rooted wheel cannot pass).
 REQUIRED = {
@@ -85,18 +84,11 @@ def test_no_shipped_module_imports_test_only_code(wheel_files):
     offenders = [
         name
         for name, data in wheel_files.items()
-        if name.endswith(".py")
-        and name != "rift_losses/testing.py"  # issue 17 (see TEST_ONLY_MODULES)
-        and any(word in data.decode() for word in ("rift_dev", "import pytest", "from tests"))
+        if name.endswith(".py") and any(word in data.decode() for word in ("rift_dev", "import pytest", "from tests"))
     ]
     assert not offenders
 
 
-@pytest.mark.xfail(
-    condition=(ROOT / "rift_losses" / "testing.py").exists(),
-    reason="rift_losses/testing.py (the test retry) still ships until issue 17 moves it",
-    strict=True,
-)
 def test_no_test_only_module_ships(wheel_names):
     shipped = [n for n in wheel_names if n.startswith("rift_losses/") and n.rsplit("/", 1)[-1] in TEST_ONLY_MODULES]
     assert not shipped
