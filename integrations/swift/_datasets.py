@@ -35,7 +35,7 @@ def check_local_rewards(args, run: Run) -> None:
         except Exception:  # MS-Swift reports a bad dataset argument itself
             continue
         if getattr(syntax, "dataset_type", None) == "path":
-            checked = _common.check_json_rewards(syntax.dataset, column=column, dataset=syntax.dataset)
+            checked = _common.check_json_rewards(syntax.dataset, column=column, dataset=syntax.dataset, host="MS-Swift")
             if checked is None:
                 _check_first_row_has(syntax.dataset, column=column, run=run)
 
@@ -84,15 +84,16 @@ def _group_keys(dataset, *, name: str, run: Run) -> tuple[list, str]:
             for i, v in enumerate(dataset[column])
         ]
         return keys, f"column {column!r}"
-    extras = [c for c in ("tools", "images", "videos", "audios") if c in dataset.column_names]
+    extras = [c for c in _common.PROMPT_FIELDS if c in dataset.column_names]
     extra_values = {c: dataset[c] for c in extras}
-    keys = []
-    for i, messages in enumerate(dataset["messages"]):
-        extra = {c: extra_values[c][i] for c in extras if extra_values[c][i]}
-        try:
-            keys.append(_common.prompt_key(messages, extra or None))
-        except ValueError as exc:
-            raise ValueError(f"{exc} in row {i} of dataset {name!r} (after MS-Swift's preprocessing)") from None
+    keys = [
+        _common.row_prompt_key(
+            messages,
+            {c: extra_values[c][i] for c in extras},
+            where=f"row {i} of dataset {name!r} (after MS-Swift's preprocessing)",
+        )
+        for i, messages in enumerate(dataset["messages"])
+    ]
     return keys, "the prompt (every message before the last assistant turn)"
 
 

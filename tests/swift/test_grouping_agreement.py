@@ -3,7 +3,8 @@
 The same files go through the real `rift-losses` command (a subprocess) and through each
 adapter's own grouping: MS-Swift's real dataset loader with a RIFT run active (its rows as
 MS-Swift preprocesses them), LLaMA-Factory's ``group_keys`` on what ``convert --to
-llamafactory`` wrote (LLaMA-Factory groups by the group column), TRL's ``group_keys`` on the
+llamafactory`` wrote (LLaMA-Factory groups by the group column) and, without it, on its aligned
+rows (grouped by the prompt, as every host), TRL's ``group_keys`` on the
 rows as TRL reads them (chat rows; prompt/completion rows). Chat rows with and without a
 system prompt, and prompt/response rows. Rewards are chosen so that any other partition
 normalizes to other values.
@@ -111,6 +112,7 @@ def test_the_data_command_and_every_adapter_group_alike(rows, tmp_path, swift_ru
 
     from rift_losses.integrations._common import normalize_dataset_rewards
     from rift_losses.integrations.llamafactory._data import group_keys as llamafactory_group_keys
+    from rift_losses.integrations.llamafactory._data import prompt_group_keys as llamafactory_prompt_keys
     from rift_losses.integrations.trl._data import group_keys as trl_group_keys
 
     raw = write_jsonl(tmp_path / "raw.jsonl", rows)
@@ -132,6 +134,16 @@ def test_the_data_command_and_every_adapter_group_alike(rows, tmp_path, swift_ru
     lf_keys = llamafactory_group_keys([row["group"] for row in converted], column="group", dataset="buffer")
     assert partition(lf_keys) == data_partition
     assert normalize_dataset_rewards(rewards, lf_keys, method="gaussian") == pytest.approx(data_rewards, abs=1e-9)
+
+    # LLaMA-Factory without a group column: the prompt of its aligned rows (system, prompt turns, tools, media).
+    aligned = []
+    for r in rows:
+        messages = r.get("messages") or [{"role": "user", "content": r["prompt"]}]
+        system = next((m["content"] for m in messages if m["role"] == "system"), "")
+        turns = [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]
+        aligned.append({"_system": system, "_prompt": turns[:-1] or turns, "_tools": "", "_images": None})
+    lf_prompt_keys = llamafactory_prompt_keys(Dataset.from_list(aligned), dataset="raw")
+    assert partition(lf_prompt_keys) == data_partition
 
     # TRL: the rows as TRL reads them (a prompt/response row is a prompt/completion row there).
     trl_rows = (
