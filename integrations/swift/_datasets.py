@@ -169,6 +169,23 @@ def _warn_negative_rewards(dataset, *, name: str) -> None:
         )
 
 
+def _keep_columns(dataset, keep: list[str]):
+    """MS-Swift's ``RowPreprocessor.remove_useless_columns`` keeping ``keep`` too (no class attribute changed).
+
+    The same selection as MS-Swift 4.6's: the standard keys present in the features, in their
+    order, then the reward and group columns.
+    """
+    from swift.dataset import RowPreprocessor
+
+    dataset = RowPreprocessor.get_features_dataset(dataset)
+    features = dataset.features
+    wanted = [*RowPreprocessor.standard_keys, *(c for c in keep if c not in RowPreprocessor.standard_keys)]
+    k_list = [k for k in wanted if k in features]
+    if len(k_list) != len(features):
+        dataset = dataset.select_columns(k_list)
+    return dataset
+
+
 def install_dataset_patches() -> None:
     from swift.dataset import DatasetLoader, RowPreprocessor
 
@@ -217,14 +234,7 @@ def install_dataset_patches() -> None:
             ]
             if not keep:
                 return original(dataset)
-            from swift.dataset.preprocessor.core import RowPreprocessor as _RP
-
-            standard = _RP.standard_keys
-            _RP.standard_keys = standard + [c for c in keep if c not in standard]
-            try:
-                return original(dataset)
-            finally:
-                _RP.standard_keys = standard
+            return _keep_columns(dataset, keep)
 
         return remove_useless_columns
 

@@ -54,6 +54,7 @@ def prepare_rewards(
     """
     from datasets import IterableDataset
 
+    dataset = _as_messages(dataset)
     if isinstance(dataset, IterableDataset):
         if method is not None:
             raise ValueError(
@@ -82,6 +83,20 @@ def prepare_rewards(
     normalized = normalize_dataset_rewards(rewards, keys, method=method)
     _warn_all_zero(normalized, column=column, name=name, method=method, raw=rewards, groups=len(set(keys)))
     return dataset.remove_columns(column).add_column(column, normalized)
+
+
+def _as_messages(dataset):
+    """A ``conversations`` (``from``/``value``) dataset as TRL's ChatML ``messages`` (what TRL converts it to).
+
+    Converted here, before the adapter tokenizes ``messages`` rows itself, so those rows also
+    train their assistant turns only; other keys of a message (its ``reward``) are kept.
+    """
+    columns = _column_names(dataset)
+    if columns is None or "conversations" not in columns or "messages" in columns:
+        return dataset
+    from trl.data_utils import maybe_convert_to_chatml
+
+    return dataset.map(maybe_convert_to_chatml, remove_columns=["conversations"])
 
 
 def _warn_all_zero(rewards, *, column: str, name: str, method: str | None, raw=None, groups=None) -> None:

@@ -200,3 +200,19 @@ def test_all_zero_rewards_warn_that_nothing_is_trained(model_dir, tmp_path):
         trainer(model_dir, config(tmp_path / "rows", loss_type="rift"), messages_rows([0.0] * 4))
     with pytest.warns(UserWarning, match="this run trains NOTHING"):
         trainer(model_dir, config(tmp_path / "turns", loss_type="rift"), turns_rows([(0.0, 0.0)] * 4))
+
+
+def test_from_value_conversations_train_the_assistant_turns_with_their_rewards(model_dir, tmp_path):
+    """TRL converts ``conversations`` rows to ChatML itself; the adapter does it first, keeping turn rewards."""
+    rows = [
+        {
+            "conversations": [
+                {"from": m["role"], "value": m["content"], "reward": m.get("reward")} for m in r["messages"]
+            ]
+        }
+        for r in turns_rows()
+    ]
+    tr = trainer(model_dir, config(tmp_path, loss_type="rift", max_steps=1), rows)
+    assert _trained_text(tr, 1) == "<tool_call>ls 1</tool_call><|im_end|>It is 1 2.<|im_end|>"
+    ex = tr.train_dataset[1]
+    assert {r for r, y in zip(ex["rift_token_rewards"], ex["labels"]) if y != -100} == set(TURN_REWARDS[1])
