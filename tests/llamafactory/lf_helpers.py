@@ -67,6 +67,10 @@ def _write_data(data: Path) -> None:
         {**row, "conversations": [row["conversations"][0], {**row["conversations"][1], "score": -0.5}]}
         for row in sharegpt[:2]
     ]
+    # two prompts with two responses each and no group column: grouped by the prompt
+    same_prompt = [_alpaca_row("P", i // 2, s, None) for i, s in enumerate([1.0, -0.2, 0.5, 0.5])]
+    for row in same_prompt:
+        del row["pid"]
     evals = [_alpaca_row(f"E{i}", i + 20, s, g) for i, (s, g) in enumerate(zip(EVAL_SCORES, EVAL_GROUPS))]
     nulls = [_alpaca_row(f"N{i}", i, s, "n") for i, s in enumerate([1.0, 0.5, None, -0.2])]
     strings = [_alpaca_row(f"S{i}", i, s, "s") for i, s in enumerate(["1.0", "high"])]
@@ -88,6 +92,7 @@ def _write_data(data: Path) -> None:
         ("single.json", single),
         ("zeros.json", zeros),
         ("turns.json", turns),
+        ("same_prompt.json", same_prompt),
     ):
         (data / name).write_text(json.dumps(rows))
     (data / "one_bool.jsonl").write_text("".join(json.dumps(row) + "\n" for row in one_bool))
@@ -117,6 +122,7 @@ def _write_data(data: Path) -> None:
         },
         "single": {"file_name": "single.json", "columns": {**alpaca_columns, "reward": "score", "group": "pid"}},
         "zeros": {"file_name": "zeros.json", "columns": {**alpaca_columns, "reward": "score", "group": "pid"}},
+        "same_prompt": {"file_name": "same_prompt.json", "columns": {**alpaca_columns, "reward": "score"}},
         "sg_turns": {
             "file_name": "turns.json",
             "formatting": "sharegpt",
