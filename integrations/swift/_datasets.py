@@ -63,6 +63,11 @@ def _check_raw_rewards(dataset, *, name: str, run: Run) -> None:
     what = f"--loss_type {run.loss_type}"
     _common.refuse_mixed_json_feature(features, column, dataset=name, what=what)
     _common.read_rewards(dataset[column], column=column, dataset=name)
+    if "messages" in features and repr(column) in repr(features["messages"]):  # any file format, not only JSON
+        for i, messages in enumerate(dataset["messages"]):
+            _common.refuse_turn_rewards(
+                {"messages": messages}, column=column, host="MS-Swift", where=f"row {i} of dataset {name!r}"
+            )
     group = run.knobs.group_column
     if run.normalization and run.knobs.group_column_given and group not in features:
         raise ValueError(

@@ -178,3 +178,19 @@ def test_a_prompt_response_row_and_a_chat_row_with_the_same_user_turn_are_one_pr
     rift_losses_cli("convert", raw, "-o", tmp_path / "c.jsonl", "--to", "swift")
     groups = [row["group"] for row in read_jsonl(tmp_path / "c.jsonl")]
     assert groups[0] == groups[1] != groups[2]
+
+
+def test_a_per_message_reward_in_a_parquet_file_is_refused_by_the_swift_loader(tmp_path, swift_run):
+    """Not a JSON file (so not read raw before loading): MS-Swift's loader sees it, and drops message keys."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [dict(r) for r in CHAT[:2]]
+    rows[1]["messages"] = [dict(m) for m in rows[1]["messages"]]
+    rows[1]["messages"][-1]["reward"] = -0.5
+    rows[0]["messages"] = [{**m, "reward": None} for m in rows[0]["messages"]]
+    rows[1]["messages"] = [{"reward": None, **m} for m in rows[1]["messages"]]
+    path = tmp_path / "turns.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    with pytest.raises(ValueError, match=r"reward must be on the row, not on a message, for MS-Swift .* message 2 "):
+        swift_rewards(path, tmp_path)
