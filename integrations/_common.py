@@ -28,6 +28,30 @@ from rift_losses._fields import as_reward, group_key, short
 REWARD_COLUMN, GROUP_COLUMN = _fields.REWARD_COLUMN, _fields.GROUP_COLUMN
 prompt_key, text_prompt_key = _fields.prompt_key, _fields.text_prompt_key
 
+#: The row fields besides the messages that make a prompt: rows that differ there are different
+#: prompts (one rule for every host's group fallback).
+PROMPT_FIELDS = ("tools", "images", "videos", "audios")
+
+
+def row_prompt_key(messages: Sequence[Any], fields: Any = None, *, where: str) -> str:
+    """The group key of a row without a group id: its prompt (:func:`prompt_key`) and its :data:`PROMPT_FIELDS`.
+
+    ``fields`` maps field names to the row's values (a missing, None or empty field is left out),
+    so a row's key is the same in every host. ``ValueError`` naming ``where`` when the row has no
+    assistant message.
+    """
+    extra = {name: fields[name] for name in PROMPT_FIELDS if fields and fields.get(name)}
+    try:
+        return prompt_key(messages, extra or None)
+    except ValueError as exc:
+        raise ValueError(f"{exc} in {where}") from None
+
+
+def text_row_prompt_key(prompt: str, fields: Any = None) -> str:
+    """:func:`row_prompt_key` of a prompt/response row: its prompt as the user turn of a chat row."""
+    extra = {name: fields[name] for name in PROMPT_FIELDS if fields and fields.get(name)}
+    return text_prompt_key(prompt, extra or None)
+
 
 def loss_variants(prefix: str = "rift") -> dict[str, tuple[str, str | None]]:
     """Host loss-type names -> ``(core loss name, normalization or None)``.
@@ -45,6 +69,22 @@ def loss_variants(prefix: str = "rift") -> dict[str, tuple[str, str | None]]:
     for method in NORMALIZATIONS:
         variants[f"{prefix}_{method}"] = ("rift", method)
     return variants
+
+
+def one_of(name: str, value: Any, allowed: Iterable[str]) -> str:
+    """``value`` if it is one of ``allowed``; else ``ValueError`` listing them, with "did you mean" for a near miss.
+
+    The one wording of every host for a misspelt option (``rift_loss: rifft``, ``loss_type="rift_gauss"``).
+    """
+    import difflib
+
+    allowed = tuple(allowed)
+    if isinstance(value, str) and value in allowed:
+        return value
+    listing = ", ".join(repr(a) for a in allowed)
+    close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.75) if isinstance(value, str) else []
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"{name} must be one of {listing}, got {value!r}{hint}")
 
 
 def read_reward(value: Any, *, column: str, where: str) -> float:
@@ -116,7 +156,7 @@ def _where(row: int, line: int | None, *, dataset: str, path: str) -> str:
     return where if path == dataset else where + f" (file {path!r})"
 
 
-def check_json_rewards(path: str, *, column: str, dataset: str) -> int | None:
+def check_json_rewards(path: str, *, column: str, dataset: str, host: str | None = None) -> int | None:
     """The one reward rule of both hosts, on the raw values of a local JSON / JSON Lines file.
 
     Every row's ``column`` must be a JSON number (an int or a float, finite; not a string such
@@ -134,6 +174,8 @@ def check_json_rewards(path: str, *, column: str, dataset: str) -> int | None:
     for row, line, record in rows:
         if not isinstance(record, dict):
             return None
+        if host is not None:
+            refuse_turn_rewards(record, column=column, host=host, where=_where(row, line, dataset=dataset, path=path))
         if column not in record:
             missing = missing or (row, line)
             continue
@@ -147,6 +189,25 @@ def check_json_rewards(path: str, *, column: str, dataset: str) -> int | None:
             f"{_where(*missing, dataset=dataset, path=path)}"
         )
     return checked or None
+
+
+def refuse_turn_rewards(record: dict, *, column: str, host: str, where: str) -> None:
+    """Refuse a row whose messages carry their own ``column`` in a host that would drop it silently.
+
+    MS-Swift's preprocessing removes unknown message keys and LLaMA-Factory's converters read only
+    their role and content tags: a per-message reward would vanish and every assistant turn would
+    train on the row's reward. ``ValueError`` naming ``where``, the row field and the message index.
+    """
+    for field, value in record.items():
+        if not isinstance(value, list):
+            continue
+        for index, message in enumerate(value):
+            if isinstance(message, dict) and message.get(column) is not None:
+                raise ValueError(
+                    f"{column} must be on the row, not on a message, for {host} (its adapter does not read "
+                    f"per-message rewards yet; TRL's does), got {column}={short(message[column])} on message "
+                    f"{index} of {field!r} in {where}: move the reward to the row, or train these rows with TRL"
+                )
 
 
 def refuse_mixed_json_feature(features, column: str, *, dataset: str, what: str, group: bool = False) -> None:

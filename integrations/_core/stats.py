@@ -12,6 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rift_losses import LossStats
+
+#: The logged statistics, from the core's :class:`rift_losses.LossStats` (one source for every host):
+#: each field, with the ``neg_prob_sum``/``neg_prob_mean`` pair logged once as ``neg_prob``.
+STAT_NAMES = tuple(dict.fromkeys(name.removesuffix("_sum").removesuffix("_mean") for name in LossStats._fields))
+
 
 class StatsAccumulator:
     """Sums :class:`rift_losses.LossStats` over calls without a host sync (tensors stay on device).
@@ -62,7 +68,7 @@ def stats_summary(totals: Sequence[float], *, units: float, world_size: int = 1)
     """
     pos_loss, neg_loss, pos_tokens, neg_tokens, neg_prob_sum, _ = (float(t) for t in totals)
     if units <= 0:
-        return {"pos_loss": None, "neg_loss": None, "pos_tokens": None, "neg_tokens": None, "neg_prob": None}
+        return dict.fromkeys(STAT_NAMES)
     return {
         "pos_loss": pos_loss / (world_size * units),
         "neg_loss": neg_loss / (world_size * units),

@@ -21,9 +21,8 @@ from typing import Literal
 from llamafactory.hparams.finetuning_args import FinetuningArguments
 
 from rift_losses import LEVELS, LOSSES, NORMALIZATIONS
-from rift_losses._checks import one_of
 
-from .._common import ignored_reward_warning
+from .._common import ignored_reward_warning, one_of
 from ._run import RiftConfig
 
 #: Values of ``rift_reward_normalization``: "none" or a group normalization of the core.

@@ -15,6 +15,7 @@ wrong answers.
 """
 
 import dataclasses
+import difflib
 import re
 import sys
 
@@ -77,9 +78,12 @@ def _install_guard(parser_module) -> None:
             unknown = [k for k in rift_keys if k.replace("-", "_") not in known]
             if allow_extra_keys and "use_rift_loss" in known and unknown:
                 valid = sorted(k for k in known if "rift" in k)
+                close = [(difflib.get_close_matches(k.replace("-", "_"), valid, n=1, cutoff=0.75), k) for k in unknown]
+                hint = ", ".join(f"{m[0]!r} for {k!r}" for m, k in close if m)
                 raise ValueError(
-                    f"RIFT options must be spelt as one of {valid}, got {unknown} (ALLOW_EXTRA_ARGS "
-                    "would otherwise ignore them and train plain cross-entropy)"
+                    f"RIFT options must be spelt as one of {valid}, got {unknown}"
+                    + (f"; did you mean {hint}?" if hint else "")
+                    + " (ALLOW_EXTRA_ARGS would otherwise ignore them and train plain cross-entropy)"
                 )
         parsed = original(parser, args, allow_extra_keys)
         options = [k for k in rift_keys if k.replace("-", "_") != "use_rift_loss"]

@@ -32,11 +32,13 @@ Row numbers in errors are 0-based positions in the dataset as loaded (file order
 import os
 
 from .._common import (
+    PROMPT_FIELDS,
     check_json_rewards,
     mixed_json_column,
     normalize_dataset_rewards,
     read_group,
     read_rewards,
+    row_prompt_key,
     zero_rewards_warning,
 )
 from .._core.patching import wrap_all
@@ -68,14 +70,29 @@ def _column(dataset, dataset_attr, data_args, role: str, why: str) -> str:
 
 
 def group_keys(values, *, column: str, dataset: str) -> list[str]:
-    """The group of each row: its ``group`` column's id as JSON text (1 and "1" stay different groups).
-
-    LLaMA-Factory's rows have no prompt field of their own (each format names it differently),
-    so the group column is required for normalization; ``rift-losses convert`` writes it.
-    """
+    """The group of each row: its ``group`` column's id as JSON text (1 and "1" stay different groups)."""
     return [
         read_group(value, column=column, where=f"row {row} of dataset {dataset!r}") for row, value in enumerate(values)
     ]
+
+
+def prompt_group_keys(aligned, *, dataset: str) -> list[str]:
+    """The group of each row without a ``group`` column: its prompt, the key every host uses.
+
+    From LLaMA-Factory's aligned columns: ``_system`` (a system message when non-empty),
+    ``_prompt`` (the turns before the response), ``_tools``, ``_images``, ``_videos``, ``_audios``.
+    """
+    columns = aligned.column_names
+    n = len(aligned)
+    systems = aligned["_system"] if "_system" in columns else [None] * n
+    fields = {name: aligned[f"_{name}"] for name in PROMPT_FIELDS if f"_{name}" in columns}
+    keys = []
+    for i, prompt in enumerate(aligned["_prompt"]):
+        messages = ([{"role": "system", "content": systems[i]}] if systems[i] else []) + list(prompt or [])
+        messages.append({"role": "assistant", "content": ""})
+        where = f"row {i} of dataset {dataset!r}"
+        keys.append(row_prompt_key(messages, {k: v[i] for k, v in fields.items()}, where=where))
+    return keys
 
 
 def _align_dataset(original):
@@ -87,13 +104,16 @@ def _align_dataset(original):
         column = _column(dataset, dataset_attr, data_args, "reward", "when use_rift_loss is true")
         rewards = read_rewards(list(dataset[column]), column=column, dataset=name)
         groups = None
-        if config.normalization != "none":
+        by_prompt = config.normalization != "none" and getattr(dataset_attr, "rift_group_column", None) is None
+        if config.normalization != "none" and not by_prompt:
             why = f"when rift_reward_normalization is {config.normalization!r} (a group is one prompt's responses)"
             group_column = _column(dataset, dataset_attr, data_args, "group", why)
             groups = group_keys(dataset[group_column], column=group_column, dataset=name)
         aligned = original(dataset, dataset_attr, data_args, training_args)
         if len(aligned) != len(rewards):  # the converter maps one row to one row
             raise RuntimeError(f"dataset {name!r}: format conversion changed the row count, rewards cannot follow")
+        if by_prompt:  # no "group" mapped: the prompt groups rows, as in every host
+            groups = prompt_group_keys(aligned, dataset=name)
         aligned = aligned.add_column(REWARD_IN, rewards)
         if groups is not None:
             aligned = aligned.add_column(GROUP_IN, groups)
@@ -122,7 +142,7 @@ def _load_single_dataset(original):
         files = _local_files(dataset_attr, data_args)
         column = getattr(dataset_attr, "rift_reward_column", None)
         for path in files if column else ():  # the raw values, before `datasets` converts or chokes on them
-            check_json_rewards(path, column=column, dataset=name)
+            check_json_rewards(path, column=column, dataset=name, host="LLaMA-Factory")
         try:
             return original(dataset_attr, model_args, data_args, training_args)
         except DatasetGenerationError as exc:  # e.g. "Trailing data at position ...", naming nothing
@@ -202,6 +222,13 @@ def _join(original):
         columns = attr.get("columns") or {}
         self.rift_reward_column = columns.get("reward")
         self.rift_group_column = columns.get("group")
+        tags = attr.get("tags") or {}
+        if tags.get("reward_tag") is not None:  # LLaMA-Factory ignores unknown tags: refuse, not drop
+            raise ValueError(
+                f"tags.reward_tag must not be set for dataset {getattr(self, 'dataset_name', '?')!r}, got "
+                f"{tags['reward_tag']!r}: per-message rewards are not read by the LLaMA-Factory adapter yet (TRL's "
+                'reads them); map one reward per row with "columns": {"reward": ...}'
+            )
 
     return join
 

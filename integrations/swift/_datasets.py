@@ -35,7 +35,7 @@ def check_local_rewards(args, run: Run) -> None:
         except Exception:  # MS-Swift reports a bad dataset argument itself
             continue
         if getattr(syntax, "dataset_type", None) == "path":
-            checked = _common.check_json_rewards(syntax.dataset, column=column, dataset=syntax.dataset)
+            checked = _common.check_json_rewards(syntax.dataset, column=column, dataset=syntax.dataset, host="MS-Swift")
             if checked is None:
                 _check_first_row_has(syntax.dataset, column=column, run=run)
 
@@ -63,6 +63,11 @@ def _check_raw_rewards(dataset, *, name: str, run: Run) -> None:
     what = f"--loss_type {run.loss_type}"
     _common.refuse_mixed_json_feature(features, column, dataset=name, what=what)
     _common.read_rewards(dataset[column], column=column, dataset=name)
+    if "messages" in features and repr(column) in repr(features["messages"]):  # any file format, not only JSON
+        for i, messages in enumerate(dataset["messages"]):
+            _common.refuse_turn_rewards(
+                {"messages": messages}, column=column, host="MS-Swift", where=f"row {i} of dataset {name!r}"
+            )
     group = run.knobs.group_column
     if run.normalization and run.knobs.group_column_given and group not in features:
         raise ValueError(
@@ -84,15 +89,16 @@ def _group_keys(dataset, *, name: str, run: Run) -> tuple[list, str]:
             for i, v in enumerate(dataset[column])
         ]
         return keys, f"column {column!r}"
-    extras = [c for c in ("tools", "images", "videos", "audios") if c in dataset.column_names]
+    extras = [c for c in _common.PROMPT_FIELDS if c in dataset.column_names]
     extra_values = {c: dataset[c] for c in extras}
-    keys = []
-    for i, messages in enumerate(dataset["messages"]):
-        extra = {c: extra_values[c][i] for c in extras if extra_values[c][i]}
-        try:
-            keys.append(_common.prompt_key(messages, extra or None))
-        except ValueError as exc:
-            raise ValueError(f"{exc} in row {i} of dataset {name!r} (after MS-Swift's preprocessing)") from None
+    keys = [
+        _common.row_prompt_key(
+            messages,
+            {c: extra_values[c][i] for c in extras},
+            where=f"row {i} of dataset {name!r} (after MS-Swift's preprocessing)",
+        )
+        for i, messages in enumerate(dataset["messages"])
+    ]
     return keys, "the prompt (every message before the last assistant turn)"
 
 
@@ -168,6 +174,23 @@ def _warn_negative_rewards(dataset, *, name: str) -> None:
         )
 
 
+def _keep_columns(dataset, keep: list[str]):
+    """MS-Swift's ``RowPreprocessor.remove_useless_columns`` keeping ``keep`` too (no class attribute changed).
+
+    The same selection as MS-Swift 4.6's: the standard keys present in the features, in their
+    order, then the reward and group columns.
+    """
+    from swift.dataset import RowPreprocessor
+
+    dataset = RowPreprocessor.get_features_dataset(dataset)
+    features = dataset.features
+    wanted = [*RowPreprocessor.standard_keys, *(c for c in keep if c not in RowPreprocessor.standard_keys)]
+    k_list = [k for k in wanted if k in features]
+    if len(k_list) != len(features):
+        dataset = dataset.select_columns(k_list)
+    return dataset
+
+
 def install_dataset_patches() -> None:
     from swift.dataset import DatasetLoader, RowPreprocessor
 
@@ -216,14 +239,7 @@ def install_dataset_patches() -> None:
             ]
             if not keep:
                 return original(dataset)
-            from swift.dataset.preprocessor.core import RowPreprocessor as _RP
-
-            standard = _RP.standard_keys
-            _RP.standard_keys = standard + [c for c in keep if c not in standard]
-            try:
-                return original(dataset)
-            finally:
-                _RP.standard_keys = standard
+            return _keep_columns(dataset, keep)
 
         return remove_useless_columns
 

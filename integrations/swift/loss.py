@@ -22,7 +22,7 @@ import os
 from swift.loss import BaseLoss, loss_map
 
 from .._core.loss import batch_loss, inplace_grad_allowed, logged_loss_scale
-from .._core.stats import StatsWindow
+from .._core.stats import STAT_NAMES, StatsWindow
 from . import config
 
 #: Trainer attribute holding the current batch's rewards while its loss is computed.
@@ -58,8 +58,7 @@ class RiftMetric:
     def compute(self) -> dict:
         device = getattr(getattr(self.trainer, "args", None), "device", None)
         summary = self.window.summary(global_step=self._global_step(), device=device)
-        keys = ("pos_loss", "neg_loss", "pos_tokens", "neg_tokens", "neg_prob")
-        return {key: summary.get(key) for key in keys}
+        return {key: summary.get(key) for key in STAT_NAMES}
 
     def reset(self) -> None:
         self.window.reset()

@@ -17,7 +17,7 @@ from trl import SFTConfig
 
 from rift_losses import LEVELS
 
-from .._common import GROUP_COLUMN, REWARD_COLUMN, loss_variants
+from .._common import GROUP_COLUMN, REWARD_COLUMN, loss_variants, one_of
 
 #: TRL 1.16's own loss types (``chunked_nll`` is its deprecated alias of ``nll``).
 TRL_LOSS_TYPES = ("nll", "dft", "chunked_nll")
@@ -66,11 +66,8 @@ class RiftSFTConfig(SFTConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        valid = [*TRL_LOSS_TYPES, *RIFT_LOSS_TYPES]
-        if self.loss_type not in valid:
-            raise ValueError(f"loss_type must be one of {valid}, got {self.loss_type!r}")
-        if self.rift_level not in LEVELS:
-            raise ValueError(f"rift_level must be one of {list(LEVELS)}, got {self.rift_level!r}")
+        one_of("loss_type", self.loss_type, [*TRL_LOSS_TYPES, *RIFT_LOSS_TYPES])
+        one_of("rift_level", self.rift_level, LEVELS)
         for name in ("reward_column", "group_column"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:

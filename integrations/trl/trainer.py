@@ -35,7 +35,7 @@ from trl import SFTTrainer
 from .._common import count_negative, ignored_reward_warning
 from .._core.loss import batch_loss, inplace_grad_allowed, logged_loss_scale, sequence_proxies
 from .._core.stats import StatsWindow
-from ._data import REWARDS_KEY, RiftCollator, prepare_rewards
+from ._data import REWARDS_KEY, TOKEN_REWARDS_COLUMN, RiftCollator, prepare_rewards, tokenize_conversations
 from .config import RIFT_LOSS_TYPES, RiftSFTConfig
 
 
@@ -77,6 +77,7 @@ class RiftSFTTrainer(SFTTrainer):
             "group_column": config.group_column,
             "method": method,
             "loss_type": config.loss_type,
+            "level": config.rift_level,
         }
         if params.get("train_dataset") is not None:
             params["train_dataset"] = prepare_rewards(params["train_dataset"], name="train", **prepare)
@@ -109,6 +110,7 @@ class RiftSFTTrainer(SFTTrainer):
             column=config.reward_column,
             group_column=config.group_column,
             padding_free=self.padding_free,
+            truncation_mode=config.truncation_mode,
         )
         # compute_loss returns sum / num_items_in_batch (or divides by the accumulation steps itself).
         self.loss_is_scaled_for_ga = True
@@ -117,8 +119,26 @@ class RiftSFTTrainer(SFTTrainer):
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if self._rift_on and self.args.reward_column not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, self.args.reward_column]
+        if self._rift_on:
+            extra = [c for c in (self.args.reward_column, TOKEN_REWARDS_COLUMN) if c not in self._signature_columns]
+            self._signature_columns = [*self._signature_columns, *extra]
+
+    def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
+        # A RIFT loss trains the assistant turns only: the adapter tokenizes `messages` rows itself
+        # (assistant mask and per-turn rewards), TRL takes them as already tokenized.
+        if self._rift_on and formatting_func is None:
+            from trl.data_utils import _tokenize
+
+            dataset = tokenize_conversations(
+                dataset,
+                processing_class,
+                column=args.reward_column,
+                name=dataset_name,
+                chat_template=self.chat_template,
+                assistant_only_loss=args.assistant_only_loss,
+                tokenize=_tokenize,
+            )
+        return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         if self._rift_on and eval_dataset is not None and not isinstance(eval_dataset, str):

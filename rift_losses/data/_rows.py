@@ -101,6 +101,54 @@ def reward(row: dict, fields: Fields, path: str, line: int) -> float:
     return value
 
 
+def turn_rewards(
+    row: dict, conv: Conversation, fields: Fields, path: str, line: int
+) -> tuple[float, list[float] | None]:
+    """``(outcome, per_turn)``: the row's reward for the tables, and each assistant turn's reward.
+
+    ``per_turn`` is None for a row whose messages carry no reward of their own (the row's reward
+    then weighs every assistant turn). Otherwise it has one reward per assistant message: its own
+    (the ``reward`` field on the message), else the row's; ``outcome`` is the row's reward, or
+    the last assistant turn's when the row has none (an agent trajectory's final answer).
+    :class:`DataError` for a reward on a non-assistant message, one that is not a finite number,
+    or an assistant message with neither its own reward nor the row's.
+    """
+    name = fields.reward
+    own: dict[int, float] = {}
+    for i, message in enumerate(conv.messages):
+        if not isinstance(message, dict) or message.get(name) is None:
+            continue
+        if message.get("role") != "assistant":
+            raise DataError(
+                path,
+                line,
+                f"field {fields.messages!r}[{i}].{name} must be on an assistant message only, got it on role "
+                f"{message.get('role')!r}",
+            )
+        value = as_reward(message[name])
+        if value is None:
+            raise DataError(
+                path, line, f"field {fields.messages!r}[{i}].{name} must be a finite number, got {short(message[name])}"
+            )
+        own[i] = value
+    if not own:
+        return reward(row, fields, path, line), None
+    row_reward = reward(row, fields, path, line) if name in row else None
+    per_turn = []
+    for i, message in enumerate(conv.messages):
+        if message.get("role") != "assistant":
+            continue
+        if i not in own and row_reward is None:
+            raise DataError(
+                path,
+                line,
+                f"field {fields.messages!r}[{i}] (an assistant message) must carry {name!r}, or the row must, got "
+                "neither",
+            )
+        per_turn.append(own.get(i, row_reward))
+    return (row_reward if row_reward is not None else per_turn[-1]), per_turn
+
+
 def answer(row: dict, fields: Fields, path: str, line: int) -> str:
     """The reference answer as text (JSON numbers are accepted and written as they read)."""
     name = fields.answer

@@ -17,7 +17,7 @@ from typing import IO, Any
 from .._fields import GROUP_COLUMN, REWARD_COLUMN  # what the host adapters read
 from ._grade import GRADES, UNLABELLED, grade_pair
 from ._io import DataError, DigestTable, Progress, atomic_output, check_output, dumps, file_size, read_jsonl
-from ._rows import Fields, Grouper, answer, conversation, reward
+from ._rows import Fields, Grouper, answer, conversation, turn_rewards
 
 #: Hosts that ``convert --to`` writes for.
 HOSTS = ("swift", "llamafactory")
@@ -237,7 +237,16 @@ def normalize(
 
             for line, row in read_jsonl(src, prog):
                 conv = conversation(row, fields, name, line)
-                r = reward(row, fields, name, line)
+                r, per_turn = turn_rewards(row, conv, fields, name, line)
+                if per_turn is not None:
+                    raise DataError(
+                        name,
+                        line,
+                        f"field {fields.messages!r} must not carry per-message {fields.reward!r} values for normalize, "
+                        "got per-turn rewards: group normalization (eq. 6-8) is defined over one reward per response, "
+                        "and the hosts' normalized losses refuse per-turn rewards too; normalize the turn rewards "
+                        "yourself, or move the reward to the row",
+                    )
                 if raw_field in row:
                     raise DataError(
                         name,
@@ -301,13 +310,17 @@ def stats(src, *, fields: Fields = Fields(), progress: str = "auto", log: IO[str
     name = _name(src)
     grouper = Grouper(fields, name)
     table = DigestTable()
-    counts = Counter()
+    counts, turns, turned = Counter(), Counter(), 0
     prog = Progress("stats", file_size(src), stream=log, mode=progress)
     try:
         for line, row in read_jsonl(src, prog):
             conv = conversation(row, fields, name, line)
-            r = reward(row, fields, name, line)
+            r, per_turn = turn_rewards(row, conv, fields, name, line)
             key, _ = grouper.key(row, conv, line)
+            turned += per_turn is not None
+            assistant = sum(m.get("role") == "assistant" for m in conv.messages)
+            for t in per_turn if per_turn is not None else [r] * assistant:
+                turns["positive" if t > 0 else "negative" if t < 0 else "zero"] += 1
             flag = _POS if r > 0 else _NEG if r < 0 else _ZERO
             counts[flag] += 1
             table[key] = (table.get(key, 0) | flag) + (1 << _FLAG_BITS)
@@ -343,6 +356,11 @@ def stats(src, *, fields: Fields = Fields(), progress: str = "auto", log: IO[str
         "per_problem_min": sizes_min or 0,
         "per_problem_max": sizes_max,
         "grouped_by": grouper.what if grouper.by_field is not None else "the prompt",
+        "rows_with_turn_rewards": turned,
+        "turns": sum(turns.values()),
+        "turns_positive": turns["positive"],
+        "turns_negative": turns["negative"],
+        "turns_zero": turns["zero"],
     }
 
 
@@ -373,10 +391,26 @@ def format_stats(s: dict[str, Any]) -> str:
     ]
     if s["zero"]:
         lines.append(f"  zero rewards (neither positive nor negative): {count(s['zero'], 'response')}")
+    if s.get("rows_with_turn_rewards"):
+        lines.append(
+            f"  assistant turns: {s['turns']:,} ({s['turns_positive']:,} positive, {s['turns_negative']:,} negative, "
+            f"{s['turns_zero']:,} zero); {count(s['rows_with_turn_rewards'], 'row')} with per-turn rewards (a row "
+            "without its own reward counts in the tables by its last turn)"
+        )
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------- convert
+
+
+def _turn_message(message: dict, field: str) -> dict:
+    """A message with its own reward under :data:`REWARD_COLUMN` (the name the hosts read)."""
+    if field == REWARD_COLUMN or field not in message:
+        return message
+    out = {k: v for k, v in message.items() if k != field}
+    out[REWARD_COLUMN] = message[field]
+    return out
+
 
 _LF_TAGS = {
     "role_tag": "role",
@@ -475,6 +509,7 @@ def convert(
     used = {fields.messages, fields.prompt, fields.response, fields.reward}
     not_written = Counter()
     signs = Counter()
+    turned = 0
     groups = DigestTable()
     rows = 0
     prog = Progress("convert", file_size(src), stream=log, mode=progress)
@@ -482,7 +517,7 @@ def convert(
         with atomic_output(target) as out:
             for line, row in read_jsonl(src, prog):
                 conv = conversation(row, fields, name, line)
-                r = reward(row, fields, name, line)
+                r, per_turn = turn_rewards(row, conv, fields, name, line)
                 key, _ = grouper.key(row, conv, line)
                 if to == "llamafactory":
                     _check_llamafactory_roles(conv.messages, fields, name, line)
@@ -497,7 +532,14 @@ def convert(
                 for k in row:
                     if k not in used and not (grouper.by_field and k == fields.group):
                         not_written[k] += 1
-                out.write(dumps({"messages": conv.messages, REWARD_COLUMN: r, GROUP_COLUMN: group}))
+                messages = conv.messages
+                if per_turn is not None:  # per-message rewards kept, under the hosts' field name
+                    messages = [_turn_message(m, fields.reward) for m in messages]
+                    turned += 1
+                out_row = {"messages": messages, REWARD_COLUMN: r, GROUP_COLUMN: group}
+                if per_turn is not None and fields.reward not in row:
+                    del out_row[REWARD_COLUMN]  # no row reward: each assistant turn carries its own
+                out.write(dumps(out_row))
                 signs["positive" if r > 0 else "negative" if r < 0 else "zero"] += 1
                 rows += 1
     finally:
@@ -513,6 +555,7 @@ def convert(
         "negative": signs["negative"],
         "zero": signs["zero"],
         "not_written": dict(not_written),
+        "rows_with_turn_rewards": turned,
     }
     if to == "llamafactory":
         entry_name = dataset_name or Path(dst).stem

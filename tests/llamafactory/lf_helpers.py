@@ -61,6 +61,15 @@ def _write_data(data: Path) -> None:
         if f"Q{10 + i}" == MALFORMED:
             turns = turns[:1]
         sharegpt.append({"conversations": turns, "score": score, "one": 1.0, "two": 2.0, "pid": group})
+    # per-turn rewards (the row's reward column on a message): not read by the LLaMA-Factory adapter yet
+    turns = [
+        {**row, "conversations": [row["conversations"][0], {**row["conversations"][1], "score": -0.5}]}
+        for row in sharegpt[:2]
+    ]
+    # two prompts with two responses each and no group column: grouped by the prompt
+    same_prompt = [_alpaca_row("P", i // 2, s, None) for i, s in enumerate([1.0, -0.2, 0.5, 0.5])]
+    for row in same_prompt:
+        del row["pid"]
     evals = [_alpaca_row(f"E{i}", i + 20, s, g) for i, (s, g) in enumerate(zip(EVAL_SCORES, EVAL_GROUPS))]
     nulls = [_alpaca_row(f"N{i}", i, s, "n") for i, s in enumerate([1.0, 0.5, None, -0.2])]
     strings = [_alpaca_row(f"S{i}", i, s, "s") for i, s in enumerate(["1.0", "high"])]
@@ -81,6 +90,8 @@ def _write_data(data: Path) -> None:
         ("mixed_group.json", mixed_group),
         ("single.json", single),
         ("zeros.json", zeros),
+        ("turns.json", turns),
+        ("same_prompt.json", same_prompt),
     ):
         (data / name).write_text(json.dumps(rows))
     (data / "one_bool.jsonl").write_text("".join(json.dumps(row) + "\n" for row in one_bool))
@@ -110,6 +121,18 @@ def _write_data(data: Path) -> None:
         },
         "single": {"file_name": "single.json", "columns": {**alpaca_columns, "reward": "score", "group": "pid"}},
         "zeros": {"file_name": "zeros.json", "columns": {**alpaca_columns, "reward": "score", "group": "pid"}},
+        "same_prompt": {"file_name": "same_prompt.json", "columns": {**alpaca_columns, "reward": "score"}},
+        "sg_turns": {
+            "file_name": "turns.json",
+            "formatting": "sharegpt",
+            "columns": {"messages": "conversations", "reward": "score"},
+        },
+        "sg_reward_tag": {
+            "file_name": "turns.json",
+            "formatting": "sharegpt",
+            "columns": {"messages": "conversations", "reward": "score"},
+            "tags": {"reward_tag": "score"},
+        },
     }
     for column in ("one", "two"):
         info[f"alp_{column}"] = {"file_name": "alp.json", "columns": {**alpaca_columns, "reward": column}}

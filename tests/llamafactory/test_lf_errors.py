@@ -75,9 +75,19 @@ def _expected_errors(lf):
         "misspelt_allowed": (
             {**rift, "rift_los": "naive", "use_riftloss": True},
             {"ALLOW_EXTRA_ARGS": "1"},
-            ["RIFT options must be spelt as one of", "'rift_loss'", "got ['rift_los', 'use_riftloss']"],
+            [
+                "RIFT options must be spelt as one of",
+                "'rift_loss'",
+                "got ['rift_los', 'use_riftloss']",
+                "did you mean 'rift_loss' for 'rift_los', 'use_rift_loss' for 'use_riftloss'?",
+            ],
         ),
         "bad_choice": ({**rift, "rift_loss": "bogus"}, {}, ["rift_loss must be one of 'naive', 'rift', got 'bogus'"]),
+        "did_you_mean": (
+            {**rift, "rift_loss": "rifft"},
+            {},
+            ["rift_loss must be one of", "got 'rifft'; did you mean 'rift'?"],
+        ),
         "options_without_use": (
             {"rift_loss": "naive", "rift_level": "token"},
             {},
@@ -139,16 +149,17 @@ def _expected_errors(lf):
                 "0 (a number) in row 0",
             ],
         ),
-        "group_unmapped": (
-            {**gaussian, "dataset": "alp_one"},
-            {},
-            ["columns must map \"group\" for dataset 'alp_one'", "'gaussian'"],
-        ),
         "group_missing": (
             {**gaussian, "dataset": "no_group_col"},
             {},
             ["columns.group of dataset 'no_group_col' must name a column of its data, got 'problem'"],
         ),
+        "per_turn_rewards": (
+            {**rift, "dataset": "sg_turns"},
+            {},
+            ["score must be on the row, not on a message, for LLaMA-Factory", "message 1 of 'conversations'", "row 0"],
+        ),
+        "reward_tag": ({**rift, "dataset": "sg_reward_tag"}, {}, ["tags.reward_tag must not be set", "'score'"]),
         "stale_tokenized_path": (
             {**rift, "tokenized_path": str(lf.root / "tok_plain")},
             {},

@@ -266,6 +266,13 @@ def test_sequence_level_naive_counts_sequences(lf, rift_a, reference):
     assert _close(run.train_logs[0]["loss"], total / 2), (run.train_logs[0], total / 2)
 
 
+def test_without_a_group_column_rows_are_grouped_by_their_prompt(lf):
+    """As in MS-Swift and TRL (LLaMA-Factory required the group column): 2 prompts x 2 responses."""
+    run = ok(lf.train(lf.config("by_prompt", **RIFT, dataset="same_prompt", max_steps=1)))
+    assert "normalized (gaussian) over 2 whole groups" in run.output, run.tail()
+    assert "trains NOTHING" not in run.output  # one group has rewards 1.0 and -0.2
+
+
 def test_rewards_that_normalize_to_zero_warn_that_nothing_trains(lf):
     """Every training group one row (gaussian gives 0), evaluation rewards all 0: two loud warnings; loss 0."""
     config = lf.config(

@@ -3,7 +3,8 @@
 The same files go through the real `rift-losses` command (a subprocess) and through each
 adapter's own grouping: MS-Swift's real dataset loader with a RIFT run active (its rows as
 MS-Swift preprocesses them), LLaMA-Factory's ``group_keys`` on what ``convert --to
-llamafactory`` wrote (LLaMA-Factory groups by the group column), TRL's ``group_keys`` on the
+llamafactory`` wrote (LLaMA-Factory groups by the group column) and, without it, on its aligned
+rows (grouped by the prompt, as every host), TRL's ``group_keys`` on the
 rows as TRL reads them (chat rows; prompt/completion rows). Chat rows with and without a
 system prompt, and prompt/response rows. Rewards are chosen so that any other partition
 normalizes to other values.
@@ -111,6 +112,7 @@ def test_the_data_command_and_every_adapter_group_alike(rows, tmp_path, swift_ru
 
     from rift_losses.integrations._common import normalize_dataset_rewards
     from rift_losses.integrations.llamafactory._data import group_keys as llamafactory_group_keys
+    from rift_losses.integrations.llamafactory._data import prompt_group_keys as llamafactory_prompt_keys
     from rift_losses.integrations.trl._data import group_keys as trl_group_keys
 
     raw = write_jsonl(tmp_path / "raw.jsonl", rows)
@@ -132,6 +134,16 @@ def test_the_data_command_and_every_adapter_group_alike(rows, tmp_path, swift_ru
     lf_keys = llamafactory_group_keys([row["group"] for row in converted], column="group", dataset="buffer")
     assert partition(lf_keys) == data_partition
     assert normalize_dataset_rewards(rewards, lf_keys, method="gaussian") == pytest.approx(data_rewards, abs=1e-9)
+
+    # LLaMA-Factory without a group column: the prompt of its aligned rows (system, prompt turns, tools, media).
+    aligned = []
+    for r in rows:
+        messages = r.get("messages") or [{"role": "user", "content": r["prompt"]}]
+        system = next((m["content"] for m in messages if m["role"] == "system"), "")
+        turns = [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]
+        aligned.append({"_system": system, "_prompt": turns[:-1] or turns, "_tools": "", "_images": None})
+    lf_prompt_keys = llamafactory_prompt_keys(Dataset.from_list(aligned), dataset="raw")
+    assert partition(lf_prompt_keys) == data_partition
 
     # TRL: the rows as TRL reads them (a prompt/response row is a prompt/completion row there).
     trl_rows = (
@@ -166,3 +178,19 @@ def test_a_prompt_response_row_and_a_chat_row_with_the_same_user_turn_are_one_pr
     rift_losses_cli("convert", raw, "-o", tmp_path / "c.jsonl", "--to", "swift")
     groups = [row["group"] for row in read_jsonl(tmp_path / "c.jsonl")]
     assert groups[0] == groups[1] != groups[2]
+
+
+def test_a_per_message_reward_in_a_parquet_file_is_refused_by_the_swift_loader(tmp_path, swift_run):
+    """Not a JSON file (so not read raw before loading): MS-Swift's loader sees it, and drops message keys."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [dict(r) for r in CHAT[:2]]
+    rows[1]["messages"] = [dict(m) for m in rows[1]["messages"]]
+    rows[1]["messages"][-1]["reward"] = -0.5
+    rows[0]["messages"] = [{**m, "reward": None} for m in rows[0]["messages"]]
+    rows[1]["messages"] = [{"reward": None, **m} for m in rows[1]["messages"]]
+    path = tmp_path / "turns.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    with pytest.raises(ValueError, match=r"reward must be on the row, not on a message, for MS-Swift .* message 2 "):
+        swift_rewards(path, tmp_path)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import yaml
-from trl_helpers import messages_rows, run_cli, write_jsonl
+from trl_helpers import messages_rows, run_cli, turn_token_rewards, turns_rows, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +70,26 @@ def test_trl_sft_normalized_loss_and_sequence_level(workdir, model_dir):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (log,) = _step_logs(done.stdout)
     assert "rift/pos_loss" in log
+
+
+def test_trl_sft_trains_per_turn_rewards_of_a_jsonl_file(workdir, model_dir):
+    """Agent rows with a reward per assistant turn and none on the row, through ``trl sft``."""
+    (workdir / "turns").mkdir(exist_ok=True)
+    write_jsonl(workdir / "turns" / "train.jsonl", turns_rows())
+    path = _config(workdir, model_dir, "turns", dataset_name=str(workdir / "turns"), max_steps=1)
+    done = run_cli(["trl", "sft", "--config", str(path)], cwd=workdir)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (log,) = _step_logs(done.stdout)
+    # rows 0-1 (batch 2): each assistant turn's tokens counted by its reward's sign, no prompt token
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    signs = []
+    for row in turns_rows()[:2]:
+        ids = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
+        signs += [r for r in turn_token_rewards(tokenizer, ids, row["messages"]) if r is not None]
+    assert float(log["rift/pos_tokens"]) == sum(r > 0 for r in signs)
+    assert float(log["rift/neg_tokens"]) == sum(r < 0 for r in signs) > 0
 
 
 def test_a_misspelt_key_fails(workdir, model_dir):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from harness import free_port, run_command
-from trl_helpers import BIN, REWARDS, config, messages_rows, train_logs, trainer
+from trl_helpers import BIN, REWARDS, config, messages_rows, train_logs, trainer, turns_rows
 
 
 def _torchrun(model_dir, out, *extra):
@@ -52,6 +52,19 @@ def test_two_ranks_of_batch_3_equal_batch_6(model_dir, tmp_path):
         trainer(
             model_dir, config(tmp_path / "b6", loss_type="rift", per_device_train_batch_size=6), messages_rows(REWARDS)
         )
+    )
+    assert len(ddp["logs"]) == len(single) == 2
+    for a, b in zip(single, ddp["logs"]):
+        for key in ("loss", "grad_norm", "rift/pos_loss", "rift/neg_loss", "rift/pos_tokens", "rift/neg_tokens"):
+            assert math.isclose(a[key], b[key], rel_tol=1e-5, abs_tol=1e-6), (key, a[key], b[key])
+
+
+@pytest.mark.slow
+def test_two_ranks_of_per_turn_rows_equal_one_batch(model_dir, tmp_path):
+    """Per-turn rewards ((B, T) per batch) under data parallel: 2 ranks x batch 2 == batch 4."""
+    ddp = _torchrun(model_dir, tmp_path / "turns", "turns")
+    single = train_logs(
+        trainer(model_dir, config(tmp_path / "b4", loss_type="rift", per_device_train_batch_size=4), turns_rows())
     )
     assert len(ddp["logs"]) == len(single) == 2
     for a, b in zip(single, ddp["logs"]):

@@ -24,7 +24,7 @@ def _refused(tmp_path, match, *, rows=None, eval_rows=None, **overrides):
 @pytest.mark.parametrize(
     "overrides,match",
     [
-        ({"loss_type": "rifft"}, r"loss_type must be one of \[.*'rift_gaussian'.*\], got 'rifft'"),
+        ({"loss_type": "rifft"}, r"loss_type must be one of .*'rift_gaussian'.*, got 'rifft'; did you mean 'rift'\?"),
         ({"packing": True}, r"packing must be False with loss_type='rift', got True: TRL's packing keeps only"),
         ({"eval_packing": True}, r"eval_packing must be False"),
         ({"padding_free": True, "rift_level": "sequence"}, r"padding_free must be False with rift_level='sequence'"),
@@ -37,7 +37,7 @@ def _refused(tmp_path, match, *, rows=None, eval_rows=None, **overrides):
             {"loss_type": "nll", "rift_level": "sequence"},
             r"rift_level must stay 'token' unless loss_type is a RIFT loss",
         ),
-        ({"rift_level": "sample"}, r"rift_level must be one of \['token', 'sequence'\], got 'sample'"),
+        ({"rift_level": "sample"}, r"rift_level must be one of 'token', 'sequence', got 'sample'"),
         ({"reward_column": ""}, r"reward_column must be a non-empty column name"),
     ],
 )

@@ -39,13 +39,16 @@ def test_all_positive_rewards_equal_trls_own_nll(model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    # TRL's own loss on the same targets: the assistant turns (RIFT never trains a prompt token).
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer.chat_template = TRAINING_TEMPLATE
     rows = messages_rows([1.0] * 8)
     rift = train_logs(trainer(model_dir, config(tmp_path / "rift", loss_type="rift", max_steps=3), rows))
     plain = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="float32"),
-        args=config(tmp_path / "nll", config_class=SFTConfig, max_steps=3),
+        args=config(tmp_path / "nll", config_class=SFTConfig, max_steps=3, assistant_only_loss=True),
         train_dataset=dataset(rows),
-        processing_class=AutoTokenizer.from_pretrained(str(model_dir)),
+        processing_class=tokenizer,
     )
     nll = train_logs(plain)
     assert len(rift) == len(nll) == 3

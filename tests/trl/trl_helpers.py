@@ -40,6 +40,56 @@ def messages_rows(rewards=REWARDS, *, marker="Q", groups=True) -> list[dict]:
     return rows
 
 
+#: Per-turn rewards of the multi-turn rows: (first assistant turn, second assistant turn) per row.
+TURN_REWARDS = [(1.0, -0.2), (-1.0, 0.5), (0.0, 1.0), (0.7, 0.0), (-0.4, -1.0), (1.0, 0.3), (0.2, -0.6), (0.9, 0.4)]
+
+
+def turns_rows(turn_rewards=TURN_REWARDS, *, marker="T", row_reward=None) -> list[dict]:
+    """Agent-like rows: user, assistant (a tool call, its own reward), tool, assistant (an answer, its own reward).
+
+    A turn reward of None leaves the message without one (it then takes ``row_reward``).
+    """
+    rows = []
+    for i, (first, second) in enumerate(turn_rewards):
+        call = {"role": "assistant", "content": f"<tool_call>ls {i}</tool_call>"}
+        answer = {"role": "assistant", "content": "It is " + " ".join(str(i + k) for k in range(1 + i % 3)) + "."}
+        for message, r in ((call, first), (answer, second)):
+            if r is not None:
+                message["reward"] = r
+        row = {
+            "messages": [
+                {"role": "user", "content": f"{marker}{i}: Find the file."},
+                call,
+                {"role": "tool", "content": "a.txt b.txt"},
+                answer,
+            ]
+        }
+        if row_reward is not None:
+            row["reward"] = row_reward
+        rows.append(row)
+    return rows
+
+
+def turn_token_rewards(tokenizer, input_ids, messages) -> list[float | None]:
+    """Each token's reward, found independently of the adapter: None off the assistant turns.
+
+    An assistant message's trained tokens are ``tokenize(content) + [<|im_end|>]``, searched
+    for in ``input_ids`` after the previous turn (the tiny ChatML template renders them so).
+    """
+    out: list[float | None] = [None] * len(input_ids)
+    end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    pos = 0
+    for message in messages:
+        if message["role"] != "assistant":
+            continue
+        piece = tokenizer(message["content"], add_special_tokens=False)["input_ids"] + [end_id]
+        start = next(s for s in range(pos, len(input_ids)) if input_ids[s : s + len(piece)] == piece)
+        for t in range(start, start + len(piece)):
+            out[t] = float(message["reward"])
+        pos = start + len(piece)
+    return out
+
+
 def prompt_completion_rows(rewards=REWARDS, *, conversational=False) -> list[dict]:
     rows = []
     for i, r in enumerate(rewards):
@@ -125,6 +175,33 @@ def train_logs(tr) -> list[dict]:
     """The per-step training logs (loss, grad_norm, rift/*) of a finished run."""
     tr.train()
     return [h for h in tr.state.log_history if "loss" in h and "train_runtime" not in h]
+
+
+def reference_turn_loss(model, rows_tokens, *, loss="rift"):
+    """Float64 reference with one reward per token: ``[(input_ids, token_rewards), ...]`` (None: not a target).
+
+    The token at position t + 1 is predicted from position t; tokens with reward None are not
+    targets; a target with reward 0 adds 0 but is counted. Returns ``(loss, pos, neg, pos_n, neg_n)``.
+    """
+    import torch
+
+    pos = neg = 0.0
+    pos_n = neg_n = count = 0
+    with torch.no_grad():
+        for input_ids, rewards in rows_tokens:
+            z = model(input_ids=torch.tensor([input_ids])).logits[0].double()
+            for t in range(len(input_ids) - 1):
+                r = rewards[t + 1]
+                if r is None:
+                    continue
+                logp = float(z[t, input_ids[t + 1]] - torch.logsumexp(z[t], dim=0))
+                term = _term(loss, r, logp)
+                count += 1
+                if r > 0:
+                    pos, pos_n = pos + term, pos_n + 1
+                elif r < 0:
+                    neg, neg_n = neg + term, neg_n + 1
+    return (pos + neg) / count, pos / count, neg / count, pos_n, neg_n
 
 
 def reference_step_loss(model, batch_rows_tokens, *, loss="rift", level="token", world=1):
