@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .._fields import GROUP_COLUMN, REWARD_COLUMN  # what the host adapters read
-from ._grade import GRADES, UNLABELLED, grade_pair
+from ._grade import DEFAULT_TIMEOUT, GRADES, READINGS, TIMEOUT, UNLABELLED, grade_pair, parse_reference
 from ._io import DataError, DigestTable, Progress, atomic_output, check_output, dumps, file_size, read_jsonl
 from ._rows import Fields, Grouper, answer, conversation, reward
 
@@ -59,6 +59,8 @@ def label(
     negative: float = -0.2,
     jobs: int = 1,
     strict: bool = False,
+    timeout: int = DEFAULT_TIMEOUT,
+    audit: bool = False,
     in_place: bool = False,
     progress: str = "auto",
     log: IO[str] | None = None,
@@ -67,9 +69,12 @@ def label(
 
     Formula (paper section 4.1): ``r = positive`` (+1.0) if math-verify finds the response's
     final answer equal to the reference, else ``negative`` (-0.2). A response with no
-    extractable answer is wrong; its lines are listed in the summary. A row whose reference
-    math-verify cannot parse is *unlabelled*: not graded and not written (its problem gets no
-    reward rather than a wrong one); its lines are listed in the summary.
+    extractable answer is wrong; its lines are listed in the summary. A reference is read whole
+    as math (an interval, a tuple, a number with its unit) or as text (words, compared case- and
+    space-normalized); one that is neither is *unlabelled*: its rows are not graded and not
+    written (its problem gets no reward rather than a wrong one), and their lines are listed.
+    A response whose grading runs out of time is not written either (a verdict the verifier
+    could not reach is no reward, never a wrong one); its lines are listed as timed out.
 
     Args:
         src: input JSONL (chat or prompt/response rows, each with the reference answer).
@@ -77,13 +82,18 @@ def label(
             replaced and counted).
         positive, negative: the constant rewards (``positive > 0``, ``negative <= 0``).
         jobs: worker processes for grading (math-verify takes about 1 ms a response).
-        strict: fail (write nothing) if any reference cannot be parsed, after listing them all.
+        strict: fail (write nothing) if any reference cannot be read or any grading times out,
+            after listing them all.
+        timeout: seconds math-verify may spend on each of its two steps of one response
+            (extraction, comparison): at most about ``2 * timeout`` a response.
+        audit: also return ``audit``: each distinct reference with its first line and reading.
         in_place: allow ``dst`` to be ``src`` itself (it is replaced only on success).
 
     Returns:
         Summary: rows (graded), correct, wrong, no_answer (``no_answer`` is part of ``wrong``),
         no_answer_lines (the first 20), unlabelled (rows not written), unlabelled_lines (the
-        first 20), replaced_rewards, output.
+        first 20), timed_out, timed_out_lines (the first 20), readings (rows graded per reading:
+        math, text), replaced_rewards, output; with ``audit``, the list ``audit``.
 
     Raises:
         DataError: bad input (``file:line``), a bad output path (before any input is read), or
@@ -92,18 +102,22 @@ def label(
     _check_rewards(positive, negative)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
+        raise ValueError(f"timeout must be an integer number of seconds >= 1, got {timeout!r}")
     target = check_output(dst, inputs=[src], in_place=in_place)
     name = _name(src)
     counts = dict.fromkeys(GRADES, 0)
     no_answer_lines: list[int] = []
     unlabelled, unlabelled_lines = 0, []
+    timed_out, timed_out_lines = 0, []
+    readings = dict.fromkeys(READINGS, 0)
+    audited: dict[str, int] = {}
     replaced = 0
+    seen_rows = 0
     prog = Progress("label", file_size(src), stream=log, mode=progress)
     pool = None
     if jobs > 1:
-        import multiprocessing
-
-        pool = multiprocessing.get_context("spawn").Pool(jobs)
+        pool = _grading_pool(jobs)
     chunk_rows = 1 if pool is None else 64 * jobs
     rows = read_jsonl(src, prog)
     try:
@@ -113,21 +127,31 @@ def label(
                 if not chunk:
                     break
                 pairs, pending_error = [], None
+                seen_rows += len(chunk)
                 for line, row in chunk:  # validate in order; grade the rows before a bad one first
                     try:
                         response = conversation(row, fields, name, line).response
-                        pairs.append((answer(row, fields, name, line), response))
+                        reference = answer(row, fields, name, line)
+                        pairs.append((reference, response, timeout))
+                        if audit and reference not in audited:
+                            audited[reference] = line
                     except DataError as exc:
                         pending_error = exc
                         break
                 verdicts = pool.map(grade_pair, pairs, chunksize=16) if pool is not None else map(grade_pair, pairs)
-                for (line, row), (verdict, _) in zip(chunk, verdicts):
-                    if verdict == UNLABELLED:  # the reference cannot be parsed: no reward at all, not a wrong one
+                for (line, row), (verdict, reading, _) in zip(chunk, verdicts):
+                    if verdict == UNLABELLED:  # the reference cannot be read: no reward at all, not a wrong one
                         unlabelled += 1
                         if len(unlabelled_lines) < _MAX_LINES_LISTED:
                             unlabelled_lines.append(line)
                         continue
+                    if verdict == TIMEOUT:  # no verdict reached: no reward, never a wrong one
+                        timed_out += 1
+                        if len(timed_out_lines) < _MAX_LINES_LISTED:
+                            timed_out_lines.append(line)
+                        continue
                     counts[verdict] += 1
+                    readings[reading] += 1
                     if verdict == "no_answer" and len(no_answer_lines) < _MAX_LINES_LISTED:
                         no_answer_lines.append(line)
                     replaced += fields.reward in row
@@ -135,20 +159,27 @@ def label(
                     out.write(dumps(row))
                 if pending_error is not None:
                     raise pending_error
-            if strict and unlabelled:
-                raise DataError(
-                    name,
-                    0,
-                    f"{count(unlabelled, 'row')} with a reference answer (field {fields.answer!r}) that "
-                    "math-verify cannot parse, "
-                    f"{lines_list(unlabelled_lines, unlabelled)}; nothing written (--strict)",
-                )
+            if not seen_rows:
+                raise DataError(name, 0, "is empty: no rows to label (nothing written)")
+            if strict and (unlabelled or timed_out):
+                problems = []
+                if unlabelled:
+                    problems.append(
+                        f"{count(unlabelled, 'row')} with a reference answer (field {fields.answer!r}) that "
+                        f"cannot be read whole as math or as text, {lines_list(unlabelled_lines, unlabelled)}"
+                    )
+                if timed_out:
+                    problems.append(
+                        f"{count(timed_out, 'response')} whose grading took more than --timeout {timeout} s, "
+                        f"{lines_list(timed_out_lines, timed_out)}"
+                    )
+                raise DataError(name, 0, "; ".join(problems) + "; nothing written (--strict)")
     finally:
         prog.close()
         if pool is not None:
             pool.terminate()
     total = sum(counts.values())
-    return {
+    summary = {
         "command": "label",
         "input": name,
         "output": str(dst),
@@ -159,10 +190,67 @@ def label(
         "no_answer_lines": no_answer_lines,
         "unlabelled": unlabelled,
         "unlabelled_lines": unlabelled_lines,
+        "timed_out": timed_out,
+        "timed_out_lines": timed_out_lines,
+        "timeout": timeout,
+        "readings": readings,
         "positive_reward": positive,
         "negative_reward": negative,
         "replaced_rewards": replaced,
     }
+    if audit:
+        summary["audit"] = [
+            {"line": line, "reference": ref, **_reading_of(ref)} for ref, line in audited.items()
+        ]
+    return summary
+
+
+def _reading_of(reference: str) -> dict[str, str]:
+    try:
+        parsed = parse_reference(reference)
+    except ValueError as exc:
+        return {"reading": UNLABELLED, "as": str(exc)}
+    return {"reading": parsed.reading, "as": parsed.describe().split(" ", 1)[1]}
+
+
+def _grading_pool(jobs: int):
+    """``jobs`` spawned grading processes that end quietly if the command is killed (``kill -9``).
+
+    A worker of a killed parent dies of SIGPIPE on its next write instead of printing a
+    ``BrokenPipeError`` traceback, and multiprocessing's resource tracker (started here) does
+    not warn about the semaphores the killed parent could not release.
+    """
+    import multiprocessing
+
+    quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
+    previous = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = f"{previous},{quiet}" if previous else quiet
+    try:
+        return multiprocessing.get_context("spawn").Pool(jobs, initializer=_quiet_worker)
+    finally:
+        if previous is None:
+            del os.environ["PYTHONWARNINGS"]
+        else:
+            os.environ["PYTHONWARNINGS"] = previous
+
+
+def _quiet_worker() -> None:
+    """A grading worker: its parent handles Ctrl-C and broken pipes; a killed parent ends it without a traceback."""
+    import signal
+    import threading
+    import time
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    parent = os.getppid()
+
+    def watch() -> None:  # a worker blocked on the task queue of a dead parent would wait forever
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="rift-losses-parent-watch").start()
 
 
 # ------------------------------------------------------------------------------- normalize
