@@ -134,7 +134,7 @@ def _boxed_content(text: str) -> str | None:
 
 
 def text_answer(response: str) -> str | None:
-    """The final answer of a response as text: its last ``\\boxed{}``, else "the answer is X", else a one-line response."""
+    """A response's final answer as text: its last ``\\boxed{}``, else "the answer is X", else a one-line response."""
     boxed = _boxed_content(response)
     if boxed is not None:
         return normalize_text(boxed) or None

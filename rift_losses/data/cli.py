@@ -41,19 +41,14 @@ _OUTPUT_HELP = (
 _IN_PLACE_HELP = "allow -o to be the input file itself (through any path or link); it is replaced only on success"
 
 
-class _Normalizations:
-    """The ``--method`` choices, :data:`rift_losses.NORMALIZATIONS`, read on first use (it imports torch)."""
+def _normalization(value: str) -> str:
+    """A ``--method`` value, checked against :data:`rift_losses.NORMALIZATIONS` when given (that imports torch)."""
+    from rift_losses import NORMALIZATIONS
 
-    def _names(self) -> tuple[str, ...]:
-        from rift_losses import NORMALIZATIONS
-
-        return tuple(NORMALIZATIONS)
-
-    def __contains__(self, value: object) -> bool:
-        return value in self._names()
-
-    def __iter__(self):
-        return iter(self._names())
+    if value not in NORMALIZATIONS:
+        listing = ", ".join(map(repr, NORMALIZATIONS))
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {listing})")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         required=True,
-        choices=_Normalizations(),
+        type=_normalization,  # not choices=: help would list them, importing torch
         metavar="METHOD",
         help="gaussian: eq. 6, gpg_mean: eq. 7, gpg_scaled: eq. 8",
     )

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-from .._fields import GROUP_COLUMN, REWARD_COLUMN  # what the host adapters read
+from .._fields import GROUP_COLUMN, REWARD_COLUMN, canonical_group  # what the host adapters read
 from ._grade import DEFAULT_TIMEOUT, GRADES, READINGS, TIMEOUT, UNLABELLED, grade_pair, parse_reference
 from ._io import DataError, DigestTable, Progress, atomic_output, check_output, dumps, file_size, read_jsonl
 from ._rows import Fields, Grouper, answer, conversation, reward
@@ -24,6 +26,8 @@ HOSTS = ("swift", "llamafactory")
 
 
 _MAX_LINES_LISTED = 20
+#: The error for an input without rows: an empty buffer is a mistake upstream, never a result.
+_EMPTY = "must hold at least one row, got none (an empty file, or only blank lines); nothing written"
 
 
 def _name(path) -> str:
@@ -160,7 +164,7 @@ def label(
                 if pending_error is not None:
                     raise pending_error
             if not seen_rows:
-                raise DataError(name, 0, "is empty: no rows to label (nothing written)")
+                raise DataError(name, 0, _EMPTY)
             if strict and (unlabelled or timed_out):
                 problems = []
                 if unlabelled:
@@ -199,9 +203,7 @@ def label(
         "replaced_rewards": replaced,
     }
     if audit:
-        summary["audit"] = [
-            {"line": line, "reference": ref, **_reading_of(ref)} for ref, line in audited.items()
-        ]
+        summary["audit"] = [{"line": line, "reference": ref, **_reading_of(ref)} for ref, line in audited.items()]
     return summary
 
 
@@ -349,8 +351,9 @@ def normalize(
                     current, current_rows = key, []
                 current_rows.append((row, r))
                 last_line = line
-            if current is not None:
-                close_group()
+            if current is None:
+                raise DataError(name, 0, _EMPTY)
+            close_group()
             flush(done, out)
     finally:
         prog.close()
@@ -402,6 +405,8 @@ def stats(src, *, fields: Fields = Fields(), progress: str = "auto", log: IO[str
     finally:
         prog.close()
     responses = sum(counts.values())
+    if not responses:
+        raise DataError(name, 0, _EMPTY.replace("; nothing written", ""))
     problems = len(table)
     mixed = all_pos = none_pos = 0
     sizes_min, sizes_max = None, 0
@@ -514,6 +519,28 @@ def _read_dataset_info(shown: Path, path: Path) -> dict:
     return info
 
 
+@contextmanager
+def _locked_directory(directory: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory`` (Linux, macOS; elsewhere no lock).
+
+    Concurrent ``convert --to llamafactory`` runs into one ``dataset_info.json`` take turns to
+    read, update and replace it, so no run's entry is lost. The lock is on the directory itself
+    (no lock file is left behind) and ends with the process, even after ``kill -9``.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def convert(
     src,
     dst,
@@ -574,11 +601,8 @@ def convert(
                 key, _ = grouper.key(row, conv, line)
                 if to == "llamafactory":
                     _check_llamafactory_roles(conv.messages, fields, name, line)
-                if grouper.by_field:  # the hosts take string or integer ids
-                    group = row[fields.group]
-                    group = (
-                        group if isinstance(group, (str, int)) and not isinstance(group, bool) else json.dumps(group)
-                    )
+                if grouper.by_field:  # as the hosts compare it: 1.0 is written 1 (one group with 1)
+                    group = canonical_group(row[fields.group])
                 else:
                     group = f"{key:016x}"
                 groups[key] = 1
@@ -588,6 +612,8 @@ def convert(
                 out.write(dumps({"messages": conv.messages, REWARD_COLUMN: r, GROUP_COLUMN: group}))
                 signs["positive" if r > 0 else "negative" if r < 0 else "zero"] += 1
                 rows += 1
+            if not rows:
+                raise DataError(name, 0, _EMPTY)
     finally:
         prog.close()
     summary: dict[str, Any] = {
@@ -610,9 +636,11 @@ def convert(
             "columns": {"messages": "messages", "reward": REWARD_COLUMN, "group": GROUP_COLUMN},
             "tags": dict(_LF_TAGS),
         }
-        summary["replaced_entry"] = entry_name in info
-        info[entry_name] = entry
-        with atomic_output(info_target) as handle:
-            handle.write(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+        with _locked_directory(info_target.parent):  # read, update, replace: one writer at a time
+            info = _read_dataset_info(info_path, info_target)  # as it is now (another convert may have added one)
+            summary["replaced_entry"] = entry_name in info
+            info[entry_name] = entry
+            with atomic_output(info_target) as handle:
+                handle.write(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
         summary.update(dataset_info=str(info_path), dataset_name=entry_name)
     return summary
