@@ -39,7 +39,7 @@ INSTALL_HINT = (
 )
 
 
-def _math_verify():
+def require_math_verify():
     try:
         import math_verify
     except ImportError as exc:
@@ -166,7 +166,7 @@ def _whole(value, matched: str, text: str, *, plain_expr: bool) -> bool:
 
 
 def _math_reference(text: str) -> tuple | None:
-    mv = _math_verify()
+    mv = require_math_verify()
     text = _MATH_WORDS.get(text.lower(), text)
     latex = (f"${text}$", [mv.LatexExtractionConfig()], False)
     expr = (text, [mv.ExprExtractionConfig()], True)
@@ -223,7 +223,7 @@ def grade(answer: str, response: str, *, timeout: int = DEFAULT_TIMEOUT) -> str:
     if gold.reading == "text":
         said = text_answer(response)
         return "no_answer" if said is None else "correct" if said == gold.value else "wrong"
-    mv = _math_verify()
+    mv = require_math_verify()
     from math_verify.errors import TimeoutException
 
     try:

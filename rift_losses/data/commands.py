@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from .._fields import GROUP_COLUMN, REWARD_COLUMN, canonical_group  # what the host adapters read
-from ._grade import DEFAULT_TIMEOUT, GRADES, READINGS, TIMEOUT, UNLABELLED, grade_pair, parse_reference
+from ._grade import (
+    DEFAULT_TIMEOUT,
+    GRADES,
+    READINGS,
+    TIMEOUT,
+    UNLABELLED,
+    grade_pair,
+    parse_reference,
+    require_math_verify,
+)
 from ._io import DataError, DigestTable, Progress, atomic_output, check_output, dumps, file_size, read_jsonl
 from ._rows import Fields, Grouper, answer, conversation, reward
 
@@ -104,6 +113,7 @@ def label(
             under ``strict`` an unparsable reference.
     """
     _check_rewards(positive, negative)
+    require_math_verify()  # installed? (a file of text references alone would not need it: say so before any work)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
