@@ -94,9 +94,9 @@ def unwrap_text(text: str) -> str:
     """``text`` without ``$`` delimiters, ``\\boxed{}`` and text wrappers: ``$\\text{Yes}$`` -> ``Yes``."""
     text = text.strip()
     for _ in range(3):
-        inner = _boxed_content(text) if text.startswith(("\\boxed", "\\fbox")) else None
-        if inner is not None and _boxed_end(text) == len(text):
-            text = inner.strip()
+        match = _BOXED.match(text)
+        if match is not None and _closing(text, match.end()) == len(text):
+            text = text[match.end() : -1].strip()
         if len(text) >= 2 and text[0] == text[-1] == "$":
             text = text.strip("$").strip()
         text = _TEXT_WRAPPER.sub(lambda m: m.group(1), text).strip()
@@ -110,14 +110,10 @@ def normalize_text(text: str) -> str:
     return text.strip(" .\"'*`")
 
 
-def _boxed_end(text: str) -> int | None:
-    match = None
-    for match in _BOXED.finditer(text):  # noqa: B007 (the last one)
-        pass
-    if match is None:
-        return None
+def _closing(text: str, start: int) -> int | None:
+    """The index just after the ``}`` that closes the brace group opened before ``start``, or None."""
     depth = 1
-    for i in range(match.end(), len(text)):
+    for i in range(start, len(text)):
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         if depth == 0:
             return i + 1
@@ -126,11 +122,9 @@ def _boxed_end(text: str) -> int | None:
 
 def _boxed_content(text: str) -> str | None:
     """The content of the last ``\\boxed{...}`` (braces matched), or None."""
-    match = None
-    for match in _BOXED.finditer(text):  # noqa: B007 (the last one)
-        pass
-    end = _boxed_end(text)
-    return None if match is None or end is None else text[match.end() : end - 1]
+    starts = [m.end() for m in _BOXED.finditer(text)]
+    end = _closing(text, starts[-1]) if starts else None
+    return None if end is None else text[starts[-1] : end - 1]
 
 
 def text_answer(response: str) -> str | None:

@@ -52,9 +52,10 @@ def test_2_a_text_reference_is_compared_as_text_and_strict_catches_an_unreadable
         {"prompt": "ok", "response": "Yes", "answer": "yes"},
         {"prompt": "hi", "response": "\\boxed{Hello World}", "answer": "hello world"},
     ]
-    summary, rewards = _labelled(tmp_path, rows, "--audit")
+    summary, rewards = _labelled(tmp_path, rows)
     assert [rewards[r["response"]] for r in rows] == [1.0, -0.2, 1.0, 1.0]
     assert summary["readings"] == {"math": 0, "text": 4}
+    summary, _ = _labelled(tmp_path, rows, "--audit")
     assert [(a["line"], a["reading"], a["as"]) for a in summary["audit"]] == [
         (1, "text", "'monday'"),
         (3, "text", "'yes'"),
