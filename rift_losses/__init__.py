@@ -1,7 +1,9 @@
 """rift-losses: the loss functions of RIFT (Reward-Informed Fine-Tuning, arXiv 2601.09253).
 
-Pure PyTorch functions over logits, labels and rewards. Importing this package imports torch
-and nothing else heavy (no transformers, MS-Swift or LLaMA-Factory).
+Pure PyTorch functions over logits, labels and rewards. The names below are loaded on first use
+(PEP 562), so ``import rift_losses.data`` (the ``rift-losses`` command: ``--version``, ``--help``)
+does not import torch; using any of them imports torch and nothing else heavy (no transformers,
+MS-Swift or LLaMA-Factory).
 
 - :func:`token_logprobs`: float32 log p of each target token; Triton on CUDA, PyTorch elsewhere;
   never upcasts the whole logits; only the logits gradient as extra memory (or none, in place).
@@ -12,9 +14,62 @@ and nothing else heavy (no transformers, MS-Swift or LLaMA-Factory).
 - :func:`shift_labels`: align Hugging Face causal-LM labels with their logits.
 """
 
-from .logprobs import IMPLS, shift_labels, token_logprobs
-from .losses import LEVELS, LOSSES, REDUCTIONS, LossStats, logprob_loss, naive_loss, normalized_reward_loss, rift_loss
-from .rewards import NORMALIZATIONS, constant_rewards, normalize_rewards
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .logprobs import IMPLS, shift_labels, token_logprobs
+    from .losses import (
+        LEVELS,
+        LOSSES,
+        REDUCTIONS,
+        LossStats,
+        logprob_loss,
+        naive_loss,
+        normalized_reward_loss,
+        rift_loss,
+    )
+    from .rewards import NORMALIZATIONS, constant_rewards, normalize_rewards
+
+#: Where each public name lives (loaded on first use).
+_MODULES = {
+    "IMPLS": "logprobs",
+    "shift_labels": "logprobs",
+    "token_logprobs": "logprobs",
+    "LEVELS": "losses",
+    "LOSSES": "losses",
+    "REDUCTIONS": "losses",
+    "LossStats": "losses",
+    "logprob_loss": "losses",
+    "naive_loss": "losses",
+    "normalized_reward_loss": "losses",
+    "rift_loss": "losses",
+    "NORMALIZATIONS": "rewards",
+    "constant_rewards": "rewards",
+    "normalize_rewards": "rewards",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        if not name.startswith("__"):  # a submodule, as after an eager import: rift_losses.losses
+            try:
+                return importlib.import_module(f".{name}", __name__)
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{__name__}.{name}":
+                    raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULES))
+
 
 __version__ = "0.1.0"
 

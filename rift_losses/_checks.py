@@ -63,6 +63,7 @@ def check_labels(labels: object, logits: torch.Tensor, ignore_index: int) -> tor
         raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
         raise TypeError(f"labels must be an integer tensor of token ids, got dtype {labels.dtype}")
+    check_same_device("labels", labels, "logits", logits)
     if tuple(labels.shape) != tuple(logits.shape[:-1]):
         raise ValueError(
             "labels must have the shape of logits without its last (vocabulary) dimension, "
@@ -119,7 +120,13 @@ def check_rewards(
             constraint = "have shape (B,) per sample"
         raise ValueError(f"rewards must {constraint}, got {shapes}, rewards {tuple(rewards.shape)}")
     check_finite("rewards", rewards)
-    return rewards.to(device=targets.device, dtype=torch.float32)
+    try:  # rewards may live elsewhere (a CPU list of rewards for CUDA logits): moved to the targets' device
+        return rewards.to(device=targets.device, dtype=torch.float32)
+    except (RuntimeError, NotImplementedError) as exc:  # e.g. a meta tensor, which holds no values to move
+        raise ValueError(
+            f"rewards must be on the device of {targets_name} ({targets.device}) or movable there, got rewards on "
+            f"{rewards.device} ({str(exc).splitlines()[0]})"
+        ) from None
 
 
 def check_logprobs(logprobs: object, mask: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +145,24 @@ def check_logprobs(logprobs: object, mask: object) -> tuple[torch.Tensor, torch.
         )
     if logprobs.dim() == 0:
         raise ValueError("logprobs must have at least 1 dimension ((N,) or (B, T)), got a 0-dim tensor")
+    check_same_device("mask", mask, "logprobs", logprobs)
+    if values_checkable(logprobs) and logprobs.numel():
+        # log p <= 0; the slack allows the rounding of a log-softmax computed in logprobs' dtype
+        slack = 64 * torch.finfo(logprobs.dtype).eps
+        bad = mask & (logprobs.detach() > slack)
+        if bool(bad.any()):
+            index = first_index(bad)
+            raise ValueError(
+                f"logprobs must be <= 0 at the target tokens (log-probabilities, not probabilities or logits), got "
+                f"{float(logprobs[index]):.6g} at index {fmt_index(index)}"
+            )
     return logprobs, mask
+
+
+def check_same_device(name: str, value: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    """Raise naming both tensors and devices when ``value`` is not on ``ref``'s device."""
+    if value.device != ref.device:
+        raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}), got {name} on {value.device}")
 
 
 def check_num_items(num_items_in_batch: object) -> None:

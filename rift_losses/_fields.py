@@ -50,12 +50,72 @@ def as_reward(value: Any) -> float | None:
 def group_key(value: Any) -> str | None:
     """A row's group id (a string or a finite number) as a hashable key, else None.
 
-    The key is the JSON text of the id, so the group ``1`` and the group ``"1"`` stay apart.
+    The hosts' rule (``datasets`` loads a column of ints and floats as floats): a number is
+    compared by its value, so ``1``, ``1.0`` and ``1e0`` are one group (key ``"1"``); a string by
+    its text, so the group ``1`` and the group ``"1"`` stay apart (a column may not mix them:
+    :class:`GroupIds`). Bools, None, NaN and infinities are not group ids.
     """
-    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not (isinstance(value, str) or number):
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    number = canonical_group(value)
+    return None if number is None else json.dumps(number)
+
+
+def canonical_group(value: Any) -> int | float | str | None:
+    """A group id as it is written for the hosts: a string as is, an integral number as an int (``1.0`` -> 1).
+
+    None for what is not a group id (see :func:`group_key`).
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return int(value) if value.is_integer() else value
+    return int(value)
+
+
+def group_type(value: Any) -> str | None:
+    """``"string"`` or ``"number"`` for a group id (see :func:`group_key`), else None."""
+    if isinstance(value, str):
+        return "string"
+    return "number" if canonical_group(value) is not None else None
+
+
+class GroupIds:
+    """The group keys of one dataset's rows, in order, with the hosts' rule checked on every row.
+
+    One rule for the ``rift-losses`` command and every host adapter: :func:`group_key` of each
+    id, and one JSON type per column, since ``datasets`` cannot load a column that mixes
+    numbers and strings as they are (it fails, or reads ``"1"`` as the number 1). Usage::
+
+        ids = GroupIds("group")
+        keys = [ids.key(value, where=f"row {i}") for i, value in enumerate(values)]
+
+    ``key`` raises ``ValueError`` naming the column, the row (``where``) and the value for an id
+    that is not a string or a finite number, or whose type differs from the first row's.
+    """
+
+    def __init__(self, column: str):
+        self.column = column
+        self.first: tuple[str, Any, str] | None = None  # (type, value, where) of the first id
+
+    def key(self, value: Any, *, where: str) -> str:
+        kind = group_type(value)
+        if kind is None:
+            raise ValueError(f"{self.column} must be a string or a finite number, got {short(value)} in {where}")
+        if self.first is None:
+            self.first = (kind, value, where)
+        elif kind != self.first[0]:
+            first_kind, first_value, first_where = self.first
+            raise ValueError(
+                f"{self.column} must hold one JSON type in every row (all strings or all numbers: the hosts' "
+                f'dataset loader refuses a mix, or reads "1" as 1), got {short(value)} (a {kind}) in {where} and '
+                f"{short(first_value)} (a {first_kind}) in {first_where}"
+            )
+        return group_key(value)  # type: ignore[return-value] (checked above)
 
 
 def _json_default(value: Any) -> Any:

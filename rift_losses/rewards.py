@@ -114,6 +114,11 @@ def normalize_rewards(rewards: torch.Tensor, group_ids, *, method: str) -> torch
     return normalize(_GroupStats(rewards.double(), inverse)).to(out_dtype)
 
 
+def _is_numpy(value: object) -> bool:
+    """A numpy array or scalar, recognised without importing numpy."""
+    return type(value).__module__ == "numpy"
+
+
 def constant_rewards(correct, *, positive: float = 1.0, negative: float = -0.2) -> torch.Tensor:
     """The paper's constant reward scheme: ``positive`` for correct responses, ``negative`` else.
 
@@ -123,7 +128,7 @@ def constant_rewards(correct, *, positive: float = 1.0, negative: float = -0.2) 
     Reference: ``torch.where(correct, positive, negative).float()``
 
     Args:
-        correct: ``(N,)`` bool tensor, or a sequence of bools.
+        correct: ``(N,)`` bool tensor, numpy bool array, or a sequence of bools (Python or numpy).
         positive: reward of a correct response, > 0.
         negative: reward of a wrong response, <= 0 (0 drops wrong responses: RFT).
 
@@ -146,11 +151,16 @@ def constant_rewards(correct, *, positive: float = 1.0, negative: float = -0.2) 
         if correct.dtype != torch.bool:
             raise TypeError(f"correct must be a bool tensor, got dtype {correct.dtype}")
         flags = correct
+    elif _is_numpy(correct) and getattr(correct, "ndim", 0) > 0:
+        if correct.dtype.kind != "b":
+            raise TypeError(f"correct must be a bool array, got dtype {correct.dtype}")
+        flags = torch.as_tensor(correct.copy())
     else:
         if isinstance(correct, (str, bytes)) or not isinstance(correct, Sequence):
-            raise TypeError(f"correct must be a bool tensor or a sequence of bools, got {type(correct).__name__}")
+            what = type(correct).__name__
+            raise TypeError(f"correct must be a bool tensor, a numpy bool array or a sequence of bools, got {what}")
         for i, c in enumerate(correct):
-            if not isinstance(c, bool):
+            if not (isinstance(c, bool) or (_is_numpy(c) and getattr(getattr(c, "dtype", None), "kind", "") == "b")):
                 raise TypeError(f"correct must hold only bools, got {c!r} at index {i}")
-        flags = torch.tensor(list(correct), dtype=torch.bool)
+        flags = torch.tensor([bool(c) for c in correct], dtype=torch.bool)
     return torch.where(flags, float(positive), float(negative)).float()

@@ -100,13 +100,19 @@ def _stat_of_input(path: str | os.PathLike) -> os.stat_result | None:
         return None
 
 
+#: A file or directory without any of these bits (``chmod a-w``) is read-only for everyone, root included.
+_ANY_WRITE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+
+
 def check_output(path: str | os.PathLike, *, inputs=(), in_place: bool = False) -> Path:
     """Check an output path before any input is read; return the file to write.
 
     The output must be a regular file or not exist yet. A symlink is followed: its target is
     the file written (replaced), and the link stays (as ``sed -i --follow-symlinks`` does). The
     same file as one of ``inputs`` (same inode: through a symlink, a hard link or another
-    spelling of the path; ``"-"`` is stdin) is refused unless ``in_place``.
+    spelling of the path; ``"-"`` is stdin) is refused unless ``in_place``. A file or directory
+    without write permission is refused, and so is one without any write bit (mode 444, 555)
+    even for root, who could write it: ``chmod a-w`` means "do not replace this" for everyone.
 
     Raises:
         DataError: ``<path>: <reason>`` for a directory, a FIFO, a device or a socket, a file or
@@ -136,14 +142,14 @@ def check_output(path: str | os.PathLike, *, inputs=(), in_place: bool = False) 
                     "would replace the input: "
                     "choose another output, or pass --in-place to replace the input on success",
                 )
-        if not os.access(target, os.W_OK):
+        if not os.access(target, os.W_OK) or not st.st_mode & _ANY_WRITE:
             raise DataError(name, 0, "cannot write: Permission denied (the file is read-only)")
     existing = target.parent
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         raise DataError(name, 0, f"cannot write: {str(existing)!r} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if not os.access(existing, os.W_OK | os.X_OK) or not os.stat(existing).st_mode & _ANY_WRITE:
         raise DataError(name, 0, f"cannot write: Permission denied (in directory {str(existing)!r})")
     return target
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .._fields import GROUP_COLUMN, REWARD_COLUMN, as_reward, group_key, prompt_key, text_prompt_key
+from .._fields import GROUP_COLUMN, REWARD_COLUMN, GroupIds, as_reward, group_type, prompt_key, text_prompt_key
 from ._io import DataError, digest, short
 
 
@@ -174,6 +174,7 @@ class Grouper:
     def __init__(self, fields: Fields, path: str):
         self.fields, self.path = fields, path
         self.by_field: bool | None = True if fields.group_given else None
+        self.ids = GroupIds(f"field {fields.group!r}")
 
     def key(self, row: dict, conv: Conversation, line: int) -> tuple[int, str]:
         """``(64-bit digest, description)`` of the row's group."""
@@ -188,9 +189,12 @@ class Grouper:
                     f"missing field {name!r}: the rows before have it, and it names each response's group",
                 )
             value = row[name]
-            key = group_key(value)
-            if key is None:
+            if group_type(value) is None:
                 raise DataError(self.path, line, f"field {name!r} must be a string or a number, got {short(value)}")
+            try:
+                key = self.ids.key(value, where=f"line {line}")
+            except ValueError as exc:
+                raise DataError(self.path, line, str(exc)) from None
             return digest("g" + key), f"{name} {short(value)}"
         if name in row:
             raise DataError(

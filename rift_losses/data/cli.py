@@ -41,9 +41,20 @@ _OUTPUT_HELP = (
 _IN_PLACE_HELP = "allow -o to be the input file itself (through any path or link); it is replaced only on success"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from rift_losses import NORMALIZATIONS, __version__
+def _normalization(value: str) -> str:
+    """A ``--method`` value, checked against :data:`rift_losses.NORMALIZATIONS` when given (that imports torch)."""
+    from rift_losses import NORMALIZATIONS
 
+    if value not in NORMALIZATIONS:
+        listing = ", ".join(map(repr, NORMALIZATIONS))
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {listing})")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rift_losses import __version__
+
+    from ._grade import DEFAULT_TIMEOUT
     from .commands import HOSTS
 
     common = argparse.ArgumentParser(add_help=False)
@@ -117,8 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strict",
         action="store_true",
-        help="fail (exit 1, write nothing) if any reference answer cannot be parsed; by default such rows are "
-        "left out of the output as unlabelled, and the summary lists their lines",
+        help="fail (exit 1, write nothing) if any reference answer cannot be read whole (as math or as text) or "
+        "any grading times out; by default such rows are left out of the output, and the summary lists their lines",
+    )
+    p.add_argument(
+        "--timeout",
+        type=int,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help="seconds math-verify may spend extracting one response's answer, and again comparing it; a response "
+        "that takes longer gets no reward and is listed (default: %(default)s)",
+    )
+    p.add_argument(
+        "--audit",
+        action="store_true",
+        help="also print how each distinct reference answer is read (math, text or unlabelled), with its first line",
     )
 
     p = sub.add_parser(
@@ -130,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         required=True,
-        choices=tuple(NORMALIZATIONS),
+        type=_normalization,  # not choices=: help would list them, importing torch
+        metavar="METHOD",
         help="gaussian: eq. 6, gpg_mean: eq. 7, gpg_scaled: eq. 8",
     )
     p.add_argument(
@@ -211,9 +236,18 @@ def _print_summary(s: dict) -> None:
         print(f"  wrong   {s['wrong']:>9,}   reward {_signed(s['negative_reward'])}{note}")
         if s["unlabelled"]:
             print(
-                f"  unlabelled {s['unlabelled']:>6,}   not written: math-verify cannot parse their reference answer "
-                f"({lines_list(s['unlabelled_lines'], s['unlabelled'])}); --strict makes this an error"
+                f"  unlabelled {s['unlabelled']:>6,}   not written: their reference answer cannot be read whole as "
+                f"math or as text ({lines_list(s['unlabelled_lines'], s['unlabelled'])}); --strict makes this an error"
             )
+        if s["timed_out"]:
+            print(
+                f"  timed out {s['timed_out']:>7,}   not written: grading took more than --timeout {s['timeout']} s "
+                f"({lines_list(s['timed_out_lines'], s['timed_out'])}); --strict makes this an error"
+            )
+        readings = ", ".join(f"{n:,} as {k}" for k, n in s["readings"].items())
+        print(f"  references read: {readings}" + (f", {s['unlabelled']:,} unlabelled" if s["unlabelled"] else ""))
+        for item in s.get("audit", ()):
+            print(f"  audit: line {item['line']}: {item['reading']:<10} {item['reference']!r} -> {item['as']}")
         if s["replaced_rewards"]:
             print(f"  replaced an existing reward on {count(s['replaced_rewards'], 'row')}")
     elif cmd == "normalize":
@@ -304,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "label":
             summary = commands.label(
                 args.input, args.output, positive=args.positive, negative=args.negative, jobs=args.jobs,
-                strict=args.strict, in_place=args.in_place, **common,
+                strict=args.strict, timeout=args.timeout, audit=args.audit, in_place=args.in_place, **common,
             )  # fmt: skip
         elif args.command == "normalize":
             summary = commands.normalize(
@@ -354,20 +388,36 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    elif args.command == "stats":
-        print(commands.format_stats(summary))
-        if "mean_at_k" in summary:
-            from .at_k import format_at_k
+    try:
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        elif args.command == "stats":
+            print(commands.format_stats(summary))
+            if "mean_at_k" in summary:
+                from .at_k import format_at_k
 
-            print(format_at_k({**summary, "samples": summary["responses"]}))
-    else:
-        _print_summary(summary)
+                print(format_at_k({**summary, "samples": summary["responses"]}))
+        else:
+            _print_summary(summary)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `rift-losses stats f.jsonl | head -4`: the reader has what it wanted
+        _silence_stdout()
     warning = None if args.command == "join" else untrainable_warning(args.command, summary)
     if warning:
         print(warning, file=sys.stderr)
     return 0
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe on stdout: point it at /dev/null so that the exit-time flush stays quiet."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

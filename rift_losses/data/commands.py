@@ -10,12 +10,23 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-from .._fields import GROUP_COLUMN, REWARD_COLUMN  # what the host adapters read
-from ._grade import GRADES, UNLABELLED, grade_pair
+from .._fields import GROUP_COLUMN, REWARD_COLUMN, canonical_group  # what the host adapters read
+from ._grade import (
+    DEFAULT_TIMEOUT,
+    GRADES,
+    READINGS,
+    TIMEOUT,
+    UNLABELLED,
+    grade_pair,
+    parse_reference,
+    require_math_verify,
+)
 from ._io import DataError, DigestTable, Progress, atomic_output, check_output, dumps, file_size, read_jsonl
 from ._rows import Fields, Grouper, answer, conversation, turn_rewards
 
@@ -24,6 +35,8 @@ HOSTS = ("swift", "llamafactory")
 
 
 _MAX_LINES_LISTED = 20
+#: The error for an input without rows: an empty buffer is a mistake upstream, never a result.
+_EMPTY = "must hold at least one row, got none (an empty file, or only blank lines); nothing written"
 
 
 def _name(path) -> str:
@@ -59,6 +72,8 @@ def label(
     negative: float = -0.2,
     jobs: int = 1,
     strict: bool = False,
+    timeout: int = DEFAULT_TIMEOUT,
+    audit: bool = False,
     in_place: bool = False,
     progress: str = "auto",
     log: IO[str] | None = None,
@@ -67,9 +82,12 @@ def label(
 
     Formula (paper section 4.1): ``r = positive`` (+1.0) if math-verify finds the response's
     final answer equal to the reference, else ``negative`` (-0.2). A response with no
-    extractable answer is wrong; its lines are listed in the summary. A row whose reference
-    math-verify cannot parse is *unlabelled*: not graded and not written (its problem gets no
-    reward rather than a wrong one); its lines are listed in the summary.
+    extractable answer is wrong; its lines are listed in the summary. A reference is read whole
+    as math (an interval, a tuple, a number with its unit) or as text (words, compared case- and
+    space-normalized); one that is neither is *unlabelled*: its rows are not graded and not
+    written (its problem gets no reward rather than a wrong one), and their lines are listed.
+    A response whose grading runs out of time is not written either (a verdict the verifier
+    could not reach is no reward, never a wrong one); its lines are listed as timed out.
 
     Args:
         src: input JSONL (chat or prompt/response rows, each with the reference answer).
@@ -77,33 +95,43 @@ def label(
             replaced and counted).
         positive, negative: the constant rewards (``positive > 0``, ``negative <= 0``).
         jobs: worker processes for grading (math-verify takes about 1 ms a response).
-        strict: fail (write nothing) if any reference cannot be parsed, after listing them all.
+        strict: fail (write nothing) if any reference cannot be read or any grading times out,
+            after listing them all.
+        timeout: seconds math-verify may spend on each of its two steps of one response
+            (extraction, comparison): at most about ``2 * timeout`` a response.
+        audit: also return ``audit``: each distinct reference with its first line and reading.
         in_place: allow ``dst`` to be ``src`` itself (it is replaced only on success).
 
     Returns:
         Summary: rows (graded), correct, wrong, no_answer (``no_answer`` is part of ``wrong``),
         no_answer_lines (the first 20), unlabelled (rows not written), unlabelled_lines (the
-        first 20), replaced_rewards, output.
+        first 20), timed_out, timed_out_lines (the first 20), readings (rows graded per reading:
+        math, text), replaced_rewards, output; with ``audit``, the list ``audit``.
 
     Raises:
         DataError: bad input (``file:line``), a bad output path (before any input is read), or
             under ``strict`` an unparsable reference.
     """
     _check_rewards(positive, negative)
+    require_math_verify()  # installed? (a file of text references alone would not need it: say so before any work)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
+        raise ValueError(f"timeout must be an integer number of seconds >= 1, got {timeout!r}")
     target = check_output(dst, inputs=[src], in_place=in_place)
     name = _name(src)
     counts = dict.fromkeys(GRADES, 0)
     no_answer_lines: list[int] = []
     unlabelled, unlabelled_lines = 0, []
+    timed_out, timed_out_lines = 0, []
+    readings = dict.fromkeys(READINGS, 0)
+    audited: dict[str, int] = {}
     replaced = 0
+    seen_rows = 0
     prog = Progress("label", file_size(src), stream=log, mode=progress)
     pool = None
     if jobs > 1:
-        import multiprocessing
-
-        pool = multiprocessing.get_context("spawn").Pool(jobs)
+        pool = _grading_pool(jobs)
     chunk_rows = 1 if pool is None else 64 * jobs
     rows = read_jsonl(src, prog)
     try:
@@ -113,21 +141,31 @@ def label(
                 if not chunk:
                     break
                 pairs, pending_error = [], None
+                seen_rows += len(chunk)
                 for line, row in chunk:  # validate in order; grade the rows before a bad one first
                     try:
                         response = conversation(row, fields, name, line).response
-                        pairs.append((answer(row, fields, name, line), response))
+                        reference = answer(row, fields, name, line)
+                        pairs.append((reference, response, timeout))
+                        if audit and reference not in audited:
+                            audited[reference] = line
                     except DataError as exc:
                         pending_error = exc
                         break
                 verdicts = pool.map(grade_pair, pairs, chunksize=16) if pool is not None else map(grade_pair, pairs)
-                for (line, row), (verdict, _) in zip(chunk, verdicts):
-                    if verdict == UNLABELLED:  # the reference cannot be parsed: no reward at all, not a wrong one
+                for (line, row), (verdict, reading, _) in zip(chunk, verdicts):
+                    if verdict == UNLABELLED:  # the reference cannot be read: no reward at all, not a wrong one
                         unlabelled += 1
                         if len(unlabelled_lines) < _MAX_LINES_LISTED:
                             unlabelled_lines.append(line)
                         continue
+                    if verdict == TIMEOUT:  # no verdict reached: no reward, never a wrong one
+                        timed_out += 1
+                        if len(timed_out_lines) < _MAX_LINES_LISTED:
+                            timed_out_lines.append(line)
+                        continue
                     counts[verdict] += 1
+                    readings[reading] += 1
                     if verdict == "no_answer" and len(no_answer_lines) < _MAX_LINES_LISTED:
                         no_answer_lines.append(line)
                     replaced += fields.reward in row
@@ -135,20 +173,27 @@ def label(
                     out.write(dumps(row))
                 if pending_error is not None:
                     raise pending_error
-            if strict and unlabelled:
-                raise DataError(
-                    name,
-                    0,
-                    f"{count(unlabelled, 'row')} with a reference answer (field {fields.answer!r}) that "
-                    "math-verify cannot parse, "
-                    f"{lines_list(unlabelled_lines, unlabelled)}; nothing written (--strict)",
-                )
+            if not seen_rows:
+                raise DataError(name, 0, _EMPTY)
+            if strict and (unlabelled or timed_out):
+                problems = []
+                if unlabelled:
+                    problems.append(
+                        f"{count(unlabelled, 'row')} with a reference answer (field {fields.answer!r}) that "
+                        f"cannot be read whole as math or as text, {lines_list(unlabelled_lines, unlabelled)}"
+                    )
+                if timed_out:
+                    problems.append(
+                        f"{count(timed_out, 'response')} whose grading took more than --timeout {timeout} s, "
+                        f"{lines_list(timed_out_lines, timed_out)}"
+                    )
+                raise DataError(name, 0, "; ".join(problems) + "; nothing written (--strict)")
     finally:
         prog.close()
         if pool is not None:
             pool.terminate()
     total = sum(counts.values())
-    return {
+    summary = {
         "command": "label",
         "input": name,
         "output": str(dst),
@@ -159,10 +204,65 @@ def label(
         "no_answer_lines": no_answer_lines,
         "unlabelled": unlabelled,
         "unlabelled_lines": unlabelled_lines,
+        "timed_out": timed_out,
+        "timed_out_lines": timed_out_lines,
+        "timeout": timeout,
+        "readings": readings,
         "positive_reward": positive,
         "negative_reward": negative,
         "replaced_rewards": replaced,
     }
+    if audit:
+        summary["audit"] = [{"line": line, "reference": ref, **_reading_of(ref)} for ref, line in audited.items()]
+    return summary
+
+
+def _reading_of(reference: str) -> dict[str, str]:
+    try:
+        parsed = parse_reference(reference)
+    except ValueError as exc:
+        return {"reading": UNLABELLED, "as": str(exc)}
+    return {"reading": parsed.reading, "as": parsed.describe().split(" ", 1)[1]}
+
+
+def _grading_pool(jobs: int):
+    """``jobs`` spawned grading processes that end quietly if the command is killed (``kill -9``).
+
+    A worker of a killed parent dies of SIGPIPE on its next write instead of printing a
+    ``BrokenPipeError`` traceback, and multiprocessing's resource tracker (started here) does
+    not warn about the semaphores the killed parent could not release.
+    """
+    import multiprocessing
+
+    quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
+    previous = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = f"{previous},{quiet}" if previous else quiet
+    try:
+        return multiprocessing.get_context("spawn").Pool(jobs, initializer=_quiet_worker)
+    finally:
+        if previous is None:
+            del os.environ["PYTHONWARNINGS"]
+        else:
+            os.environ["PYTHONWARNINGS"] = previous
+
+
+def _quiet_worker() -> None:
+    """A grading worker: its parent handles Ctrl-C and broken pipes; a killed parent ends it without a traceback."""
+    import signal
+    import threading
+    import time
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    parent = os.getppid()
+
+    def watch() -> None:  # a worker blocked on the task queue of a dead parent would wait forever
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="rift-losses-parent-watch").start()
 
 
 # ------------------------------------------------------------------------------- normalize
@@ -270,8 +370,9 @@ def normalize(
                     current, current_rows = key, []
                 current_rows.append((row, r))
                 last_line = line
-            if current is not None:
-                close_group()
+            if current is None:
+                raise DataError(name, 0, _EMPTY)
+            close_group()
             flush(done, out)
     finally:
         prog.close()
@@ -327,6 +428,8 @@ def stats(src, *, fields: Fields = Fields(), progress: str = "auto", log: IO[str
     finally:
         prog.close()
     responses = sum(counts.values())
+    if not responses:
+        raise DataError(name, 0, _EMPTY.replace("; nothing written", ""))
     problems = len(table)
     mixed = all_pos = none_pos = 0
     sizes_min, sizes_max = None, 0
@@ -460,6 +563,28 @@ def _read_dataset_info(shown: Path, path: Path) -> dict:
     return info
 
 
+@contextmanager
+def _locked_directory(directory: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory`` (Linux, macOS; elsewhere no lock).
+
+    Concurrent ``convert --to llamafactory`` runs into one ``dataset_info.json`` take turns to
+    read, update and replace it, so no run's entry is lost. The lock is on the directory itself
+    (no lock file is left behind) and ends with the process, even after ``kill -9``.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def convert(
     src,
     dst,
@@ -521,11 +646,8 @@ def convert(
                 key, _ = grouper.key(row, conv, line)
                 if to == "llamafactory":
                     _check_llamafactory_roles(conv.messages, fields, name, line)
-                if grouper.by_field:  # the hosts take string or integer ids
-                    group = row[fields.group]
-                    group = (
-                        group if isinstance(group, (str, int)) and not isinstance(group, bool) else json.dumps(group)
-                    )
+                if grouper.by_field:  # as the hosts compare it: 1.0 is written 1 (one group with 1)
+                    group = canonical_group(row[fields.group])
                 else:
                     group = f"{key:016x}"
                 groups[key] = 1
@@ -542,6 +664,8 @@ def convert(
                 out.write(dumps(out_row))
                 signs["positive" if r > 0 else "negative" if r < 0 else "zero"] += 1
                 rows += 1
+            if not rows:
+                raise DataError(name, 0, _EMPTY)
     finally:
         prog.close()
     summary: dict[str, Any] = {
@@ -565,9 +689,11 @@ def convert(
             "columns": {"messages": "messages", "reward": REWARD_COLUMN, "group": GROUP_COLUMN},
             "tags": dict(_LF_TAGS),
         }
-        summary["replaced_entry"] = entry_name in info
-        info[entry_name] = entry
-        with atomic_output(info_target) as handle:
-            handle.write(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+        with _locked_directory(info_target.parent):  # read, update, replace: one writer at a time
+            info = _read_dataset_info(info_path, info_target)  # as it is now (another convert may have added one)
+            summary["replaced_entry"] = entry_name in info
+            info[entry_name] = entry
+            with atomic_output(info_target) as handle:
+                handle.write(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
         summary.update(dataset_info=str(info_path), dataset_name=entry_name)
     return summary

@@ -41,7 +41,7 @@ def test_grade_hand_worked(reference, response, verdict):
 
 
 def test_unparsable_reference_is_an_error_not_a_verdict():
-    with pytest.raises(ValueError, match="no math answer"):
+    with pytest.raises(ValueError, match="cannot read it whole, and it is not plain text"):
         grade("???", "The answer is 3.")
 
 
@@ -259,8 +259,8 @@ def test_an_unparsable_reference_leaves_its_rows_unlabelled(tmp_path):
     assert [r["prompt"] for r in read_jsonl(tmp_path / "out.jsonl")] == ["q0", "q2"]
     assert proc.stdout.splitlines()[0] == f"label: 2 responses graded by math-verify -> {tmp_path / 'out.jsonl'}"
     assert (
-        "  unlabelled      2   not written: math-verify cannot parse their reference answer (lines 2, 3); --strict "
-        "makes this an error" in proc.stdout.splitlines()
+        "  unlabelled      2   not written: their reference answer cannot be read whole as math or as text (lines 2, "
+        "3); --strict makes this an error" in proc.stdout.splitlines()
     )
     s = json.loads(run_command("label", src, "-o", tmp_path / "out.jsonl", "--json").stdout)
     assert (s["rows"], s["correct"], s["unlabelled"], s["unlabelled_lines"]) == (2, 2, 2, [2, 3])
@@ -269,8 +269,7 @@ def test_an_unparsable_reference_leaves_its_rows_unlabelled(tmp_path):
     proc = run_command("label", src, "-o", tmp_path / "strict.jsonl", "--strict")
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
-        f"rift-losses label: error: {src}: 2 rows with a reference answer (field 'answer') that math-verify cannot "
-        "parse, "
-        "lines 2, 3; nothing written (--strict)"
+        f"rift-losses label: error: {src}: 2 rows with a reference answer (field 'answer') that cannot be read whole "
+        "as math or as text, lines 2, 3; nothing written (--strict)"
     )
     assert (tmp_path / "strict.jsonl").read_text() == "old\n"

@@ -194,3 +194,32 @@ def test_a_per_message_reward_in_a_parquet_file_is_refused_by_the_swift_loader(t
     pq.write_table(pa.Table.from_pylist(rows), path)
     with pytest.raises(ValueError, match=r"reward must be on the row, not on a message, for MS-Swift .* message 2 "):
         swift_rewards(path, tmp_path)
+
+
+def test_numeric_group_ids_1_and_1_0_are_one_group_in_the_data_command_and_every_host(tmp_path, swift_run):
+    """Issue 18, case 4: the hosts' loader reads a column of 1 and 1.0 as floats (one group); so does the command."""
+    from datasets import Dataset, load_dataset
+
+    from rift_losses.integrations.llamafactory._data import group_keys as llamafactory_group_keys
+    from rift_losses.integrations.trl._data import group_keys as trl_group_keys
+
+    rows = [
+        {**_chat("What is 2+3?", "5", 1.0), "group": 1},
+        {**_chat("What is 2+3?", "6", -0.2), "group": 1.0},
+        {**_chat("Name a prime.", "7", 1.0), "group": 2.0},
+        {**_chat("Name a prime.", "9", 0.5), "group": 2.5},
+    ]
+    raw = write_jsonl(tmp_path / "raw.jsonl", rows)
+    rift_losses_cli("convert", raw, "-o", tmp_path / "lf" / "buffer.jsonl", "--to", "llamafactory")
+    rift_losses_cli("normalize", raw, "-o", tmp_path / "normalized.jsonl", "--method", "gaussian")
+    data_partition = partition(row["group"] for row in read_jsonl(tmp_path / "lf" / "buffer.jsonl"))
+    assert data_partition == {frozenset({0, 1}), frozenset({2}), frozenset({3})}
+    data_rewards = [row["reward"] for row in read_jsonl(tmp_path / "normalized.jsonl")]
+    # MS-Swift: its own loader on the raw file and on the converted one
+    assert swift_rewards(raw, tmp_path) == pytest.approx(data_rewards, abs=1e-9)
+    assert swift_rewards(tmp_path / "lf" / "buffer.jsonl", tmp_path) == pytest.approx(data_rewards, abs=1e-9)
+    # LLaMA-Factory and TRL: the group column as `datasets` loads the raw file
+    loaded = load_dataset("json", data_files=str(raw), split="train")
+    assert partition(llamafactory_group_keys(loaded["group"], column="group", dataset="raw")) == data_partition
+    trl_keys = trl_group_keys(Dataset.from_list(rows), group_column="group", name="train", loss_type="rift_gaussian")
+    assert partition(trl_keys) == data_partition
