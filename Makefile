@@ -11,6 +11,8 @@ TRL_VENV := .venvs/trl
 SWIFT_PY := $(SWIFT_VENV)/bin/python
 LF_PY := $(LF_VENV)/bin/python
 TRL_PY := $(TRL_VENV)/bin/python
+VERL_VENV := .venvs/verl
+VERL_PY := $(VERL_VENV)/bin/python
 PIP_QUIET ?= -q
 # deepspeed (in every envs/*.txt) is installed without building its C++/CUDA ops: the tests run
 # its pure-PyTorch ZeRO path on the CPU over gloo, and building ops needs a CUDA toolkit.
@@ -30,13 +32,15 @@ SWIFT_TESTS := $(wildcard tests/core tests/data tests/swift)
 LF_TESTS := $(wildcard tests/core/test_logprobs_impl.py tests/core/test_triton_compile.py \
 	tests/core/test_inplace_version.py tests/llamafactory tests/benchmarks)
 TRL_TESTS := $(wildcard tests/trl)
+VERL_TESTS := $(wildcard tests/verl)
 
-.PHONY: test lint test-core demo reproduce bench bench-hosts gpu-check venvs clean
+.PHONY: test lint test-core demo reproduce reproduce-online bench bench-hosts gpu-check venvs clean
 
 test: venvs lint
 	$(SWIFT_PY) -m pytest $(SWIFT_TESTS) $(PYTEST_ARGS)
 	$(if $(LF_TESTS),$(LF_PY) -m pytest $(LF_TESTS) $(PYTEST_ARGS))
 	$(if $(TRL_TESTS),$(TRL_PY) -m pytest $(TRL_TESTS) $(PYTEST_ARGS))
+	$(if $(VERL_TESTS),$(VERL_PY) -m pytest $(VERL_TESTS) $(PYTEST_ARGS))
 	$(SWIFT_PY) reproduce/run.py --smoke --out reproduce_out/smoke
 
 # ruff (pyproject.toml's [tool.ruff]): lint and formatting of the whole tree; CI fails on either.
@@ -77,7 +81,7 @@ GPU_OUT ?= $(or $(RIFT_GPU_OUT),gpu_out)
 gpu-check: venvs
 	$(LF_PY) benchmarks/gpu_check.py --out $(GPU_OUT) $(GPU_CHECK_ARGS)
 
-venvs: $(SWIFT_VENV)/.ready $(LF_VENV)/.ready $(TRL_VENV)/.ready
+venvs: $(SWIFT_VENV)/.ready $(LF_VENV)/.ready $(TRL_VENV)/.ready $(VERL_VENV)/.ready
 
 $(SWIFT_VENV)/.ready: envs/swift.txt pyproject.toml
 	test -x $(SWIFT_PY) || $(PYTHON) -m venv $(SWIFT_VENV)
@@ -99,6 +103,13 @@ $(TRL_VENV)/.ready: envs/trl.txt pyproject.toml
 	test -x $(TRL_PY) || $(PYTHON) -m venv $(TRL_VENV)
 	$(TRL_PY) -m pip install $(PIP_QUIET) -r envs/trl.txt -e '.[trl,test]'
 	$(TRL_PY) -m pip install $(PIP_QUIET) --no-deps $(EDITABLE) .
+	touch $@
+
+# verl 0.9.1 (its own env: it pins transformers>=5.5.3,<5.11 and Python<3.13), without GPU extras.
+$(VERL_VENV)/.ready: envs/verl.txt pyproject.toml
+	test -x $(VERL_PY) || $(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_PY) -m pip install $(PIP_QUIET) -r envs/verl.txt
+	$(VERL_PY) -m pip install $(PIP_QUIET) --no-deps $(EDITABLE) .
 	touch $@
 
 clean:
