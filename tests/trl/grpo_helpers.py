@@ -77,7 +77,7 @@ def spy_trainer(model_dir, args, reward_funcs, rows, **kwargs):
     class SpyTrainer(RiftGRPOTrainer):
         def _compute_loss(self, model, inputs):
             loss = super()._compute_loss(model, inputs)
-            self.seen.append(({k: v for k, v in inputs.items()}, loss.detach().clone()))
+            self.seen.append((dict(inputs), loss.detach().clone()))
             return loss
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="float32")

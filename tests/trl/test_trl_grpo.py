@@ -40,7 +40,7 @@ def _reference(tr, *, loss="rift", level="token", method=None, reward_funcs, wei
     ]
     weights = weights or [1.0] * len(reward_funcs)
     rewards = []
-    for i, c in enumerate(completions):
+    for c in completions:
         values = [f([c])[0] for f in reward_funcs]
         scorable = [w * v for w, v in zip(weights, values) if v is not None]
         rewards.append(sum(scorable) if scorable else None)

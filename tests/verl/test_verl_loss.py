@@ -139,9 +139,8 @@ def test_two_data_parallel_ranks_with_global_batch_info_equal_one_batch(mode):
     parts, grads = [], []
     for rows in (slice(0, 2), slice(2, 5)):
         lp = log_prob[rows].clone().requires_grad_(True)
-        loss, _ = fn(
-            lp.detach(), lp, advantages[rows], mask[rows], loss_agg_mode=mode, config=SimpleNamespace(global_batch_info=info)
-        )
+        rank = SimpleNamespace(global_batch_info=info)
+        loss, _ = fn(lp.detach(), lp, advantages[rows], mask[rows], loss_agg_mode=mode, config=rank)
         (loss / 2).backward()  # the data-parallel mean of the two ranks' gradients
         parts.append(loss.item() / 2)
         grads.append(lp.grad)
@@ -169,7 +168,8 @@ def test_advantage_estimators_give_the_papers_rewards(name):
     for i, (s, n) in enumerate(zip(scores, lengths)):
         token_level[i, n - 1] = s  # an outcome reward on the last response token
     mask = torch.tensor([[k < n for k in range(t)] for n in lengths]).float()
-    adv, returns = get_adv_estimator_fn(name)(token_level_rewards=token_level, response_mask=mask, index=uid, config=None)
+    estimator = get_adv_estimator_fn(name)
+    adv, returns = estimator(token_level_rewards=token_level, response_mask=mask, index=uid, config=None)
     method = None if name == "rift" else name[len("rift_") :]
     expected = []
     for start in range(0, 9, 3):
