@@ -67,8 +67,38 @@ def grpo_config(out, **overrides):
     return RiftGRPOConfig(**kwargs)
 
 
-def spy_trainer(model_dir, args, reward_funcs, rows, **kwargs):
-    """A RiftGRPOTrainer that records ``(inputs, loss)`` of every ``_compute_loss`` call in ``.seen``."""
+#: Greedy decoding for the data-parallel test; the repetition penalty makes the tiny model's prompts differ.
+GREEDY = {"do_sample": False, "repetition_penalty": 3.0}
+
+
+def early_stop_token(model_dir, max_new_tokens: int = 12) -> int:
+    """A token that greedy decoding emits early after ``PROMPTS[0]`` and never after ``PROMPTS[1]``.
+
+    Made an end-of-sequence token, it ends prompt 0's greedy completions early and leaves prompt 1's
+    at full length: the two prompts' completions then have different token counts.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="float32")
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    completions = []
+    with torch.no_grad():
+        for prompt in PROMPTS[:2]:
+            ids = tokenizer(prompt, return_tensors="pt").input_ids
+            out = model.generate(ids, max_new_tokens=max_new_tokens, pad_token_id=0, **GREEDY)
+            completions.append(out[0, ids.shape[1] :].tolist())
+    for token in completions[0][1:8]:
+        if token not in completions[1]:
+            return token
+    raise RuntimeError(f"no token of {completions[0]} is missing from {completions[1]}")
+
+
+def spy_trainer(model_dir, args, reward_funcs, rows, *, extra_eos=None, **kwargs):
+    """A RiftGRPOTrainer that records ``(inputs, loss)`` of every ``_compute_loss`` call in ``.seen``.
+
+    ``extra_eos``: one more end-of-sequence token for generation (see :func:`early_stop_token`).
+    """
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -82,6 +112,8 @@ def spy_trainer(model_dir, args, reward_funcs, rows, **kwargs):
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="float32")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), padding_side="left")
+    if extra_eos is not None:
+        model.generation_config.eos_token_id = [model.generation_config.eos_token_id, int(extra_eos)]
     tr = SpyTrainer(
         model=model,
         reward_funcs=reward_funcs,

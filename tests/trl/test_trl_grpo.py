@@ -199,3 +199,43 @@ def test_completion_rewards_skip_unscorable_rows_in_their_group():
     gauss = completion_rewards(per_func, weights, num_generations=3, normalization="gaussian")
     expected = [1.0, -1.0, 0.0] + reference_normalize([2.0, 1.0, 1.0], 3, "gaussian")
     assert gauss.dtype == torch.float32 and torch.allclose(gauss.double(), torch.tensor(expected).double(), atol=1e-6)
+
+
+def test_two_ranks_of_batch_4_equal_one_batch_of_8(model_dir, tmp_path):
+    """torchrun, 2 gloo ranks, greedy generation (the same completions in both runs): the same step."""
+    import json
+    import os
+    from pathlib import Path
+
+    from grpo_helpers import GREEDY, by_prompt, early_stop_token
+    from trl_helpers import BIN
+
+    from rift_losses.testing import run_command
+
+    out = tmp_path / "ddp"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "true"}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    script = Path(__file__).parent / "ddp_grpo_train.py"
+    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", "29533", str(script), str(model_dir)]
+    eos = early_stop_token(model_dir)  # prompt 0's completions end early, prompt 1's do not
+    done = run_command([*cmd, str(out), str(eos)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ddp = json.loads((out / "logs.json").read_text())
+    assert ddp["world"] == 2
+    ddp_weights = torch.load(out / "weights.pt")
+
+    greedy = {"generation_kwargs": GREEDY}
+    tr = spy_trainer(model_dir, grpo_config(tmp_path / "single", **greedy), [by_prompt], prompt_rows(2), extra_eos=eos)
+    tr.train()
+    (inputs, _), *_ = tr.seen
+    assert torch.allclose(inputs["rift_rewards"].sort().values, torch.tensor([-0.2] * 4 + [1.0] * 4))
+    lengths = inputs["completion_mask"].sum(-1)
+    assert lengths.min() < lengths.max()  # ranks hold different token counts: a per-rank mean would differ
+    single = tr.model.state_dict()
+    moved = max((single[k] - ddp_weights[k]).abs().max().item() for k in single)
+    assert moved < 1e-6, moved
+    (log,) = [h for h in tr.state.log_history if "loss" in h and "train_runtime" not in h]
+    (ddp_log,) = ddp["logs"]
+    for key in ("loss", "rift/pos_loss", "rift/neg_loss", "rift/pos_tokens", "rift/neg_tokens"):
+        assert math.isclose(log[key], ddp_log[key], rel_tol=1e-5, abs_tol=1e-7), (key, log[key], ddp_log[key])
