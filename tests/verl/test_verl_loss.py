@@ -193,3 +193,65 @@ def test_a_normalized_estimator_without_groups_is_refused():
         get_adv_estimator_fn("rift_gaussian")(
             token_level_rewards=torch.ones(2, 3), response_mask=torch.ones(2, 3), index=None
         )
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean"])
+def test_verls_own_loss_call_site_trains_rift(mode):
+    """verl/workers/utils/losses.py::ppo_loss (the new engine workers' call site), on the CPU.
+
+    The model output is verl's unpadded flat log-probs of whole sequences; the call site slices the
+    responses out (shifted by one) and calls the policy loss chosen by ``policy_loss.loss_mode``.
+    """
+    from tensordict import TensorDict
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.config import ActorConfig, PolicyLossConfig
+    from verl.workers.utils.losses import ppo_loss
+
+    b, p, t = 3, 4, 5
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([5, 2, 4])
+    mask = (torch.arange(t)[None, :] < lengths[:, None]).long()
+    flat = (-torch.rand(int((p + lengths).sum()), generator=g, dtype=torch.float64) * 2).float().requires_grad_(True)
+    advantages = torch.tensor([1.0, -0.2, 0.5])[:, None] * mask
+    data = TensorDict(
+        {
+            "prompts": torch.randint(1, 50, (b, p), generator=g),
+            "responses": torch.randint(1, 50, (b, t), generator=g),
+            "attention_mask": torch.cat([torch.ones(b, p, dtype=torch.long), mask], 1),
+            "response_mask": mask,
+            "old_log_probs": torch.zeros(b, t),
+            "advantages": advantages,
+        },
+        batch_size=[b],
+    )
+    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=int(mask.sum()), global_batch_size=b)
+    config = ActorConfig(
+        strategy="fsdp",
+        ppo_micro_batch_size_per_gpu=b,
+        rollout_n=1,
+        policy_loss=PolicyLossConfig(loss_mode="rift"),
+        loss_agg_mode=mode,
+        use_kl_loss=False,
+        entropy_coeff=0.0,
+    )
+    loss, metrics = ppo_loss(config, {"log_probs": flat}, data)
+    loss.backward()
+    # Reference: response token k of row i is predicted at flat position start_i + p + k - 1.
+    rows, start, used = [], 0, set()
+    for i, n in enumerate(lengths.tolist()):
+        row = []
+        for k in range(t):
+            if k < n:
+                pos = start + p + k - 1
+                used.add(pos)
+                a, lp = float(advantages[i, k]), float(flat[pos])
+                row.append(-a * lp if a > 0 else -a * math.exp(lp))
+            else:
+                row.append(None)
+        rows.append(row)
+        start += p + n
+    expected = _agg64(rows, mode)
+    assert math.isclose(loss.item(), expected, rel_tol=1e-6), (loss.item(), expected)
+    unused = [k for k in range(flat.shape[0]) if k not in used]
+    assert flat.grad[unused].abs().max() == 0 and flat.grad[sorted(used)].abs().min() > 0
+    assert {"actor/pg_loss", "rift/pos_loss", "rift/neg_loss", "rift/neg_prob"} <= set(metrics)
