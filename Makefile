@@ -42,6 +42,7 @@ test: venvs lint
 	$(if $(TRL_TESTS),$(TRL_PY) -m pytest $(TRL_TESTS) $(PYTEST_ARGS))
 	$(if $(VERL_TESTS),$(VERL_PY) -m pytest $(VERL_TESTS) $(PYTEST_ARGS))
 	$(SWIFT_PY) reproduce/run.py --smoke --out reproduce_out/smoke
+	$(TRL_PY) reproduce/online.py --smoke --out reproduce_out/online_smoke
 
 # ruff (pyproject.toml's [tool.ruff]): lint and formatting of the whole tree; CI fails on either.
 lint: $(SWIFT_VENV)/.ready
@@ -62,6 +63,12 @@ demo: venvs
 # results.md and results.png. About 45 minutes on 2 CPU cores; REPRODUCE_ARGS=--smoke: a few minutes.
 reproduce: $(SWIFT_VENV)/.ready
 	$(SWIFT_PY) reproduce/run.py $(REPRODUCE_ARGS)
+
+# Online RIFT (TRL's GRPOTrainer, loss_type=rift) against TRL's dapo on the same task, from a base
+# trained with TRL's SFTTrainer; 3 seeds, mean@8/pass@8 on held-out problems (reproduce/online.py
+# explains each step). Writes reproduce_out/online/results.{json,md}. ONLINE_ARGS=--smoke: a minute or two.
+reproduce-online: $(TRL_VENV)/.ready
+	$(TRL_PY) reproduce/online.py $(ONLINE_ARGS)
 
 # Forward + backward of the RIFT loss against torch's cross-entropy paths; prints the CPU table
 # (benchmarks/bench_logprobs.py explains what is timed and how peak memory is measured). Not part
