@@ -63,3 +63,12 @@ def test_trl_grpo_trains_online_rift_through_the_hook(workdir, model_dir):
         assert abs(float(log["rift/pos_loss"]) + float(log["rift/neg_loss"]) - float(log["loss"])) < 1e-3, log
         assert float(log["rift/pos_tokens"]) + float(log["rift/neg_tokens"]) > 0
     assert (workdir / "hook" / "model.safetensors").exists()
+
+
+def test_rift_trl_grpo_trains_online_rift_with_the_hook_off(workdir, model_dir):
+    """The explicit route for sites that refuse .pth code: `rift-trl grpo` with RIFT_LOSSES_AUTOLOAD=0."""
+    path = _config(workdir, model_dir, "explicit", max_steps=1)
+    done = run_cli(["rift-trl", "grpo", "--config", str(path)], cwd=workdir, env_extra={"RIFT_LOSSES_AUTOLOAD": "0"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (log,) = _step_logs(done.stdout)
+    assert "rift/pos_loss" in log and "rift/neg_loss" in log
