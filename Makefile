@@ -11,6 +11,8 @@ TRL_VENV := .venvs/trl
 SWIFT_PY := $(SWIFT_VENV)/bin/python
 LF_PY := $(LF_VENV)/bin/python
 TRL_PY := $(TRL_VENV)/bin/python
+VERL_VENV := .venvs/verl
+VERL_PY := $(VERL_VENV)/bin/python
 PIP_QUIET ?= -q
 # deepspeed (in every envs/*.txt) is installed without building its C++/CUDA ops: the tests run
 # its pure-PyTorch ZeRO path on the CPU over gloo, and building ops needs a CUDA toolkit.
@@ -30,8 +32,10 @@ SWIFT_TESTS := $(wildcard tests/core tests/data tests/docs tests/swift)
 LF_TESTS := $(wildcard tests/core/test_logprobs_impl.py tests/core/test_triton_compile.py \
 	tests/core/test_inplace_version.py tests/llamafactory tests/benchmarks)
 TRL_TESTS := $(wildcard tests/trl)
+VERL_TESTS := $(wildcard tests/verl)
 
-.PHONY: test lint test-core test-swift test-lf test-trl test-smoke demo reproduce bench bench-hosts gpu-check venvs clean
+.PHONY: test lint test-core test-swift test-lf test-trl test-verl test-smoke test-online-smoke demo reproduce \
+	reproduce-online bench bench-hosts gpu-check venvs clean
 
 # The suites share nothing (each its own venv, pytest's own temporary folders, rendezvous ports
 # chosen by the OS), so they run side by side: on 2 cores most of a suite's time is single-threaded
@@ -39,7 +43,7 @@ TRL_TESTS := $(wildcard tests/trl)
 # when it ends (--output-sync); tests/summary.py then adds up the JUnit reports of all of them.
 TEST_JOBS ?= 2
 TEST_OUT := test_out
-SUITES := test-swift test-lf test-trl test-smoke
+SUITES := test-swift test-lf test-trl test-verl test-smoke test-online-smoke
 
 test: venvs lint
 	rm -rf $(TEST_OUT) && mkdir -p $(TEST_OUT)
@@ -58,6 +62,14 @@ test-trl: $(TRL_VENV)/.ready
 # The whole reproduction at toy sizes (every arm, about 2 minutes); writes a marker the summary reads.
 test-smoke: $(SWIFT_VENV)/.ready
 	mkdir -p $(TEST_OUT) && $(SWIFT_PY) reproduce/run.py --smoke --out reproduce_out/smoke && touch $(TEST_OUT)/test-smoke.ok
+
+test-verl: $(VERL_VENV)/.ready
+	$(VERL_PY) -m pytest $(VERL_TESTS) --junitxml=$(TEST_OUT)/test-verl.xml $(PYTEST_ARGS)
+
+# Online RIFT against TRL's dapo at toy sizes (reproduce/online.py --smoke checks its own result).
+test-online-smoke: $(TRL_VENV)/.ready
+	mkdir -p $(TEST_OUT) && $(TRL_PY) reproduce/online.py --smoke --out reproduce_out/online_smoke \
+		&& touch $(TEST_OUT)/test-online-smoke.ok
 
 # ruff (pyproject.toml's [tool.ruff]): lint and formatting of the whole tree; CI fails on either.
 # Then the docs: every measured table equals its result file in docs/data/, and every relative
@@ -83,6 +95,12 @@ demo: venvs
 reproduce: $(SWIFT_VENV)/.ready
 	$(SWIFT_PY) reproduce/run.py $(REPRODUCE_ARGS)
 
+# Online RIFT (TRL's GRPOTrainer, loss_type=rift) against TRL's dapo on the same task, from a base
+# trained with TRL's SFTTrainer; 3 seeds, mean@8/pass@8 on held-out problems (reproduce/online.py
+# explains each step). Writes reproduce_out/online/results.{json,md}. ONLINE_ARGS=--smoke: a minute or two.
+reproduce-online: $(TRL_VENV)/.ready
+	$(TRL_PY) reproduce/online.py $(ONLINE_ARGS)
+
 # Forward + backward of the RIFT loss against torch's cross-entropy paths; prints the CPU table
 # (benchmarks/bench_logprobs.py explains what is timed and how peak memory is measured). Not part
 # of `make test`. On a CUDA machine: python benchmarks/bench_logprobs.py (the anchor shape).
@@ -101,7 +119,7 @@ GPU_OUT ?= $(or $(RIFT_GPU_OUT),gpu_out)
 gpu-check: venvs
 	$(LF_PY) benchmarks/gpu_check.py --out $(GPU_OUT) $(GPU_CHECK_ARGS)
 
-venvs: $(SWIFT_VENV)/.ready $(LF_VENV)/.ready $(TRL_VENV)/.ready
+venvs: $(SWIFT_VENV)/.ready $(LF_VENV)/.ready $(TRL_VENV)/.ready $(VERL_VENV)/.ready
 
 $(SWIFT_VENV)/.ready: envs/swift.txt pyproject.toml
 	test -x $(SWIFT_PY) || $(PYTHON) -m venv $(SWIFT_VENV)
@@ -123,6 +141,13 @@ $(TRL_VENV)/.ready: envs/trl.txt pyproject.toml
 	test -x $(TRL_PY) || $(PYTHON) -m venv $(TRL_VENV)
 	$(TRL_PY) -m pip install $(PIP_QUIET) -r envs/trl.txt -e '.[trl,test]'
 	$(TRL_PY) -m pip install $(PIP_QUIET) --no-deps $(EDITABLE) .
+	touch $@
+
+# verl 0.9.1 (its own env: it pins transformers>=5.5.3,<5.11 and Python<3.13), without GPU extras.
+$(VERL_VENV)/.ready: envs/verl.txt pyproject.toml
+	test -x $(VERL_PY) || $(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_PY) -m pip install $(PIP_QUIET) -r envs/verl.txt
+	$(VERL_PY) -m pip install $(PIP_QUIET) --no-deps $(EDITABLE) .
 	touch $@
 
 clean:

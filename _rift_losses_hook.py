@@ -27,6 +27,7 @@ HOOKS = {
     "llamafactory.hparams.parser": "rift_losses.integrations.llamafactory._autoload:register",
     "trl": "rift_losses.integrations.trl._autoload:register_script",
     "trl.scripts.sft": "rift_losses.integrations.trl._autoload:register_cli",
+    "trl.scripts.grpo": "rift_losses.integrations.trl._autoload:register_grpo_cli",
 }
 
 
@@ -39,8 +40,8 @@ def _main_script_is(*parts):
 
 #: trigger module -> a cheap test run before the registration is imported (skipped when false).
 CONDITIONS = {
-    # Only the process that runs TRL's sft.py (launched by `trl sft`) registers on `import trl`.
-    "trl": lambda: _main_script_is("trl", "scripts", "sft.py"),
+    # Only the process that runs TRL's sft.py or grpo.py (launched by `trl sft`/`trl grpo`) registers on `import trl`.
+    "trl": lambda: _main_script_is("trl", "scripts", "sft.py") or _main_script_is("trl", "scripts", "grpo.py"),
 }
 
 #: trigger module -> the exception its registration raised (re-raised by the adapters on use).

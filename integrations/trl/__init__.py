@@ -15,6 +15,8 @@ Switching a TRL script to RIFT is swapping two class names and adding a reward c
 - :mod:`.trainer`: :class:`RiftSFTTrainer`: rewards validated (and normalized over whole
   dataset groups) before the model loads, carried by the collator to ``compute_loss``, where
   the loss is the core's :func:`rift_losses.logprob_loss` over TRL's fused per-token log-probs.
+- :mod:`.grpo`: :class:`RiftGRPOConfig` and :class:`RiftGRPOTrainer`: online RIFT in TRL's
+  ``GRPOTrainer`` (``loss_type="rift"``; rewards from the reward functions, normalized per prompt group).
 - :mod:`._autoload` and :mod:`.launcher`: ``trl sft --config cfg.yaml`` with ``loss_type: rift``
   (zero-flag ``.pth`` hook), and ``rift-trl sft ...`` for sites that refuse ``.pth`` code.
 
@@ -23,7 +25,7 @@ Importing this package imports neither TRL nor torch; the two classes load TRL o
 
 from __future__ import annotations
 
-__all__ = ["RiftSFTConfig", "RiftSFTTrainer"]
+__all__ = ["RiftGRPOConfig", "RiftGRPOTrainer", "RiftSFTConfig", "RiftSFTTrainer"]
 
 
 def __getattr__(name):
@@ -35,4 +37,8 @@ def __getattr__(name):
         from .trainer import RiftSFTTrainer
 
         return RiftSFTTrainer
+    if name in ("RiftGRPOConfig", "RiftGRPOTrainer"):
+        from . import grpo
+
+        return getattr(grpo, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
