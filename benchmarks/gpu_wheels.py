@@ -217,6 +217,18 @@ def markdown(manifest: dict) -> str:
 # ------------------------------------------------------------------------------------ pip calls
 
 
+def platforms(tag: str) -> list[str]:
+    """``manylinux_2_28_x86_64`` and every older manylinux tag a glibc 2.28 node loads (pip 23 does not
+    expand a ``manylinux_2_X`` ``--platform`` by itself); other tags as given."""
+    m = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", tag)
+    if not m:
+        return [tag]
+    minor, arch = int(m.group(1)), m.group(2)
+    tags = [f"manylinux_2_{v}_{arch}" for v in range(minor, 4, -1)]
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    return tags + [f"{name}_{arch}" for v, name in legacy.items() if v <= minor]
+
+
 def _stub(directory: Path, name: str, version: str, requires) -> None:
     """A metadata-only wheel of ``name`` ``version``: lets the resolution see the base without it."""
     dist = f"{name}-{version}.dist-info"
@@ -248,8 +260,7 @@ class Pip:
         return [
             "--python-version",
             self.python_version,
-            "--platform",
-            self.platform,
+            *(f"--platform={tag}" for tag in platforms(self.platform)),
             "--only-binary=:all:",
             "--find-links",
             str(self.links),
