@@ -358,6 +358,8 @@ def part_hosts(cfg, dry, out: Path) -> dict:
         except hosts.HostUnavailable as exc:
             not_run[name] = str(exc)
             errors.append(f"{name}: not available: {exc}")
+    if not runtimes:
+        raise _PartialError({"hosts": {}, "runtimes": {}, "not_run": not_run}, "; ".join(errors) or "no host to run")
     model = hosts.build_model(work / "model", shape, device="cpu" if dry else "cuda")
     result = {
         "model": shape.__dict__,
@@ -519,7 +521,7 @@ def markdown(report: dict) -> str:
             )
         lines.append("")
     h = parts.get("hosts", {}).get("result")
-    if h:
+    if h and "model" in h:  # (no model: no host could run)
         s = h["model"]
         lines += [
             f"## One training step per host (Qwen2 V={s['vocab']} H={s['hidden']} L={s['layers']}, {s['dtype']}, "

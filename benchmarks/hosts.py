@@ -19,6 +19,7 @@ process around the CLI), i.e. the peak RSS of the training process.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -318,6 +319,7 @@ def _probe(host: Host, route: str, python: str, paths=()) -> Runtime:
     return Runtime(host.name, route, str(python), tuple(paths), json.loads(line[-1].split(" ", 1)[1]))
 
 
+@functools.cache  # one import probe per host and process
 def find_runtime(host: Host, *, venvs: Path | None = VENVS, site: Path | None = SITE, python=sys.executable) -> Runtime:
     """The first Python that imports ``host``: its venv ``venvs/<venv name>`` (if it exists), else
     ``python`` with ``site/<host name>`` in front of its ``sys.path`` (if that folder exists), else
@@ -337,8 +339,7 @@ def find_runtime(host: Host, *, venvs: Path | None = VENVS, site: Path | None = 
     where = [f"no {Path(venvs) / host.venv.name}" if venvs is not None else "venvs not searched"]
     where.append(f"no {Path(site) / host.name}" if site is not None and not (Path(site) / host.name).is_dir() else "")
     raise HostUnavailable(
-        f"{host.name}: no Python here imports {host.module} ({'; '.join(x for x in where if x)}); tried: "
-        + " | ".join(tried)
+        f"no Python here imports {host.module} ({'; '.join(x for x in where if x)}); tried: " + " | ".join(tried)
     )
 
 

@@ -98,20 +98,6 @@ def test_real_run_without_cuda_fails_loudly(tmp_path):
     assert "no CUDA device" in parts["kernels"]["error"]
 
 
-@pytest.mark.slow
-def test_dry_run_hosts_part(tmp_path):
-    proc = gpu_check(tmp_path, "--dry-run", "--parts", "hosts")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    hosts = report(tmp_path)["parts"]["hosts"]["result"]["hosts"]
-    assert set(hosts) == {"ms-swift", "llamafactory", "trl"}
-    for name, runs in hosts.items():
-        for mode in ("plain", "rift"):
-            run = runs[mode]
-            assert run["input_shape"][0] == 4 and run["target_tokens"] > 0 and run["step_ms"] > 0, (name, mode, run)
-            assert len(run["losses"]) == 3 and all(x == x for x in run["losses"])
-        assert set(runs["ratios"]) == {"step_time", "peak_rss_bytes"}
-
-
 def _farm(dest: Path, source: Path, keep) -> Path:
     """``dest`` with a symbolic link to each entry of ``source`` whose name ``keep`` accepts."""
     dest.mkdir(parents=True)
@@ -121,20 +107,23 @@ def _farm(dest: Path, source: Path, keep) -> Path:
     return dest
 
 
+def _is_trl(name: str) -> bool:
+    return name == "trl" or name.startswith("trl-")
+
+
 @pytest.mark.slow
-def test_dry_run_hosts_from_a_target_folder(tmp_path):
-    """The hosts part as on a node without venvs: the TRL host from ``gpu_site/trl`` (TRL alone, as
-    ``pip install --target`` lays it out), the rest of TRL's venv as the node's base; MS-Swift and
-    LLaMA-Factory are nowhere, so they are named as not available and the part fails, while TRL runs."""
-    venv = ROOT / ".venvs" / "trl"
-    if not OUTSIDE_VENV or not (venv / "bin" / "python").exists():
-        pytest.skip("needs a venv's base interpreter and .venvs/trl (make venvs)")
-    lib = next((venv / "lib").glob("python3.*/site-packages"))
-    if lib.parent.name != f"python{sys.version_info.major}.{sys.version_info.minor}":
-        pytest.skip(f"{venv} is for {lib.parent.name}, this base interpreter is {sys.version.split()[0]}")
-    is_trl = lambda name: name == "trl" or name.startswith("trl-")  # noqa: E731
-    base = _farm(tmp_path / "base", lib, lambda name: not is_trl(name) and not name.endswith(".pth"))
-    _farm(tmp_path / "site" / "trl", lib, is_trl)
+def test_dry_run_hosts_part(tmp_path):
+    """One step per host, each host from the Python it would use on a node: MS-Swift and LLaMA-Factory
+    from their venvs; TRL as from ``pip install --target gpu_site/trl`` (a folder holding TRL alone)
+    on the base interpreter, with the rest of TRL's venv as the node's preinstalled base. No ``.pth``
+    file runs for TRL: the adapters are registered by the probe's ``sitecustomize``."""
+    venvs = ROOT / ".venvs"
+    lib = next((venvs / "trl" / "lib").glob("python3.*/site-packages"), None)
+    if not OUTSIDE_VENV or lib is None or lib.parent.name != f"python{sys.version_info[0]}.{sys.version_info[1]}":
+        pytest.skip("needs .venvs/trl for this venv's base interpreter (make venvs)")
+    _farm(tmp_path / "venvs", venvs, lambda name: name in ("swift", "llamafactory"))
+    base = _farm(tmp_path / "base", lib, lambda name: not _is_trl(name) and not name.endswith(".pth"))
+    _farm(tmp_path / "site" / "trl", lib, _is_trl)
     out = tmp_path / "out"
     proc = gpu_check(
         out,
@@ -142,28 +131,62 @@ def test_dry_run_hosts_from_a_target_folder(tmp_path):
         "--parts",
         "hosts",
         "--venvs",
-        "",
+        str(tmp_path / "venvs"),
         "--site",
         str(tmp_path / "site"),
         python=BASE_PYTHON,
         env={"PYTHONPATH": str(base)},
     )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = report(out)["parts"]["hosts"]["result"]
+    hosts = result["hosts"]
+    assert set(hosts) == {"ms-swift", "llamafactory", "trl"} and result["not_run"] == {}
+    runtimes = result["runtimes"]
+    assert {name: r["route"] for name, r in runtimes.items()} == {
+        "ms-swift": "venv",
+        "llamafactory": "venv",
+        "trl": "site",
+    }
+    assert runtimes["trl"]["python"] == BASE_PYTHON and runtimes["trl"]["site"] == [str(tmp_path / "site" / "trl")]
+    assert runtimes["trl"]["trl"] == "1.16.0" and runtimes["ms-swift"]["ms-swift"] == "4.6.0"
+    assert runtimes["llamafactory"]["python"] == str(tmp_path / "venvs" / "llamafactory" / "bin" / "python")
+    for name, runs in hosts.items():
+        for mode in ("plain", "rift"):
+            run = runs[mode]
+            assert run["input_shape"][0] == 4 and run["target_tokens"] > 0 and run["step_ms"] > 0, (name, mode, run)
+            assert len(run["losses"]) == 3 and all(x == x for x in run["losses"])
+        assert set(runs["ratios"]) == {"step_time", "peak_rss_bytes"}
+        # RIFT ran (rewards +1.0 / -0.2 weigh the rows): its first loss is not plain SFT's
+        assert runs["rift"]["losses"][0] != runs["plain"]["losses"][0], (name, runs)
+    assert "- hosts / trl: route site, python " + BASE_PYTHON in (out / "gpu_report.md").read_text()
+
+
+def test_a_host_no_python_imports_is_named_and_fails(tmp_path):
+    """No venv, no ``gpu_site/ms-swift``, and a base without MS-Swift: the hosts part names the host
+    with every route tried and fails; the hosts left out by ``--hosts`` are named as left out."""
+    (tmp_path / "site").mkdir()
+    proc = gpu_check(
+        tmp_path / "out",
+        "--dry-run",
+        "--parts",
+        "hosts",
+        "--hosts",
+        "ms-swift",
+        "--venvs",
+        "",
+        "--site",
+        str(tmp_path / "site"),
+        python=BASE_PYTHON,
+        env=as_node(sysconfig.get_paths()["purelib"]),
+    )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    part = report(out)["parts"]["hosts"]
-    result = part["result"]
-    assert set(result["not_run"]) == {"ms-swift", "llamafactory"}, result["not_run"]
-    assert "No module named 'swift'" in result["not_run"]["ms-swift"]
-    assert "No module named 'llamafactory'" in result["not_run"]["llamafactory"]
-    assert "ms-swift: not available" in part["error"] and "llamafactory: not available" in part["error"]
-    assert "trl" not in part["error"], part["error"]
-    runtime = result["runtimes"]["trl"]
-    assert runtime["route"] == "site" and runtime["python"] == BASE_PYTHON, runtime
-    assert runtime["site"] == [str(tmp_path / "site" / "trl")] and runtime["trl"] == "1.16.0", runtime
-    runs = result["hosts"]["trl"]
-    for mode in ("plain", "rift"):
-        assert runs[mode]["input_shape"][0] == 4 and runs[mode]["target_tokens"] > 0, runs[mode]
-        assert len(runs[mode]["losses"]) == 3 and all(x == x for x in runs[mode]["losses"])
-    # RIFT really ran (the hook came from the probe's sitecustomize, no .pth): its loss differs from plain SFT
-    assert runs["rift"]["losses"][0] != runs["plain"]["losses"][0]
-    text = (out / "gpu_report.md").read_text()
-    assert "Hosts not run:" in text and "- ms-swift: ms-swift: no Python here imports" in text
+    part = report(tmp_path / "out")["parts"]["hosts"]
+    not_run = part["result"]["not_run"]
+    assert not_run["llamafactory"] == not_run["trl"] == "left out by --hosts"
+    assert not_run["ms-swift"].startswith("no Python here imports swift.pipelines.train.sft")
+    assert f"no {tmp_path / 'site' / 'ms-swift'}" in not_run["ms-swift"]
+    assert f"current {BASE_PYTHON}: ModuleNotFoundError: No module named 'swift'" in not_run["ms-swift"]
+    assert part["error"].startswith("_PartialError: ms-swift: not available: no Python here imports")
+    text = (tmp_path / "out" / "gpu_report.md").read_text()
+    assert "Hosts not run:" in text and "- trl: left out by --hosts" in text
+    assert "- hosts: " in text and "FAILED: _PartialError: ms-swift: not available" in text
