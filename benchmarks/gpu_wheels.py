@@ -65,12 +65,17 @@ HEAVY = {
 #: Name prefixes that must never be downloaded (CUDA runtime wheels: gigabytes).
 NEVER_PREFIXES = ("nvidia-", "cuda-", "torch", "triton")
 
-#: What each target needs beyond the base. The host pins follow envs/<host>.txt; LLaMA-Factory is
+#: Pinned for every host: the oldest pyarrow that every host's ``datasets`` accepts (datasets 4.8
+#: needs >= 21). pyarrow is the largest wheel of every host (cp312 manylinux_2_28: 21.0.0 is 40.8 MiB,
+#: 26.0.1 52.5 MiB), and 21.0.0 is what lets TRL's folder fit one 64 MiB transfer.
+SMALLEST = ("pyarrow==21.0.0",)
+
+#: What each target needs beyond the base. The host pins follow envs/<host>.txt (TRL: datasets 4.8.4); LLaMA-Factory is
 #: installed like there: its own requirements listed (minus the audio/video/web-UI extras that text
 #: SFT never imports), the package and torchaudio (the base's torch version) without their dependencies.
 TARGETS = {
     "pytest": {"requirements": ("pytest>=8", "hypothesis>=6.100"), "no_deps": ()},
-    "ms-swift": {"requirements": ("ms-swift==4.6.0",), "no_deps": ()},
+    "ms-swift": {"requirements": ("ms-swift==4.6.0", *SMALLEST), "no_deps": ()},
     "llamafactory": {
         "requirements": (
             "transformers==5.6.0",
@@ -100,10 +105,11 @@ TARGETS = {
             "torchdata>=0.10.0,<=0.11.0",
             "tyro<0.9.0",
             "uvicorn",
+            *SMALLEST,
         ),
         "no_deps": ("llamafactory==0.9.5", "torchaudio=={torch}"),
     },
-    "trl": {"requirements": ("trl==1.16.0",), "no_deps": ()},
+    "trl": {"requirements": ("trl==1.16.0", "datasets==4.8.4", *SMALLEST), "no_deps": ()},
 }
 
 
