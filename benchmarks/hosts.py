@@ -254,7 +254,7 @@ _VERSIONS = textwrap.dedent(
     import importlib, importlib.metadata as md, json, platform, sys
     module, dist = sys.argv[1], sys.argv[2]
     importlib.import_module(module)
-    out = {"executable": sys.executable, "python": platform.python_version()}
+    out = {"python_version": platform.python_version()}
     for name in ("torch", "triton", "transformers"):
         try:
             out[name] = importlib.import_module(name).__version__
