@@ -336,10 +336,14 @@ def find_runtime(host: Host, *, venvs: Path | None = VENVS, site: Path | None = 
             return _probe(host, route, exe, paths)
         except HostUnavailable as exc:
             tried.append(str(exc))
-    where = [f"no {Path(venvs) / host.venv.name}" if venvs is not None else "venvs not searched"]
-    where.append(f"no {Path(site) / host.name}" if site is not None and not (Path(site) / host.name).is_dir() else "")
+    where = []  # the routes that had no candidate
+    if venvs is None or not (Path(venvs) / host.venv.name / "bin" / "python").exists():
+        where.append("venvs not searched" if venvs is None else f"no {Path(venvs) / host.venv.name}")
+    if site is not None and not (Path(site) / host.name).is_dir():
+        where.append(f"no {Path(site) / host.name}")
     raise HostUnavailable(
-        f"no Python here imports {host.module} ({'; '.join(x for x in where if x)}); tried: " + " | ".join(tried)
+        f"no Python here imports {host.module} ({'; '.join(where) or 'every route exists'}); tried: "
+        + " | ".join(tried)
     )
 
 
