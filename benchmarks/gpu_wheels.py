@@ -370,7 +370,8 @@ def main(argv=None) -> int:
         failed = []
         for t in targets:
             spec = TARGETS[t]
-            log(f"[{t}] resolving {' '.join(spec['requirements'] + spec['no_deps'])} on the base")
+            no_deps = [r.format(**heavy) for r in spec["no_deps"]]
+            log(f"[{t}] resolving {' '.join([*spec['requirements'], *no_deps])} on the base")
             try:
                 try:
                     resolved = pip.resolve([*spec["requirements"], *base_specs])
@@ -378,8 +379,7 @@ def main(argv=None) -> int:
                 except RuntimeError:
                     resolved = pip.resolve([*spec["requirements"], *heavy_pins])
                     route = "with torch and triton of the base only"
-                if spec["no_deps"]:
-                    no_deps = [r.format(**heavy) for r in spec["no_deps"]]
+                if no_deps:
                     resolved.update(pip.resolve([*no_deps, *heavy_pins], no_deps=True))
                 needed, shadowed = difference(resolved, base)
                 dest = out / t
