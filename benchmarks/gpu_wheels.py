@@ -291,8 +291,12 @@ class Pip:
 
     def _build_sdist(self, requirement: str) -> None:
         name = canonical(re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0])
-        if never_download(name) or any(canonical(p.name.split("-")[0]) == name for p in self.links.glob("*.whl")):
-            raise RuntimeError(f"pip found no wheel of {requirement} for Python {self.python_version}, {self.platform}")
+        here = [p.name for p in self.links.glob("*.whl") if canonical(p.name.split("-")[0]) == name]
+        if never_download(name) or here:
+            raise RuntimeError(
+                f"pip found no wheel of {requirement} for Python {self.python_version}, {self.platform}"
+                + (f"; the one built here from its source archive ({', '.join(here)}) does not load there" if here else "")
+            )
         self.log(f"  building a wheel of {requirement} (published as a source archive only)")
         cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(self.links)]
         proc = self._run(cmd + [requirement])
