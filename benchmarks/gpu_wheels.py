@@ -295,7 +295,7 @@ class Pip:
         if never_download(name) or here:
             raise RuntimeError(
                 f"pip found no wheel of {requirement} for Python {self.python_version}, {self.platform}"
-                + (f"; the one built here from its source archive ({', '.join(here)}) does not load there" if here else "")
+                + (f"; the one built here from its source ({', '.join(here)}) does not load there" if here else "")
             )
         self.log(f"  building a wheel of {requirement} (published as a source archive only)")
         cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(self.links)]
