@@ -136,6 +136,7 @@ def test_dry_run_hosts_part(tmp_path):
         str(tmp_path / "site"),
         python=BASE_PYTHON,
         env={"PYTHONPATH": str(base)},
+        timeout=1800,  # six host runs; a loaded shared 2-core machine took over 15 minutes
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = report(out)["parts"]["hosts"]["result"]
