@@ -28,14 +28,15 @@ EDITABLE := --config-settings editable_mode=compat -e
 # whose torch build ships Triton, also runs the Triton kernels in Triton's CPU interpreter).
 SWIFT_TESTS := $(wildcard tests/core tests/data tests/docs tests/swift)
 # It also compiles both kernels for sm_80/sm_90/sm_100 with Triton's bundled ptxas (no GPU needed).
-# tests/benchmarks rehearses `make gpu-check` on the CPU (--dry-run; its host part also uses .venvs/swift).
+# tests/benchmarks rehearses `make gpu-check` on the CPU (--dry-run), from the base Python outside the venvs
+# (the venv's packages as a plain folder on PYTHONPATH; the TRL host from a --target-like folder).
 LF_TESTS := $(wildcard tests/core/test_logprobs_impl.py tests/core/test_triton_compile.py \
 	tests/core/test_inplace_version.py tests/llamafactory tests/benchmarks)
 TRL_TESTS := $(wildcard tests/trl)
 VERL_TESTS := $(wildcard tests/verl)
 
 .PHONY: test lint test-core test-swift test-lf test-trl test-verl test-smoke test-online-smoke demo reproduce \
-	reproduce-online bench bench-hosts gpu-check venvs clean
+	reproduce-online bench bench-hosts gpu-check gpu-wheels venvs clean
 
 # The suites share nothing (each its own venv, pytest's own temporary folders, rendezvous ports
 # chosen by the OS), so they run side by side: on 2 cores most of a suite's time is single-threaded
@@ -115,9 +116,25 @@ bench-hosts: venvs
 # Every GPU figure in one run on a machine with one CUDA GPU (under 8 minutes): pytest -m gpu, the
 # kernel benchmark, Triton autotune table, one host step per host. Writes gpu_report.{json,md} to
 # $(GPU_OUT) (or RIFT_GPU_OUT). GPU_CHECK_ARGS=--dry-run rehearses it on the CPU. Not in `make test`.
+# Needs no venv and no index: GPU_PYTHON (default: the LLaMA-Factory venv's Python if it exists, else
+# $(PYTHON)) with torch and Triton runs it; each host runs from .venvs/<host> if it exists, else from
+# gpu_site/<host> (see gpu-wheels), else from GPU_PYTHON itself; a host none of them has is named in
+# the report (an error unless GPU_CHECK_ARGS=--hosts ... leaves it out). docs/performance.md has the steps.
 GPU_OUT ?= $(or $(RIFT_GPU_OUT),gpu_out)
-gpu-check: venvs
-	$(LF_PY) benchmarks/gpu_check.py --out $(GPU_OUT) $(GPU_CHECK_ARGS)
+GPU_PYTHON ?= $(if $(wildcard $(LF_PY)),$(LF_PY),$(PYTHON))
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py --out $(GPU_OUT) $(GPU_CHECK_ARGS)
+
+# Run where pip reaches an index: gpu_wheels/<target>/ with exactly the wheels gpu-check needs beyond
+# the node's base (torch, Triton, transformers, accelerate, peft), for PYTHON_VERSION and GPU_PLATFORM,
+# and gpu_wheels/manifest.{json,md} (sizes; which target fits one GPU_WHEELS_BUDGET_MIB transfer).
+# Never downloads torch, Triton or CUDA wheels. benchmarks/gpu_wheels.py explains the method.
+PYTHON_VERSION ?= 3.12
+GPU_PLATFORM ?= manylinux_2_28_x86_64
+GPU_WHEELS_BUDGET_MIB ?= 64
+gpu-wheels:
+	$(PYTHON) benchmarks/gpu_wheels.py --out gpu_wheels --python-version $(PYTHON_VERSION) \
+		--platform $(GPU_PLATFORM) --budget-mib $(GPU_WHEELS_BUDGET_MIB) $(GPU_WHEELS_ARGS)
 
 venvs: $(SWIFT_VENV)/.ready $(LF_VENV)/.ready $(TRL_VENV)/.ready $(VERL_VENV)/.ready
 

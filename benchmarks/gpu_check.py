@@ -22,6 +22,16 @@ the end) into the directory given by ``--out`` or ``RIFT_GPU_OUT`` (default ``gp
 A part that cannot take its measurement (no CUDA, a failed run, a missing figure) is an error: the
 script carries on with the other parts, writes the report with the error, and exits 1.
 
+No virtual environment is needed: any Python with torch and Triton runs parts 1-4 (from the
+checkout, which is put on ``sys.path``; ``gpu_site/pytest`` too if present, for pytest and
+hypothesis). Part 5 runs each host with the first Python that imports it (``hosts.find_runtime``):
+``.venvs/<host>`` if it exists (``make venvs``), else this Python with ``gpu_site/<host>`` (a
+``pip install --no-index --target`` of ``make gpu-wheels``'s ``gpu_wheels/<host>``) in front of
+its ``sys.path``, else this Python alone. A host that none of them imports is named in the report
+with the reason, and is an error unless ``--hosts`` leaves it out (then it is named as left out).
+The report says for every part which Python ran it (executable, version) and with which torch,
+Triton, transformers and host versions.
+
 ``--dry-run`` (or ``RIFT_GPU_CHECK_DRY=1``) runs every part on the CPU at tiny sizes: the Triton
 kernels in Triton's interpreter (``TRITON_INTERPRET=1``), the hosts on a tiny model in float32;
 everything but CUDA itself is exercised (``tests/benchmarks/test_gpu_check_dry.py`` runs it).
@@ -99,6 +109,9 @@ def _device(dry: bool):
 def part_pytest(cfg, dry, out: Path) -> dict:
     xml = out / "pytest_gpu.xml"
     env = dict(os.environ)
+    site = cfg.where.site / "pytest" if cfg.where.site else None
+    if site and site.is_dir():  # pytest and hypothesis from `make gpu-wheels`
+        env["PYTHONPATH"] = os.pathsep.join(x for x in (str(site), env.get("PYTHONPATH")) if x)
     if dry:
         env["CUDA_VISIBLE_DEVICES"] = ""
     env.pop("TRITON_INTERPRET", None)
@@ -125,6 +138,8 @@ def part_pytest(cfg, dry, out: Path) -> dict:
     counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
     counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
     result = {"command": " ".join(cmd[1:]), "exit": proc.returncode, **counts}
+    if site and site.is_dir():
+        result["site"] = str(site)
     if counts["tests"] == 0:
         raise MeasurementError("pytest -m gpu selected no test")
     if counts["failures"] or counts["errors"]:
@@ -333,6 +348,18 @@ def part_hosts(cfg, dry, out: Path) -> dict:
     if not dry:
         _device(dry)
     shape = _dry_shape() if dry else hosts.QWEN25_1_5B
+    runtimes, not_run, errors = {}, {}, []
+    for name, host in hosts.HOSTS.items():
+        if name not in cfg.where.hosts:
+            not_run[name] = "left out by --hosts"
+            continue
+        try:
+            runtimes[name] = hosts.find_runtime(host, venvs=cfg.where.venvs, site=cfg.where.site)
+        except hosts.HostUnavailable as exc:
+            not_run[name] = str(exc)
+            errors.append(f"{name}: not available: {exc}")
+    if not runtimes:
+        raise _PartialError({"hosts": {}, "runtimes": {}, "not_run": not_run}, "; ".join(errors) or "no host to run")
     model = hosts.build_model(work / "model", shape, device="cpu" if dry else "cuda")
     result = {
         "model": shape.__dict__,
@@ -341,13 +368,23 @@ def part_hosts(cfg, dry, out: Path) -> dict:
         "bf16": c.bf16,
         "gradient_checkpointing": True,
         "hosts": {},
+        "runtimes": {name: r.describe() for name, r in runtimes.items()},
+        "not_run": not_run,
     }
-    errors = []
     for name, host in hosts.HOSTS.items():
+        if name not in runtimes:
+            continue
+        runtime = runtimes[name]
         runs = {}
         try:
             data = hosts.write_host_data(
-                host, work / f"data-{name}", model, rows=c.rows, prompt_tokens=c.prompt, response_tokens=c.response
+                host,
+                work / f"data-{name}",
+                model,
+                runtime=runtime,
+                rows=c.rows,
+                prompt_tokens=c.prompt,
+                response_tokens=c.response,
             )
         except Exception as exc:
             errors.append(f"{name}: {exc}")
@@ -365,7 +402,7 @@ def part_hosts(cfg, dry, out: Path) -> dict:
                 cpu=dry,
             )
             try:
-                r = hosts.run(host, job, timeout=600)
+                r = hosts.run(host, job, timeout=600, runtime=runtime)
             except Exception as exc:  # the other host still runs
                 errors.append(f"{name} {mode}: {exc}")
                 continue
@@ -419,7 +456,8 @@ def markdown(report: dict) -> str:
         f"# rift-losses GPU check{' (DRY RUN: CPU, tiny sizes, Triton interpreter)' if m['dry_run'] else ''}",
         "",
         f"- machine: {m['machine']}",
-        f"- torch {m['torch']}, triton {m['triton']}, python {m['python']}",
+        f"- torch {m['torch']}, triton {m['triton']}, transformers {m.get('transformers')}, "
+        f"python {m['python']} ({m.get('executable')})",
         f"- date {m['date']}, total {m['seconds']:.0f} s",
         "",
     ]
@@ -483,7 +521,7 @@ def markdown(report: dict) -> str:
             )
         lines.append("")
     h = parts.get("hosts", {}).get("result")
-    if h:
+    if h and "model" in h:  # (no model: no host could run)
         s = h["model"]
         lines += [
             f"## One training step per host (Qwen2 V={s['vocab']} H={s['hidden']} L={s['layers']}, {s['dtype']}, "
@@ -509,6 +547,15 @@ def markdown(report: dict) -> str:
                     f"{runs['ratios']['peak_rss_bytes']:.2f} |"
                 )
         lines.append("")
+    if h and h.get("not_run"):
+        lines += ["Hosts not run:", ""]
+        lines += [f"- {name}: {why}" for name, why in h["not_run"].items()]
+        lines.append("")
+    lines += ["## Pythons and versions by part", ""]
+    for n, v in parts.items():
+        for who, r in _runtimes(n, v):
+            lines.append(f"- {n}{who}: {_versions(r)}")
+    lines.append("")
     failed = {n: v["error"] for n, v in parts.items() if "error" in v}
     lines += ["## Result", ""]
     lines += [
@@ -518,6 +565,32 @@ def markdown(report: dict) -> str:
     lines.append("")
     lines.append("FAILED" if failed else "all measurements taken")
     return "\n".join(lines) + "\n"
+
+
+def this_python() -> dict:
+    """The Python of this process and the versions it imports (the runtime of parts 1-4)."""
+    out = {"route": "this process", "python": sys.executable, "python_version": platform.python_version()}
+    for name in ("torch", "triton", "transformers"):
+        try:
+            out[name] = __import__(name).__version__
+        except ImportError as exc:
+            out[name] = f"not importable ({exc})"
+    return out
+
+
+def _runtimes(part: str, entry: dict):
+    yield "", entry.get("runtime", {})
+    result = entry.get("result") or {}
+    if part == "pytest" and "site" in result:
+        yield " (site)", {"site": result["site"]}
+    if part == "liger" and "version" in result:
+        yield " (liger_kernel)", {"liger_kernel": result["version"]}
+    for host, r in (result.get("runtimes") or {}).items():
+        yield f" / {host}", r
+
+
+def _versions(r: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in r.items() if v not in (None, [], ""))
 
 
 def main(argv=None) -> int:
@@ -532,21 +605,44 @@ def main(argv=None) -> int:
         help="CPU rehearsal at tiny sizes (env RIFT_GPU_CHECK_DRY=1)",
     )
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated of {', '.join(PARTS)} (default: all)")
+    p.add_argument("--hosts", default=None, help="comma-separated hosts for the hosts part (default: all)")
+    p.add_argument(
+        "--venvs", default=str(ROOT / ".venvs"), help="folder of the hosts' venvs, '' for none (default .venvs)"
+    )
+    p.add_argument(
+        "--site",
+        default=str(ROOT / "gpu_site"),
+        help="folder of `pip install --target` folders per host and for pytest (default gpu_site)",
+    )
     args = p.parse_args(argv)
     parts = args.parts.split(",")
     for part in parts:
         if part not in PARTS:
             p.error(f"--parts must be among {', '.join(PARTS)}, got {part!r}")
+    sys.path.insert(0, str(HERE))
+    sys.path.insert(1, str(ROOT))
+    # the checkout for every subprocess too (pytest, the benchmark's memory children): no install needed
+    os.environ["PYTHONPATH"] = os.pathsep.join(x for x in (str(ROOT), os.environ.get("PYTHONPATH")) if x)
+    import hosts
+
+    selected = list(hosts.HOSTS) if args.hosts is None else [h for h in args.hosts.split(",") if h]
+    for name in selected:
+        if name not in hosts.HOSTS:
+            p.error(f"--hosts must name hosts among {', '.join(hosts.HOSTS)}, got {name!r}")
     if args.dry_run:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    sys.path.insert(0, str(HERE))
     import bench_logprobs as bench
     import torch
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    cfg = DRY if args.dry_run else REAL
+    where = SimpleNamespace(
+        hosts=selected,
+        venvs=Path(args.venvs).resolve() if args.venvs else None,
+        site=Path(args.site).resolve() if args.site else None,
+    )
+    cfg = SimpleNamespace(**vars(DRY if args.dry_run else REAL), where=where)
     try:
         import triton
 
@@ -562,6 +658,8 @@ def main(argv=None) -> int:
             "torch": torch.__version__,
             "triton": triton_version,
             "python": platform.python_version(),
+            "executable": sys.executable,
+            "transformers": this_python()["transformers"],
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "parts": parts,
         },
@@ -577,7 +675,7 @@ def main(argv=None) -> int:
     for part in parts:
         t0 = time.time()
         print(f"[gpu-check] {part} ...", flush=True)
-        entry = {}
+        entry = {"runtime": this_python()}
         try:
             entry["result"] = functions[part](cfg, args.dry_run, out)
         except Exception as exc:

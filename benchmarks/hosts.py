@@ -5,9 +5,13 @@ step time and peak GPU memory). A host is one entry of :data:`HOSTS`: the virtua
 it runs from and how to write its command for a :class:`Job`. Adding a host is one more entry,
 nothing else.
 
-Every run is a subprocess of the host's CLI from its venv (``make venvs``), offline, on a model
-and data built here (:func:`build_model`, :func:`write_data`). ``benchmarks/probe`` is put on the
-run's ``PYTHONPATH``: its ``sitecustomize`` records each ``Trainer.training_step`` (time, batch
+Every run is a subprocess of the host's CLI, offline, on a model and data built here
+(:func:`build_model`, :func:`write_data`), with the Python that :func:`find_runtime` finds for the
+host (a :class:`Runtime`): the host's venv (``make venvs``) if there is one, else a folder of the
+host's packages installed with ``pip install --target gpu_site/<host>`` (``make gpu-wheels``) on
+the running Python's ``sys.path``, else the running Python itself if it imports the host.
+The checkout is put on every run's ``PYTHONPATH`` (rift-losses is used from it, not installed), and
+so is ``benchmarks/probe``: its ``sitecustomize`` records each ``Trainer.training_step`` (time, batch
 shape, target tokens; on CUDA the peak allocated memory). The process tree's peak resident set
 size is the largest ``ru_maxrss`` among the processes it waited for (read by a small wrapper
 process around the CLI), i.e. the peak RSS of the training process.
@@ -15,6 +19,7 @@ process around the CLI), i.e. the peak RSS of the training process.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -64,12 +69,12 @@ class Job:
     env: dict = field(default_factory=dict)
 
 
-def _swift(job: Job, venv: Path) -> list[str]:
+def _swift(job: Job, cli: list[str]) -> list[str]:
     dataset = job.data / ("rift.jsonl" if job.mode == "rift" else "plain.jsonl")
     if job.mode == "baseline":
         dataset = job.data / "short.jsonl"
     cmd = [
-        str(venv / "bin" / "swift"),
+        *cli,
         "sft",
         "--model",
         str(job.model),
@@ -131,7 +136,7 @@ def _swift_env(job: Job) -> dict:
     return {"RIFT_INPLACE_GRAD": "1" if job.inplace_grad else "0"} if job.mode == "rift" else {}
 
 
-def _llamafactory(job: Job, venv: Path) -> list[str]:
+def _llamafactory(job: Job, cli: list[str]) -> list[str]:
     config = {
         "model_name_or_path": str(job.model),
         "stage": "sft",
@@ -161,10 +166,10 @@ def _llamafactory(job: Job, venv: Path) -> list[str]:
     job.out.mkdir(parents=True, exist_ok=True)
     path = job.out.parent / f"{job.out.name}.yaml"  # JSON is YAML (LLaMA-Factory's .json route is broken in 0.9.5)
     path.write_text(json.dumps(config))
-    return [str(venv / "bin" / "llamafactory-cli"), "train", str(path)]
+    return [*cli, "train", str(path)]
 
 
-def _trl(job: Job, venv: Path) -> list[str]:
+def _trl(job: Job, cli: list[str]) -> list[str]:
     # `dataset_name` loads every data file of a folder: each run gets a folder with its one file.
     name = {"rift": "rift.jsonl", "plain": "plain.jsonl", "baseline": "short.jsonl"}[job.mode]
     data_dir = job.out / "data"
@@ -195,15 +200,20 @@ def _trl(job: Job, venv: Path) -> list[str]:
         config.update(loss_type="rift", rift_inplace_grad=job.inplace_grad)
     path = job.out.parent / f"{job.out.name}.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
-    return [str(venv / "bin" / "trl"), "sft", "--config", str(path)]
+    return [*cli, "sft", "--config", str(path)]
 
 
 @dataclass(frozen=True)
 class Host:
     name: str
     venv: Path
-    command: object  # (Job, venv) -> argv
+    command: object  # (Job, cli: the argv that starts the host's console script) -> argv
     env: object = None  # (Job) -> extra environment, or None
+    #: the console script the command starts, the distribution that ships it, and a module whose
+    #: import proves the host can train (it imports the host's trainer and ``datasets``)
+    script: str = ""
+    dist: str = ""
+    module: str = ""
 
     def python(self) -> Path:
         return self.venv / "bin" / "python"
@@ -211,10 +221,130 @@ class Host:
 
 #: The hosts, in report order. TRL's plain SFT is its own ``loss_type: nll`` (its fused LM head).
 HOSTS = {
-    "ms-swift": Host("ms-swift", ROOT / ".venvs" / "swift", _swift, _swift_env),
-    "llamafactory": Host("llamafactory", ROOT / ".venvs" / "llamafactory", _llamafactory),
-    "trl": Host("trl", ROOT / ".venvs" / "trl", _trl),
+    "ms-swift": Host(
+        "ms-swift", ROOT / ".venvs" / "swift", _swift, _swift_env, "swift", "ms-swift", "swift.pipelines.train.sft"
+    ),
+    "llamafactory": Host(
+        "llamafactory",
+        ROOT / ".venvs" / "llamafactory",
+        _llamafactory,
+        script="llamafactory-cli",
+        dist="llamafactory",
+        module="llamafactory.train.tuner",
+    ),
+    "trl": Host("trl", ROOT / ".venvs" / "trl", _trl, script="trl", dist="trl", module="trl.scripts.sft"),
 }
+
+#: Where :func:`find_runtime` looks: ``<VENVS>/<venv name>`` and ``<SITE>/<host name>``.
+VENVS = ROOT / ".venvs"
+SITE = ROOT / "gpu_site"
+ROUTES = ("venv", "site", "current")
+
+# Runs a console script from its entry point (what pip writes into a venv's bin/, which a
+# `pip install --target` folder on PYTHONPATH cannot provide): python -c RUN_SCRIPT NAME ARGS...
+_RUN_SCRIPT = (
+    "import sys; from importlib.metadata import entry_points; name = sys.argv[1]; "
+    "(ep,) = entry_points(group='console_scripts', name=name); sys.argv = [name, *sys.argv[2:]]; "
+    "sys.exit(ep.load()())"
+)
+
+# Imports the host's module and prints the versions that run it.
+_VERSIONS = textwrap.dedent(
+    """
+    import importlib, importlib.metadata as md, json, platform, sys
+    module, dist = sys.argv[1], sys.argv[2]
+    importlib.import_module(module)
+    out = {"python_version": platform.python_version()}
+    for name in ("torch", "triton", "transformers"):
+        try:
+            out[name] = importlib.import_module(name).__version__
+        except ImportError as exc:
+            out[name] = f"not importable ({exc})"
+    out[dist] = md.version(dist)
+    print("RIFT_RUNTIME " + json.dumps(out))
+    """
+)
+
+
+class HostUnavailable(RuntimeError):
+    """No Python here can run the host (the message says what was tried and why each failed)."""
+
+
+def _pythonpath(*front, inherit: bool = True) -> str:
+    parts = [str(p) for p in front]
+    if inherit and os.environ.get("PYTHONPATH"):
+        parts.append(os.environ["PYTHONPATH"])
+    return os.pathsep.join(parts)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The Python that runs a host: ``route`` (one of :data:`ROUTES`), its executable, the folders
+    put in front of its ``sys.path`` (besides the checkout), and the versions it imports."""
+
+    host: str
+    route: str
+    python: str
+    paths: tuple = ()
+    versions: dict = field(default_factory=dict)
+
+    def cli(self, script: str) -> list[str]:
+        """The argv that starts the console script ``script``."""
+        if self.route == "venv":
+            return [str(Path(self.python).parent / script)]
+        return [self.python, "-c", _RUN_SCRIPT, script]
+
+    def pythonpath(self, *front) -> str:
+        """``PYTHONPATH`` of a run: ``front``, the checkout, the route's folders; outside a venv also the
+        caller's ``PYTHONPATH`` (where a node may keep its base packages)."""
+        return _pythonpath(*front, ROOT, *self.paths, inherit=self.route != "venv")
+
+    def describe(self) -> dict:
+        return {"route": self.route, "python": self.python, "site": list(map(str, self.paths)), **self.versions}
+
+
+def _probe(host: Host, route: str, python: str, paths=()) -> Runtime:
+    runtime = Runtime(host.name, route, str(python), tuple(paths))
+    proc = subprocess.run(
+        [runtime.python, "-c", _VERSIONS, host.module, host.dist],
+        capture_output=True,
+        text=True,
+        env=offline_env(PYTHONPATH=runtime.pythonpath()),
+        timeout=300,
+    )
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RIFT_RUNTIME ")]
+    if proc.returncode != 0 or not line:
+        last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        raise HostUnavailable(f"{route} {python}{' + ' + ', '.join(map(str, paths)) if paths else ''}: {last}")
+    return Runtime(host.name, route, str(python), tuple(paths), json.loads(line[-1].split(" ", 1)[1]))
+
+
+@functools.cache  # one import probe per host and process
+def find_runtime(host: Host, *, venvs: Path | None = VENVS, site: Path | None = SITE, python=sys.executable) -> Runtime:
+    """The first Python that imports ``host``: its venv ``venvs/<venv name>`` (if it exists), else
+    ``python`` with ``site/<host name>`` in front of its ``sys.path`` (if that folder exists), else
+    ``python`` alone. Raises :class:`HostUnavailable` naming every route tried and why it failed."""
+    tried = []
+    candidates = []
+    if venvs is not None and (Path(venvs) / host.venv.name / "bin" / "python").exists():
+        candidates.append(("venv", Path(venvs) / host.venv.name / "bin" / "python", ()))
+    if site is not None and (Path(site) / host.name).is_dir():
+        candidates.append(("site", python, (Path(site) / host.name,)))
+    candidates.append(("current", python, ()))
+    for route, exe, paths in candidates:
+        try:
+            return _probe(host, route, exe, paths)
+        except HostUnavailable as exc:
+            tried.append(str(exc))
+    where = []  # the routes that had no candidate
+    if venvs is None or not (Path(venvs) / host.venv.name / "bin" / "python").exists():
+        where.append("venvs not searched" if venvs is None else f"no {Path(venvs) / host.venv.name}")
+    if site is not None and not (Path(site) / host.name).is_dir():
+        where.append(f"no {Path(site) / host.name}")
+    raise HostUnavailable(
+        f"no Python here imports {host.module} ({'; '.join(where) or 'every route exists'}); tried: "
+        + " | ".join(tried)
+    )
 
 
 # ------------------------------------------------------------------------------ model and data
@@ -251,7 +381,9 @@ def build_model(path: Path, shape: Shape, *, python: str = sys.executable, devic
         (path / "rift_bench_model.json").write_text(json.dumps(s))
         """
     )
-    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, env=offline_env())
+    proc = subprocess.run(
+        [python, "-c", code], capture_output=True, text=True, env=offline_env(PYTHONPATH=_pythonpath(ROOT))
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"building the {shape} model failed:\n{proc.stderr[-3000:]}")
     return path
@@ -299,14 +431,18 @@ def write_data(path: Path, model: Path, *, rows: int, prompt_tokens: int, respon
     return path
 
 
-def write_host_data(host: Host, path: Path, model: Path, **sizes) -> Path:
-    """:func:`write_data` run by ``host``'s own Python: token counts are those of the host's tokenizer
-    (the same tokenizer files split text differently under different transformers versions)."""
+def write_host_data(host: Host, path: Path, model: Path, *, runtime: Runtime | None = None, **sizes) -> Path:
+    """:func:`write_data` run by ``host``'s own Python (``runtime``, default :func:`find_runtime`): token
+    counts are those of the host's tokenizer (the same tokenizer files split text differently under
+    different transformers versions)."""
+    runtime = runtime or find_runtime(host)
     code = (
         f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import hosts; "
         f"from pathlib import Path; hosts.write_data(Path({str(path)!r}), Path({str(model)!r}), **{sizes!r})"
     )
-    proc = subprocess.run([str(host.python()), "-c", code], capture_output=True, text=True, env=offline_env())
+    proc = subprocess.run(
+        [runtime.python, "-c", code], capture_output=True, text=True, env=offline_env(PYTHONPATH=runtime.pythonpath())
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{host.name}: writing the benchmark data failed:\n{proc.stderr[-3000:]}")
     return path
@@ -342,10 +478,10 @@ _WRAPPER = textwrap.dedent(
 )
 
 
-def run(host: Host, job: Job, *, timeout: int = 900) -> dict:
-    """Run ``job`` through ``host``'s CLI; its probe records and peak RSS. Raises on any failure."""
-    if not host.python().exists():
-        raise RuntimeError(f"{host.name}: no virtual environment at {host.venv} (run `make venvs`)")
+def run(host: Host, job: Job, *, timeout: int = 900, runtime: Runtime | None = None) -> dict:
+    """Run ``job`` through ``host``'s CLI with ``runtime`` (default :func:`find_runtime`); its probe
+    records and peak RSS. Raises on any failure."""
+    runtime = runtime or find_runtime(host)
     job.out.mkdir(parents=True, exist_ok=True)
     probe = job.out / "probe"
     for old in job.out.glob("probe.*.json"):
@@ -354,14 +490,14 @@ def run(host: Host, job: Job, *, timeout: int = 900) -> dict:
     if host.env is not None:
         extra.update(host.env(job))
     extra.update(
-        PYTHONPATH=str(PROBE_DIR),
+        PYTHONPATH=runtime.pythonpath(PROBE_DIR),
         RIFT_BENCH_PROBE=str(probe),
         MODELSCOPE_CACHE=str(job.out.parent / "ms_cache"),
         HF_HOME=str(job.out.parent / "hf"),
     )
     if job.cpu:  # CPU tensors are host memory: freed ones must leave the resident set
         extra.update(CUDA_VISIBLE_DEVICES="", MALLOC_MMAP_THRESHOLD_="65536")
-    cmd = [str(host.python()), "-c", _WRAPPER, *host.command(job, host.venv)]
+    cmd = [runtime.python, "-c", _WRAPPER, *host.command(job, runtime.cli(host.script))]
     proc = subprocess.run(
         cmd, env=offline_env(**extra), cwd=job.out.parent, capture_output=True, text=True, timeout=timeout
     )

@@ -7,6 +7,10 @@ directory on ``PYTHONPATH`` for its runs, nothing else does). Wraps ``Trainer.tr
 GPU), the batch's shape and target tokens, and on CUDA the memory allocated when the step began
 and the peak allocated during it (``torch.cuda.max_memory_allocated``, reset before each step).
 A process that ran no training step writes nothing.
+
+It also imports ``_rift_losses_hook`` (from the checkout, on the same ``PYTHONPATH``): a host run
+from a ``pip install --target`` folder or a Python without rift-losses installed has no
+``rift_losses.pth`` to do it, and in a venv that has one the import is a no-op.
 """
 
 import os
@@ -58,4 +62,6 @@ def _install():
 
 
 if _OUT:
+    import _rift_losses_hook  # noqa: F401  (registers the adapters when the host is imported)
+
     _install()
