@@ -31,13 +31,14 @@ LF_TESTS := $(wildcard tests/core/test_logprobs_impl.py tests/core/test_triton_c
 	tests/core/test_inplace_version.py tests/llamafactory tests/benchmarks)
 TRL_TESTS := $(wildcard tests/trl)
 
-.PHONY: test lint test-core demo reproduce bench bench-hosts gpu-check venvs clean
+.PHONY: test lint test-core demo reproduce bench bench-hosts bench-methods gpu-check venvs clean
 
 test: venvs lint
 	$(SWIFT_PY) -m pytest $(SWIFT_TESTS) $(PYTEST_ARGS)
 	$(if $(LF_TESTS),$(LF_PY) -m pytest $(LF_TESTS) $(PYTEST_ARGS))
 	$(if $(TRL_TESTS),$(TRL_PY) -m pytest $(TRL_TESTS) $(PYTEST_ARGS))
 	$(SWIFT_PY) reproduce/run.py --smoke --out reproduce_out/smoke
+	$(SWIFT_PY) reproduce/verify.py reproduce_out/smoke/results.json
 
 # ruff (pyproject.toml's [tool.ruff]): lint and formatting of the whole tree; CI fails on either.
 lint: $(SWIFT_VENV)/.ready
@@ -52,10 +53,12 @@ test-core: $(SWIFT_VENV)/.ready
 demo: venvs
 	$(SWIFT_PY) demo/run_demo.py $(DEMO_ARGS)
 
-# The paper's recipe end to end, offline (reproduce/run.py explains each step): a base trained with
-# `swift sft`, K = 8 samples per problem with `swift sample`, labelled, SFT/RFT/naive/RIFT arms,
-# a second RIFT round, mean@8 and pass@8 on held-out problems, 3 seeds. Writes reproduce_out/results.json,
-# results.md and results.png. About 45 minutes on 2 CPU cores; REPRODUCE_ARGS=--smoke: a few minutes.
+# The paper's recipe end to end, offline (reproduce/run.py explains each step; docs/reproduce.md the
+# protocol): a base trained with `swift sft`, K = 8 samples per problem with `swift sample`, labelled,
+# SFT/DFT/RFT/DPO/naive/RIFT arms (3 epochs each, LR chosen on val), a second RFT and RIFT round,
+# mean@8 and pass@8 on held-out problems, 5 seeds, paired statistics. Writes reproduce_out/results.json,
+# results.md, results.png and the labelled evaluation files (checked by reproduce/verify.py). Hours on
+# 2 CPU cores; REPRODUCE_ARGS=--smoke: a few minutes.
 reproduce: $(SWIFT_VENV)/.ready
 	$(SWIFT_PY) reproduce/run.py $(REPRODUCE_ARGS)
 
@@ -69,6 +72,12 @@ bench: $(SWIFT_VENV)/.ready
 # about 12 GB of memory). benchmarks/host_memory.py explains the method.
 bench-hosts: venvs
 	$(LF_PY) benchmarks/host_memory.py $(BENCH_ARGS)
+
+# The paper's Table 7 on CPU: peak RSS of one training step per method through MS-Swift (RFT/SFT,
+# RIFT, DPO with its reference model), float32, V = 151936, one ~2k-token row (one pair for DPO);
+# ratios to RFT. About 20 GB of free memory (BENCH_ARGS=--response-tokens 960 for about half).
+bench-methods: $(SWIFT_VENV)/.ready
+	$(SWIFT_PY) benchmarks/method_memory.py $(BENCH_ARGS)
 
 # Every GPU figure in one run on a machine with one CUDA GPU (under 8 minutes): pytest -m gpu, the
 # kernel benchmark, Triton autotune table, one host step per host. Writes gpu_report.{json,md} to

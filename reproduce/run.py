@@ -166,6 +166,7 @@ TEMPERATURE, TOP_P = 0.7, 0.8
 _lock = threading.Lock()
 _cpu = {"children": 0.0}
 _timings: dict[str, float] = {}
+_timings_file: list[Path] = []
 
 
 def say(text: str = "") -> None:
@@ -208,9 +209,13 @@ def run(cmd: list, log: Path, *, extra_env: dict | None = None) -> float:
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - start
+    what = str(log.parent.relative_to(REPO) if log.is_relative_to(REPO) else log.parent)
     with _lock:
         _cpu["children"] += usage.ru_utime + usage.ru_stime
-        _timings[str(log.parent.relative_to(REPO) if log.is_relative_to(REPO) else log.parent)] = round(wall, 1)
+        _timings[what] = round(wall, 1)
+        if _timings_file:  # as they finish, so that a run stopped early still tells its per-command times
+            with open(_timings_file[0], "a") as f:
+                f.write(json.dumps({"command": what, "seconds": round(wall, 1), "rc": proc.returncode}) + "\n")
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-4000:]
         raise SystemExit(
@@ -586,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
     started = time.monotonic()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    _timings_file[:] = [out / "timings.jsonl"]
     say(
         f"reproduce ({'smoke' if args.smoke else 'full'}): K = {k}, seeds {seeds}, LR grid "
         f"{list(cfg['grid'])} (edge rule: at most {cfg['max_extensions']} extensions), shared LR "
