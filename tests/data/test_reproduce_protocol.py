@@ -157,3 +157,20 @@ def test_verify_recomputes_scores_from_the_eval_files(tmp_path):
     assert any("mean_at_k recomputed from rift-s0.jsonl is 0.41666" in b for b in bad)
     results["eval_files"]["rift"] = ["elsewhere.jsonl"]
     assert any("eval_files.rift must be" in b for b in verify.verify(results, tmp_path))
+
+
+def test_dpo_pairs_script_writes_swift_preference_rows(tmp_path, capsys):
+    import dpo_pairs
+
+    user = {"role": "user", "content": "2 + 3?"}
+    ref = {"role": "assistant", "content": "2 + 3 = 5. The answer is 5."}
+    write_jsonl(tmp_path / "problems.jsonl", [{"messages": [user, ref], "answer": "5"}])
+    wrong = {"role": "assistant", "content": "The answer is 6."}
+    write_jsonl(tmp_path / "labelled.jsonl", [{"messages": [user, wrong], "reward": -0.2}])
+    args = [str(tmp_path / "labelled.jsonl"), "--problems", str(tmp_path / "problems.jsonl")]
+    assert dpo_pairs.main([*args, "-o", str(tmp_path / "pairs.jsonl")]) == 0
+    row = json.loads((tmp_path / "pairs.jsonl").read_text())
+    assert row == {"messages": [user, ref], "rejected_response": "The answer is 6."}
+    write_jsonl(tmp_path / "problems.jsonl", [{"messages": [{"role": "user", "content": "other"}, ref]}])
+    with pytest.raises(SystemExit, match="labelled.jsonl:1: messages must have a prompt of the reference problems"):
+        dpo_pairs.main([*args, "-o", str(tmp_path / "p2.jsonl")])
