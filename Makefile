@@ -36,7 +36,7 @@ TRL_TESTS := $(wildcard tests/trl)
 VERL_TESTS := $(wildcard tests/verl)
 
 .PHONY: test lint test-core test-swift test-lf test-trl test-verl test-smoke test-online-smoke demo reproduce \
-	reproduce-online bench bench-hosts gpu-check gpu-wheels venvs clean
+	reproduce-online bench bench-hosts bench-methods gpu-check gpu-wheels venvs clean
 
 # The suites share nothing (each its own venv, pytest's own temporary folders, rendezvous ports
 # chosen by the OS), so they run side by side: on 2 cores most of a suite's time is single-threaded
@@ -62,7 +62,8 @@ test-trl: $(TRL_VENV)/.ready
 
 # The whole reproduction at toy sizes (every arm, about 2 minutes); writes a marker the summary reads.
 test-smoke: $(SWIFT_VENV)/.ready
-	mkdir -p $(TEST_OUT) && $(SWIFT_PY) reproduce/run.py --smoke --out reproduce_out/smoke && touch $(TEST_OUT)/test-smoke.ok
+	mkdir -p $(TEST_OUT) && $(SWIFT_PY) reproduce/run.py --smoke --out reproduce_out/smoke \
+		&& $(SWIFT_PY) reproduce/verify.py reproduce_out/smoke/results.json && touch $(TEST_OUT)/test-smoke.ok
 
 test-verl: $(VERL_VENV)/.ready
 	$(VERL_PY) -m pytest $(VERL_TESTS) --junitxml=$(TEST_OUT)/test-verl.xml $(PYTEST_ARGS)
@@ -89,10 +90,12 @@ test-core: $(SWIFT_VENV)/.ready
 demo: venvs
 	$(SWIFT_PY) demo/run_demo.py $(DEMO_ARGS)
 
-# The paper's recipe end to end, offline (reproduce/run.py explains each step): a base trained with
-# `swift sft`, K = 8 samples per problem with `swift sample`, labelled, SFT/RFT/naive/RIFT arms,
-# a second RIFT round, mean@8 and pass@8 on held-out problems, 3 seeds. Writes reproduce_out/results.json,
-# results.md and results.png. About 45 minutes on 2 CPU cores; REPRODUCE_ARGS=--smoke: a few minutes.
+# The paper's recipe end to end, offline (reproduce/run.py explains each step; docs/reproduce.md the
+# protocol): a base trained with `swift sft`, K = 8 samples per problem with `swift sample`, labelled,
+# SFT/DFT/RFT/DPO/naive/RIFT arms (3 epochs each, LR chosen on val), a second RFT and RIFT round,
+# mean@8 and pass@8 on held-out problems, 5 seeds, paired statistics. Writes reproduce_out/results.json,
+# results.md, results.png and the labelled evaluation files (checked by reproduce/verify.py). Hours on
+# 2 CPU cores; REPRODUCE_ARGS=--smoke: a few minutes.
 reproduce: $(SWIFT_VENV)/.ready
 	$(SWIFT_PY) reproduce/run.py $(REPRODUCE_ARGS)
 
@@ -112,6 +115,12 @@ bench: $(SWIFT_VENV)/.ready
 # about 12 GB of memory). benchmarks/host_memory.py explains the method.
 bench-hosts: venvs
 	$(LF_PY) benchmarks/host_memory.py $(BENCH_ARGS)
+
+# The paper's Table 7 on CPU: peak RSS of one training step per method through MS-Swift (RFT/SFT,
+# RIFT, DPO with its reference model), float32, V = 151936, one ~2k-token row (one pair for DPO);
+# ratios to RFT. About 20 GB of free memory (BENCH_ARGS=--response-tokens 960 for about half).
+bench-methods: $(SWIFT_VENV)/.ready
+	$(SWIFT_PY) benchmarks/method_memory.py $(BENCH_ARGS)
 
 # Every GPU figure in one run on a machine with one CUDA GPU (under 8 minutes): pytest -m gpu, the
 # kernel benchmark, Triton autotune table, one host step per host. Writes gpu_report.{json,md} to

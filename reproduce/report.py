@@ -7,17 +7,33 @@ from pathlib import Path
 LABELS = {
     "base": "base (before any arm)",
     "sft": "SFT on references",
+    "dft": "DFT on references",
     "rft": "RFT (positives only)",
+    "dpo": "DPO (sample vs reference pairs)",
     "naive": "naive (eq. 1)",
     "rift": "RIFT, token level (default)",
     "rift_seq": "RIFT, sequence level (eq. 5 literal)",
     "rift_gaussian": "RIFT, gaussian-normalized rewards",
+    "rft_round2": "RFT, round 2 (fresh samples)",
     "rift_round2": "RIFT, round 2 (fresh samples)",
 }
 
 
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:+.1f}"
+
+
+def _ci(m: dict, key: str) -> str:
+    lo, hi = m.get(key + "_ci95", [None, None])
+    return "" if lo is None else f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _verdict(flag) -> str:
+    return {True: "yes", False: "no", None: "n/a (1 seed)"}[flag]
+
+
 def _cell(m: dict, key: str) -> str:
-    return f"{100 * m[key]:.1f} ± {100 * m[key + '_sd']:.1f}"
+    return f"{100 * m[key]:.1f} ± {100 * m[key + '_sd']:.1f}{_ci(m, key)}"
 
 
 def _seeds(m: dict, key: str) -> str:
@@ -27,9 +43,11 @@ def _seeds(m: dict, key: str) -> str:
 def markdown(results: dict) -> str:
     k = results["k"]
     n = len(results["methods"]["base"]["per_seed"])
+    new_protocol = "protocol" in results  # results of the protocol fixed for issue 19 (intervals, edge rule)
     lines = [
-        f"Held-out eval: mean@{k} and pass@{k} in %, mean ± sample standard deviation over {n} seed(s) "
-        "(per seed in brackets).",
+        f"Held-out eval: mean@{k} and pass@{k} in %, mean ± sample standard deviation over {n} seed(s)"
+        + (", [95% t-interval] " if new_protocol else " ")
+        + "(per seed in brackets).",
         "",
         f"| method | LR (chosen on val) | mean@{k} | pass@{k} | LR {results['shared_lr']:g} (shared): "
         f"mean@{k} | pass@{k} |",
@@ -57,11 +75,61 @@ def markdown(results: dict) -> str:
         f"Learning rate selection (val mean@{k} in %, seed {results['methods']['base']['per_seed'][0]['seed']}):",
         "",
     ]
-    grid = results["lr_grid"]
+    sels = results["lr_selection_val_mean_at_k"]
+    grid = sorted({float(lr) for sel in sels.values() for lr in sel})
     lines.append("| method | " + " | ".join(f"{lr:g}" for lr in grid) + " |")
     lines.append("| --- |" + " --- |" * len(grid))
-    for name, sel in results["lr_selection_val_mean_at_k"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * sel[f'{lr:g}']:.1f}" for lr in grid) + " |")
+    for name, sel in sels.items():
+        cells = [f"{100 * sel[f'{lr:g}']:.1f}" if f"{lr:g}" in sel else "-" for lr in grid]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    fifth = results.get("methods_fifth_rft_lr", {})
+    if fifth:
+        lines += ["", f"At one fifth of RFT's chosen rate ({results['fifth_rft_lr']:g}):", ""]
+        lines += [f"| method | mean@{k} | pass@{k} |", "| --- | --- | --- |"]
+        for name, m in fifth.items():
+            lines.append(f"| {LABELS.get(name, name)} | {_cell(m, 'mean_at_k')} | {_cell(m, 'pass_at_k')} |")
+    gate = results.get("validity_gate")
+    if gate:
+        spread = "-" if gate["seed_spread"] is None else f"{100 * gate['seed_spread']:.1f}"
+        lines += [
+            "",
+            f"Validity gate ({gate['rule']}): RFT - base = {_pct(gate['rft_minus_base'])} points, seed spread "
+            f"{spread} points: **{'holds' if gate['holds'] else 'DOES NOT HOLD'}**"
+            + ("" if gate["assessable"] else " (not assessable with one seed)")
+            + ".",
+        ]
+    for title, key in (("at the chosen rates", "paired"), ("at the shared rate", "paired_shared_lr")):
+        if key not in results:
+            continue
+        lines += [
+            "",
+            f"Paired differences {title} (points of %; 95% intervals; distinguishable = interval excludes 0):",
+            "",
+            "| difference | metric | by seed: mean [95% t] | distinguishable | bootstrap over problems: "
+            "mean [95%] | distinguishable |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, entry in results[key].items():
+            for metric in ("mean_at_k", "pass_at_k"):
+                a, b = entry[metric]["by_seed"], entry[metric]["bootstrap_over_problems"]
+                lines.append(
+                    f"| {name.replace('_minus_', ' - ')} | {metric.replace('_at_k', f'@{k}')} | {_pct(a['mean'])} "
+                    f"[{_pct(a['ci95'][0])}, {_pct(a['ci95'][1])}] | {_verdict(a['distinguishable_from_zero'])} | "
+                    f"{_pct(b['mean'])} [{_pct(b['ci95'][0])}, {_pct(b['ci95'][1])}] | "
+                    f"{_verdict(b['distinguishable_from_zero'])} |"
+                )
+    ext = {m: e for m, e in results.get("lr_extensions", {}).items() if e}
+    if new_protocol:
+        lines += [
+            "",
+            "Grid extensions (edge rule): "
+            + (
+                "none"
+                if not ext
+                else "; ".join(f"{m}: " + ", ".join(f"{x['lr']:g}" for x in e) for m, e in ext.items())
+            )
+            + ".",
+        ]
     b = results["buffer_stats"]["round1"]
     lines += [
         "",

@@ -1,25 +1,34 @@
 """`make reproduce`: the RIFT paper's recipe end to end, offline, on a generated arithmetic task.
 
 1. Data and model: generated multi-step arithmetic word problems with worked solutions
-   (reproduce/task.py; splits base / train / val / eval), and a small Qwen2-shaped model with a
-   small-vocabulary tokenizer, built locally.
-2. Base: `swift sft` on the base split's reference solutions, to a model that solves some
-   problems but not all.
+   (reproduce/task.py; disjoint splits base / train / val / eval), and a small Qwen2-shaped model
+   with a small-vocabulary tokenizer, built locally.
+2. Base: `swift sft` on the base split's reference solutions (never the rows the arms see), to a
+   model that solves some problems but not all.
 3. Buffer: `swift sample` (transformers engine, T = 0.7, top-p 0.8) draws K answers per train
    problem from the base; `rift-losses join` gives them their reference answers,
    `rift-losses label` grades them (+1.0 / -0.2), `rift-losses stats` prints Table 1/4,
    `rift-losses convert --to swift` writes the training buffer.
-4. Arms, all from the base with the same steps and batch: SFT on the train references, RFT (the
-   positive samples, plain cross-entropy), the naive loss (`--loss_type rift_naive`), RIFT token
-   level (`--loss_type rift`), RIFT sequence level (`RIFT_LEVEL=sequence`), and RIFT on
-   gaussian-normalized rewards (`--loss_type rift_gaussian`). The learning rate of each method is
-   chosen on the val split (mean@K, seed 0) from one grid; every method also runs at one shared
-   learning rate (the grid's middle, fixed in advance).
-5. Round 2: `swift sample` from each seed's RIFT model on the train problems, label, RIFT again.
+4. Arms, all from the base, each through its host recipe and each for the same number of epochs
+   over its own data (:data:`PROTOCOL`): SFT and DFT on the train references (`swift sft`,
+   `--enable_dft_loss true`), RFT (the positive samples, plain cross-entropy), DPO
+   (`swift rlhf --rlhf_type dpo`; each sample paired with the reference solution, preferring the
+   sample when correct and the reference otherwise), the naive loss (`--loss_type rift_naive`),
+   RIFT token level (`--loss_type rift`), RIFT sequence level (`RIFT_LEVEL=sequence`) and RIFT on
+   gaussian-normalized rewards (`--loss_type rift_gaussian`). Each method's learning rate is
+   chosen on the val split from one log-spaced grid (the edge rule extends it at most twice);
+   every method also runs at one shared rate, and RIFT and DPO at one fifth of RFT's chosen rate.
+5. Round 2 (Table 11): `swift sample` from each seed's RFT and RIFT models on the train problems,
+   label, and the same method again.
 6. Evaluation: K samples per held-out eval problem with the same sampler settings (MS-Swift's
    transformers engine in one process: reproduce/evaluate.py), graded by `rift-losses label`,
-   mean@K and pass@K by `rift-losses stats --k` (the same functions, called in-process).
-7. Writes reproduce_out/results.json, results.md and results.png.
+   mean@K and pass@K by `rift-losses stats --k` (the same functions, called in-process). The
+   labelled samples stay under OUT/eval/ (results.json "eval_files").
+7. Statistics (reproduce/stats.py): per method the mean and 95% interval over seeds; RIFT against
+   RFT and against DPO paired by seed and by a paired bootstrap over held-out problems; the
+   validity gate (RFT above the base by more than the seed spread).
+8. Writes OUT/results.json, results.md and results.png, and checks results.json against the kept
+   evaluation files (reproduce/verify.py).
 
 Run with the MS-Swift environment's Python (`make reproduce`; `REPRODUCE_ARGS=--smoke` for the
 toy-size run that `make test` includes).
@@ -32,29 +41,90 @@ import concurrent.futures as cf
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import stats  # noqa: E402
 import task  # noqa: E402
 
 BIN = Path(sys.executable).parent
-METHODS = ("sft", "rft", "naive", "rift", "rift_seq", "rift_gaussian")
-#: method -> (training data, --loss_type or None for MS-Swift's cross-entropy, RIFT_LEVEL)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One method: its training data, the host command and the loss options."""
+
+    data: str  # "references" | "positives" | "buffer" | "pairs"
+    command: str = "sft"  # "sft" (`swift sft`) | "dpo" (`swift rlhf --rlhf_type dpo`)
+    loss_type: str | None = None  # --loss_type (None: the host's own cross-entropy)
+    level: str | None = None  # RIFT_LEVEL
+    dft: bool = False  # --enable_dft_loss true
+
+
+#: method -> arm; the one list of methods (results.json, the report and the checks read it)
 ARMS = {
-    "sft": ("references", None, None),
-    "rft": ("positives", None, None),
-    "naive": ("buffer", "rift_naive", None),
-    "rift": ("buffer", "rift", "token"),
-    "rift_seq": ("buffer", "rift", "sequence"),
-    "rift_gaussian": ("buffer", "rift_gaussian", None),
+    "sft": Arm("references"),
+    "dft": Arm("references", dft=True),
+    "rft": Arm("positives"),
+    "dpo": Arm("pairs", command="dpo"),
+    "naive": Arm("buffer", loss_type="rift_naive"),
+    "rift": Arm("buffer", loss_type="rift", level="token"),
+    "rift_seq": Arm("buffer", loss_type="rift", level="sequence"),
+    "rift_gaussian": Arm("buffer", loss_type="rift_gaussian"),
+}
+METHODS = tuple(ARMS)
+#: methods that get a second round (fresh samples from their own round-1 model)
+ROUND2 = ("rft", "rift")
+#: methods also trained at FIFTH x RFT's chosen learning rate (the paper: 2e-6 for RIFT and DPO, 1e-5 for RFT)
+AT_FIFTH = ("rift", "dpo")
+FIFTH = 0.2
+#: the paired comparisons (a, b) reported as a - b
+PAIRS = (("rift", "rft"), ("rift", "dpo"), ("rft", "base"))
+
+#: the protocol, fixed before any run of this version (issue 19); written into results.json
+PROTOCOL = {
+    "epochs": 3,
+    "optimizer": "AdamW (adamw_torch, weight decay 0.1: MS-Swift's default)",
+    "lr_scheduler": "cosine",
+    "warmup_ratio": 0.05,
+    "global_batch": 32,
+    "lr_grid": [1e-5, 3e-5, 1e-4, 3e-4],
+    "lr_grid_rule": "log-spaced, 1-3 per decade (x3.16 per step on average), spans 30x; fixed before any run",
+    "lr_selection": "per method, the grid value with the best val mean@k (seed 0); ties go to the lower rate",
+    "lr_edge_rule": (
+        "if a method's best value is the lowest (highest) it was tried at, it is also tried one grid step "
+        "lower (higher), at most twice per method; every extension is logged in lr_extensions"
+    ),
+    "lr_edge_max_extensions": 2,
+    "shared_lr": 3e-5,
+    "shared_lr_note": (
+        "fixed in advance from issue 19's one-seed probe (SFT and RFT best at 3e-5 there), before this protocol ran"
+    ),
+    "fifth_of_rft_lr": {"methods": list(AT_FIFTH), "factor": FIFTH},
+    "seeds": [0, 1, 2, 3, 4],
+    "seed_controls": "training data order (--seed, --data_seed) and the evaluation sampling seed",
+    "base": (
+        "swift sft on the base split's reference solutions only (disjoint from train/val/eval); "
+        "it must solve some held-out problems but not all"
+    ),
+    "dpo_pairs": (
+        "one pair per sample: (sample, reference solution) preferring the sample when it is correct "
+        "and the reference otherwise; MS-Swift's DPO defaults (beta 0.1, sigmoid loss, reference = the base)"
+    ),
+    "round2": list(ROUND2),
+    "validity_gate": "mean@k(rft) - mean@k(base) > max(sd(rft), sd(base)) over the seeds (>= 2)",
+    "statistics": (
+        "per method mean and 95% t-interval over seeds; paired by seed (t-interval of per-seed differences) "
+        "and a paired bootstrap over held-out problems (2000 resamples, scores averaged over seeds)"
+    ),
 }
 
 FULL = dict(  # noqa: C408 (keyword arguments read as a table)
@@ -63,23 +133,28 @@ FULL = dict(  # noqa: C408 (keyword arguments read as a table)
     base_steps=800,
     base_batch=32,
     base_lr=3e-3,
-    steps=64,
-    batch=32,
-    grid=(3e-4, 1e-3, 3e-3),
-    shared_lr=1e-3,
-    seeds=(0, 1, 2),
+    epochs=PROTOCOL["epochs"],
+    batch=PROTOCOL["global_batch"],
+    warmup=PROTOCOL["warmup_ratio"],
+    grid=tuple(PROTOCOL["lr_grid"]),
+    max_extensions=PROTOCOL["lr_edge_max_extensions"],
+    shared_lr=PROTOCOL["shared_lr"],
+    seeds=tuple(PROTOCOL["seeds"]),
     hidden=96,
     layers=3,
 )
+#: toy size for `make test`: one grid value (so no extension), one seed, every arm and both round-2 arms
 SMOKE = dict(  # noqa: C408
     sizes={"base": 200, "train": 16, "val": 8, "eval": 16},
     k=8,
     base_steps=40,
     base_batch=32,
     base_lr=3e-3,
-    steps=4,
+    epochs=PROTOCOL["epochs"],
     batch=16,
+    warmup=PROTOCOL["warmup_ratio"],
     grid=(1e-3,),
+    max_extensions=0,
     shared_lr=1e-3,
     seeds=(0,),
     hidden=32,
@@ -90,6 +165,8 @@ TEMPERATURE, TOP_P = 0.7, 0.8
 
 _lock = threading.Lock()
 _cpu = {"children": 0.0}
+_timings: dict[str, float] = {}
+_timings_file: list[Path] = []
 
 
 def say(text: str = "") -> None:
@@ -122,7 +199,7 @@ def env(extra: dict | None = None) -> dict:
 
 
 def run(cmd: list, log: Path, *, extra_env: dict | None = None) -> float:
-    """Run a command (its output to ``log``); fail loudly with the log's tail."""
+    """Run a command (its output to ``log``); fail loudly with the log's tail. Returns its wall seconds."""
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with open(log, "w") as handle:
@@ -131,36 +208,57 @@ def run(cmd: list, log: Path, *, extra_env: dict | None = None) -> float:
         )
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - start
+    what = str(log.parent.relative_to(REPO) if log.is_relative_to(REPO) else log.parent)
     with _lock:
         _cpu["children"] += usage.ru_utime + usage.ru_stime
+        _timings[what] = round(wall, 1)
+        if _timings_file:  # as they finish, so that a run stopped early still tells its per-command times
+            with open(_timings_file[0], "a") as f:
+                f.write(json.dumps({"command": what, "seconds": round(wall, 1), "rc": proc.returncode}) + "\n")
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-4000:]
         raise SystemExit(
             f"{tail}\nreproduce: `{Path(str(cmd[0])).name} {' '.join(map(str, cmd[1:3]))} ...` failed "
             f"(exit {proc.returncode}); log: {log}"
         )
-    return time.monotonic() - start
+    return wall
 
 
-def swift_sft(
+def last_checkpoint(out: Path) -> Path:
+    """The highest ``checkpoint-N`` of a run (it holds args.json, so `swift sample` can load it)."""
+    ckpts = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    if not ckpts or not (ckpts[-1] / "args.json").exists():
+        raise SystemExit(f"reproduce: no checkpoint was written in {out} (log: {out / 'train.log'})")
+    return ckpts[-1]
+
+
+def swift_train(
     model: Path,
     data: Path,
     out: Path,
     *,
-    loss_type: str | None,
-    level: str | None,
+    arm: Arm,
     lr: float,
-    steps: int,
     batch: int,
     seed: int,
-    scheduler: str = "constant",
+    epochs: float | None = None,
+    steps: int | None = None,
+    scheduler: str = "cosine",
     warmup: float = 0.0,
 ) -> Path:
-    """`swift sft` from ``model``; returns the saved checkpoint (it holds args.json, so `swift sample` can load it)."""
+    """`swift sft` (or `swift rlhf --rlhf_type dpo`) from ``model``; returns the last checkpoint.
+
+    Trains ``epochs`` epochs over ``data`` (or exactly ``steps`` steps), AdamW, ``scheduler`` with
+    ``warmup`` of the steps as warm-up, ``batch`` rows per step on one process.
+    """
+    if (epochs is None) == (steps is None):
+        raise ValueError(f"exactly one of epochs and steps must be given, got {epochs!r} and {steps!r}")
     shutil.rmtree(out, ignore_errors=True)
+    head = ["rlhf", "--rlhf_type", "dpo"] if arm.command == "dpo" else ["sft"]
     cmd = [
         BIN / "swift",
-        "sft",
+        *head,
         "--model",
         model,
         "--model_type",
@@ -187,26 +285,25 @@ def swift_sft(
         batch,
         "--gradient_accumulation_steps",
         "1",
+        "--optim",
+        "adamw_torch",
         "--learning_rate",
         lr,
         "--lr_scheduler_type",
         scheduler,
         "--warmup_ratio",
         warmup,
-        "--max_steps",
-        steps,
-        "--num_train_epochs",
-        "1000",
+        *(["--max_steps", steps, "--num_train_epochs", "1000"] if steps else ["--num_train_epochs", epochs]),
         "--seed",
         seed,
         "--data_seed",
         seed,
         "--logging_steps",
-        max(1, steps // 8),
+        "5",
         "--save_strategy",
         "steps",
         "--save_steps",
-        steps,
+        "1000000",  # MS-Swift saves the last step in any case
         "--save_only_model",
         "true",
         "--report_to",
@@ -216,13 +313,12 @@ def swift_sft(
         "--add_version",
         "false",
     ]
-    if loss_type:
-        cmd += ["--loss_type", loss_type]
-    run(cmd, out / "train.log", extra_env={"RIFT_LEVEL": level} if level else None)
-    ckpt = out / f"checkpoint-{steps}"
-    if not (ckpt / "args.json").exists():
-        raise SystemExit(f"reproduce: {ckpt} was not written (log: {out / 'train.log'})")
-    return ckpt
+    if arm.loss_type:
+        cmd += ["--loss_type", arm.loss_type]
+    if arm.dft:
+        cmd += ["--enable_dft_loss", "true"]
+    run(cmd, out / "train.log", extra_env={"RIFT_LEVEL": arm.level} if arm.level else None)
+    return last_checkpoint(out)
 
 
 def swift_sample(model: Path, problems: Path, out_dir: Path, *, k: int, seed: int, n_problems: int) -> Path:
@@ -271,22 +367,56 @@ def rift_losses(*args, log: Path) -> str:
     return log.read_text()
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _prompt_key(messages: list[dict]) -> str:
+    return json.dumps([m for m in messages if m["role"] != "assistant"], sort_keys=True)
+
+
+def dpo_pairs(labelled: list[dict], references: list[dict], *, source: str = "labelled") -> list[dict]:
+    """The paper's DPO pairs: each sample against its problem's reference solution.
+
+    A correct sample (reward > 0) is preferred to the reference; otherwise the reference is preferred
+    to the sample. Rows are MS-Swift's preference format: ``{"messages": [..., assistant=chosen],
+    "rejected_response": rejected}``.
+
+    Raises:
+        ValueError: a sample's prompt has no reference row (naming the line of ``source``).
+    """
+    ref = {_prompt_key(r["messages"]): r["messages"][-1]["content"] for r in references}
+    out = []
+    for line, row in enumerate(labelled, 1):
+        prompt = [m for m in row["messages"] if m["role"] != "assistant"]
+        key = _prompt_key(row["messages"])
+        if key not in ref:
+            raise ValueError(f"{source}:{line}: messages must have a prompt of the reference problems, got {prompt!r}")
+        sample = row["messages"][-1]["content"]
+        chosen, rejected = (sample, ref[key]) if row["reward"] > 0 else (ref[key], sample)
+        out.append({"messages": prompt + [{"role": "assistant", "content": chosen}], "rejected_response": rejected})
+    return out
+
+
 def buffer_from_samples(samples: Path, problems: Path, work: Path) -> dict:
-    """join -> label -> stats -> convert: the user's route from `swift sample`'s output to a training buffer."""
+    """join -> label -> stats -> convert: the user's route from `swift sample`'s output to a training buffer.
+
+    Also writes the RFT data (the positive samples) and the DPO pairs of the same samples.
+    """
     joined, labelled, buffer = work / "joined.jsonl", work / "labelled.jsonl", work / "buffer.jsonl"
     rift_losses("join", samples, "--problems", problems, "-o", joined, log=work / "join.log")
     rift_losses("label", joined, "-o", labelled, log=work / "label.log")
     table = rift_losses("stats", labelled, log=work / "stats.log")
     rift_losses("stats", labelled, "--json", log=work / "stats.json")
     rift_losses("convert", labelled, "-o", buffer, "--to", "swift", log=work / "convert.log")
-    stats = json.loads((work / "stats.json").read_text())
-    positives = work / "positives.jsonl"
-    with open(labelled) as src, open(positives, "w") as dst:
-        for line in src:
-            row = json.loads(line)
-            if row["reward"] > 0:
-                dst.write(json.dumps({"messages": row["messages"]}, ensure_ascii=False) + "\n")
-    return {"buffer": buffer, "positives": positives, "stats": stats, "table": table}
+    stats_ = json.loads((work / "stats.json").read_text())
+    rows = read_jsonl(labelled)
+    positives = task.write_jsonl(
+        work / "positives.jsonl", ({"messages": r["messages"]} for r in rows if r["reward"] > 0)
+    )
+    pairs = task.write_jsonl(work / "pairs.jsonl", dpo_pairs(rows, read_jsonl(problems), source=str(labelled)))
+    return {"buffer": buffer, "positives": positives, "pairs": pairs, "stats": stats_, "table": table}
 
 
 def sample_for_eval(models: list[Path], problems: Path, out: Path, *, k: int, seed: int) -> Path:
@@ -317,56 +447,118 @@ def sample_for_eval(models: list[Path], problems: Path, out: Path, *, k: int, se
     return out
 
 
-def grade(out: Path, n_models: int, *, k: int) -> list[dict]:
+def grade(out: Path, names: list[str], *, k: int) -> list[dict]:
     """`rift-losses label` and `stats --k` of each model's samples (the same functions, in-process).
 
-    Main thread only: math-verify's timeouts use ``signal.alarm``.
+    ``out/<i>.jsonl`` (model i) is graded into ``out/<names[i]>.jsonl`` (kept: the evaluation file)
+    and removed. Main thread only: math-verify's timeouts use ``signal.alarm``.
     """
     from rift_losses.data import commands
     from rift_losses.data.at_k import at_k
 
     results = []
-    for i in range(n_models):
-        labelled = out / f"{i}.labelled.jsonl"
-        summary = commands.label(out / f"{i}.jsonl", labelled, progress="none")
+    for i, name in enumerate(names):
+        raw, labelled = out / f"{i}.jsonl", out / f"{name}.jsonl"
+        summary = commands.label(raw, labelled, progress="none")
         if summary["unlabelled"]:
-            raise SystemExit(
-                f"reproduce: {summary['unlabelled']} eval samples in {out / f'{i}.jsonl'} could not be graded"
-            )
-        results.append(at_k(labelled, k=k))
+            raise SystemExit(f"reproduce: {summary['unlabelled']} eval samples in {raw} could not be graded")
+        raw.unlink()
+        res = at_k(labelled, k=k)
+        res["eval_file"] = os.path.relpath(labelled, REPO)
+        results.append(res)
     return results
 
 
 def summarize(per_seed: list[dict], extra: dict | None = None) -> dict:
-    means = [r["mean_at_k"] for r in per_seed]
-    passes = [r["pass_at_k"] for r in per_seed]
-    out = {
-        "mean_at_k": statistics.fmean(means),
-        "pass_at_k": statistics.fmean(passes),
-        "mean_at_k_sd": statistics.stdev(means) if len(means) > 1 else 0.0,
-        "pass_at_k_sd": statistics.stdev(passes) if len(passes) > 1 else 0.0,
-        "per_seed": per_seed,
-    }
+    out = {}
+    for key in ("mean_at_k", "pass_at_k"):
+        iv = stats.t_interval([r[key] for r in per_seed])
+        out[key], out[key + "_sd"], out[key + "_ci95"] = iv["mean"], iv["sd"], iv["ci95"]
+    out["per_seed"] = per_seed
     out.update(extra or {})
     return out
 
 
+def paired(methods: dict, root: Path, *, k: int) -> dict:
+    """RIFT against RFT and DPO (and RFT against the base): paired by seed and a paired bootstrap over problems."""
+    out = {}
+    scores = {}
+
+    def per_problem(name: str) -> list[dict]:
+        if name not in scores:
+            scores[name] = [stats.per_problem(root / r["eval_file"], k=k) for r in methods[name]["per_seed"]]
+        return scores[name]
+
+    for a, b in PAIRS:
+        entry = {}
+        for key in ("mean_at_k", "pass_at_k"):
+            entry[key] = {
+                "by_seed": stats.paired_by_seed(
+                    [r[key] for r in methods[a]["per_seed"]], [r[key] for r in methods[b]["per_seed"]]
+                ),
+                "bootstrap_over_problems": stats.paired_bootstrap(
+                    [s[key] for s in per_problem(a)], [s[key] for s in per_problem(b)]
+                ),
+            }
+        entry["lr"] = {a: methods[a].get("lr"), b: methods[b].get("lr")}
+        out[f"{a}_minus_{b}"] = entry
+    return out
+
+
+def next_lr(lr: float, *, up: bool) -> float:
+    """One step of the 1-3 per decade grid: 1e-5 -> 3e-5 -> 1e-4 (up), 1e-5 -> 3e-6 -> 1e-6 (down)."""
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    exponent = int(f"{lr:e}".split("e")[1])
+    mantissa = round(lr / 10**exponent, 6)
+    if mantissa not in (1.0, 3.0):
+        raise ValueError(f"lr must be 1 or 3 times a power of ten, got {lr!r}")
+    if up:
+        value = 3.0 * 10**exponent if mantissa == 1.0 else 10 ** (exponent + 1)
+    else:
+        value = 3.0 * 10 ** (exponent - 1) if mantissa == 1.0 else 10**exponent
+    return float(f"{value:.0e}")
+
+
+def choose_lr(scores: dict[float, float]) -> float:
+    """The learning rate with the best val score; ties go to the lower rate."""
+    return max(scores, key=lambda lr: (scores[lr], -lr))
+
+
+def edge_extension(scores: dict[float, float], extensions: int, max_extensions: int) -> tuple[float, str] | None:
+    """The edge rule: (the next rate to try, why) when the best rate is an edge of those tried, else None."""
+    if extensions >= max_extensions or len(scores) < 2:
+        return None
+    best = choose_lr(scores)
+    if best == min(scores):
+        return next_lr(best, up=False), f"best val score at the lowest rate tried ({best:g})"
+    if best == max(scores):
+        return next_lr(best, up=True), f"best val score at the highest rate tried ({best:g})"
+    return None
+
+
 def check_results(results: dict) -> list[str]:
     """What `make test` relies on in results.json: the shape the issue asks for and values in range."""
-    required = ("base", *METHODS, "rift_round2")
+    required = ("base", *METHODS, *(f"{m}_round2" for m in ROUND2))
     problems = [f"methods must include {name!r}" for name in required if name not in results["methods"]]
+    for key in ("protocol", "paired", "eval_files", "validity_gate", "methods_fifth_rft_lr"):
+        if key not in results:
+            problems.append(f"results must include {key!r}")
     n = len(results["config"]["seeds"])
-    for group in ("methods", "methods_shared_lr"):
-        for name, m in results[group].items():
+    for group in ("methods", "methods_shared_lr", "methods_fifth_rft_lr"):
+        for name, m in results.get(group, {}).items():
             for key in ("mean_at_k", "pass_at_k"):
                 if not 0.0 <= m[key] <= 1.0:
                     problems.append(f"{group}.{name}.{key} must be in [0, 1], got {m[key]!r}")
-                if m[key] > m["pass_at_k"] + 1e-12:
-                    problems.append(
-                        f"{group}.{name}: mean@k must not exceed pass@k, got {m[key]!r} > {m['pass_at_k']!r}"
-                    )
+            if m["mean_at_k"] > m["pass_at_k"] + 1e-12:
+                problems.append(
+                    f"{group}.{name}: mean@k must not exceed pass@k, got {m['mean_at_k']!r} > {m['pass_at_k']!r}"
+                )
             if len(m["per_seed"]) != n:
                 problems.append(f"{group}.{name}.per_seed must have {n} entries, got {len(m['per_seed'])}")
+    for name, files in results.get("eval_files", {}).items():
+        if files != [r["eval_file"] for r in results["methods"][name]["per_seed"]]:
+            problems.append(f"eval_files.{name} must list methods.{name}.per_seed's files in order, got {files!r}")
     if results["k"] != results["config"]["k"]:
         problems.append(f"k must be {results['config']['k']}, got {results['k']!r}")
     return problems
@@ -379,7 +571,11 @@ def parallel(jobs: int, fn, items: list) -> list:
         return list(pool.map(fn, items))
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_name(method: str, lr: float, seed: int, tag: str = "") -> str:
+    return f"{method}{tag}-lr{lr:g}-s{seed}"
+
+
+def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline reads top to bottom)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--smoke", action="store_true", help="the same pipeline at toy size (minutes; part of `make test`)"
@@ -395,10 +591,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    _timings_file[:] = [out / "timings.jsonl"]
     say(
         f"reproduce ({'smoke' if args.smoke else 'full'}): K = {k}, seeds {seeds}, LR grid "
-        f"{list(cfg['grid'])}, shared LR {cfg['shared_lr']}, "
-        f"{cfg['steps']} steps x batch {cfg['batch']} per arm, {args.jobs} jobs -> {out}"
+        f"{list(cfg['grid'])} (edge rule: at most {cfg['max_extensions']} extensions), shared LR "
+        f"{cfg['shared_lr']:g}, {cfg['epochs']} epochs x batch {cfg['batch']} per arm, cosine, "
+        f"{cfg['warmup']:.0%} warm-up, {args.jobs} jobs -> {out}"
     )
 
     # 1. data and model
@@ -414,22 +612,20 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. base
     t = time.monotonic()
-    base = swift_sft(
+    base = swift_train(
         init,
         data["base"],
         out / "base",
-        loss_type=None,
-        level=None,
+        arm=Arm("references"),
         lr=cfg["base_lr"],
         steps=cfg["base_steps"],
         batch=cfg["base_batch"],
         seed=0,
-        scheduler="cosine",
         warmup=0.05,
     )
     say(
-        f"2. base: swift sft on {len(splits['base'])} reference solutions, {cfg['base_steps']} steps "
-        f"({time.monotonic() - t:.0f} s)"
+        f"2. base: swift sft on {len(splits['base'])} reference solutions of the base split, "
+        f"{cfg['base_steps']} steps ({time.monotonic() - t:.0f} s)"
     )
 
     # 3. buffer
@@ -442,110 +638,166 @@ def main(argv: list[str] | None = None) -> int:
     round1 = buffer_from_samples(samples, data["train"], out / "round1")
     say(round1["table"])
 
-    train_data = {"references": data["train"], "positives": round1["positives"], "buffer": round1["buffer"]}
+    train_data = {
+        "references": data["train"],
+        "positives": round1["positives"],
+        "buffer": round1["buffer"],
+        "pairs": round1["pairs"],
+    }
+    say(
+        "   arm data (rows): "
+        + ", ".join(f"{name} {len(read_jsonl(path))}" for name, path in train_data.items())
+        + f"; {cfg['epochs']} epochs each"
+    )
 
-    def train(
-        method: str, lr: float, seed: int, *, start: Path = base, datasets: dict = train_data, tag: str = ""
-    ) -> Path:
-        source, loss_type, level = ARMS[method]
-        if datasets[source].stat().st_size == 0:  # e.g. RFT when no sample is correct: nothing to train on
-            say(f"   {method}: {datasets[source].name} is empty, so this arm is its starting model")
+    def train(method: str, lr: float, seed: int, *, start: Path = base, datasets: dict = train_data, tag: str = ""):
+        arm = ARMS[method]
+        if datasets[arm.data].stat().st_size == 0:  # e.g. RFT when no sample is correct: nothing to train on
+            say(f"   {method}{tag}: {datasets[arm.data].name} is empty, so this arm is its starting model")
             return start
-        run_dir = out / "runs" / f"{method}{tag}-lr{lr:g}-s{seed}"
-        return swift_sft(
+        return swift_train(
             start,
-            datasets[source],
-            run_dir,
-            loss_type=loss_type,
-            level=level,
+            datasets[arm.data],
+            out / "runs" / run_name(method, lr, seed, tag),
+            arm=arm,
             lr=lr,
-            steps=cfg["steps"],
+            epochs=cfg["epochs"],
             batch=cfg["batch"],
             seed=seed,
+            warmup=cfg["warmup"],
         )
 
-    # 4a. learning rate per method on val (seed 0)
+    # 4a. learning rate per method on val (seed 0), with the edge rule
     t = time.monotonic()
-    grid_runs = [(m, lr) for m in METHODS for lr in cfg["grid"]]
-    ckpts = dict(zip(grid_runs, parallel(args.jobs, lambda ml: train(ml[0], ml[1], seeds[0]), grid_runs)))
-    val = grade(
-        sample_for_eval([ckpts[r] for r in grid_runs], data["val"], out / "eval" / "val", k=k, seed=seeds[0]),
-        len(grid_runs),
-        k=k,
-    )
-    selection = {m: {f"{lr:g}": None for lr in cfg["grid"]} for m in METHODS}
-    for (m, lr), res in zip(grid_runs, val):
-        selection[m][f"{lr:g}"] = res["mean_at_k"]
-    chosen = {m: max(cfg["grid"], key=lambda lr: (selection[m][f"{lr:g}"], -lr)) for m in METHODS}
+    ckpts: dict[tuple, Path] = {}
+    selection: dict[str, dict[float, float]] = {m: {} for m in METHODS}
+    extensions: dict[str, list[dict]] = {m: [] for m in METHODS}
+    todo = [(m, lr) for m in METHODS for lr in cfg["grid"]]
+    round_no = 0
+    while todo:
+        done = parallel(args.jobs, lambda ml: train(ml[0], ml[1], seeds[0]), todo)
+        for (m, lr), ckpt in zip(todo, done):
+            ckpts[(m, lr, seeds[0])] = ckpt
+        names = [run_name(m, lr, seeds[0]) for m, lr in todo]
+        val_dir = sample_for_eval(done, data["val"], out / "eval" / f"val{round_no}", k=k, seed=seeds[0])
+        for (m, lr), res in zip(todo, grade(val_dir, names, k=k)):
+            selection[m][lr] = res["mean_at_k"]
+        todo = []
+        for m in METHODS:
+            ext = edge_extension(selection[m], len(extensions[m]), cfg["max_extensions"])
+            if ext is not None:
+                extensions[m].append({"lr": ext[0], "reason": ext[1]})
+                todo.append((m, ext[0]))
+                say(f"   edge rule: {m} also at {ext[0]:g} ({ext[1]})")
+        round_no += 1
+    chosen = {m: choose_lr(selection[m]) for m in METHODS}
     say(f"4. learning rates chosen on val (mean@{k}, seed {seeds[0]}; {time.monotonic() - t:.0f} s):")
     for m in METHODS:
         say(
             f"   {m:<14} "
-            + "  ".join(f"{lr}: {100 * v:5.1f}%" for lr, v in selection[m].items())
+            + "  ".join(f"{lr:g}: {100 * v:5.1f}%" for lr, v in sorted(selection[m].items()))
             + f"   -> {chosen[m]:g}"
         )
+    fifth = float(f"{FIFTH * chosen['rft']:.3g}")
 
-    # 4b. every method at its chosen LR and at the shared LR, all seeds
+    # 4b. every method at its chosen LR and at the shared LR, RIFT and DPO at a fifth of RFT's, all seeds
     t = time.monotonic()
-    wanted = sorted({(m, lr, s) for m in METHODS for lr in (chosen[m], cfg["shared_lr"]) for s in seeds})
-    todo = [w for w in wanted if not (w[2] == seeds[0] and (w[0], w[1]) in ckpts)]
+    wanted = sorted(
+        {(m, lr, s) for m in METHODS for lr in (chosen[m], cfg["shared_lr"]) for s in seeds}
+        | {(m, fifth, s) for m in AT_FIFTH for s in seeds}
+    )
+    todo = [w for w in wanted if w not in ckpts]
     for w, ckpt in zip(todo, parallel(args.jobs, lambda w: train(*w), todo)):
         ckpts[w] = ckpt
-    for m, lr in grid_runs:
-        ckpts[(m, lr, seeds[0])] = ckpts[(m, lr)]
     say(f"   trained {len(todo)} more runs ({time.monotonic() - t:.0f} s)")
 
-    # 5. round 2: sample from each seed's RIFT model (chosen LR), label, RIFT again
+    # 5. round 2: sample from each seed's RFT and RIFT model (chosen LR), label, the same method again
     t = time.monotonic()
 
-    def round2(seed: int) -> tuple[Path, dict]:
-        rift_model = ckpts[("rift", chosen["rift"], seed)]
-        work = out / "round2" / f"s{seed}"
-        smp = swift_sample(rift_model, data["train"], work / "sample", k=k, seed=seed, n_problems=len(splits["train"]))
+    def round2(ms: tuple[str, int]) -> tuple[Path, dict]:
+        method, seed = ms
+        model = ckpts[(method, chosen[method], seed)]
+        work = out / "round2" / f"{method}-s{seed}"
+        smp = swift_sample(model, data["train"], work / "sample", k=k, seed=seed, n_problems=len(splits["train"]))
         buf = buffer_from_samples(smp, data["train"], work)
-        return train(
-            "rift", chosen["rift"], seed, start=rift_model, datasets={"buffer": buf["buffer"]}, tag="-round2"
-        ), buf["stats"]
+        return train(method, chosen[method], seed, start=model, datasets=buf, tag="_round2"), buf["stats"]
 
-    r2 = parallel(args.jobs, round2, seeds)
-    say(f"5. round 2: swift sample from the RIFT models, label, RIFT again ({time.monotonic() - t:.0f} s)")
+    r2_items = [(m, s) for m in ROUND2 for s in seeds]
+    r2 = dict(zip(r2_items, parallel(args.jobs, round2, r2_items)))
+    say(
+        f"5. round 2: swift sample from the {'/'.join(ROUND2)} models, label, train again "
+        f"({time.monotonic() - t:.0f} s)"
+    )
 
     # 6. evaluation on the held-out split: each seed samples with its own sampling seed
     t = time.monotonic()
-    per_seed_models = {s: [base] + [ckpts[w] for w in wanted if w[2] == s] + [r2[i][0]] for i, s in enumerate(seeds)}
-    names = {s: ["base"] + [w[:2] for w in wanted if w[2] == s] + ["rift_round2"] for s in seeds}
+    entries = {  # seed -> [(result key, run name, model)]
+        s: [("base", "base", base)]
+        + [((m, lr), run_name(m, lr, s), ckpts[(m, lr, s)]) for m, lr, s_ in wanted if s_ == s]
+        + [(f"{m}_round2", run_name(m, chosen[m], s, "_round2"), r2[(m, s)][0]) for m in ROUND2]
+        for s in seeds
+    }
     dirs = parallel(
         args.jobs,
-        lambda s: sample_for_eval(per_seed_models[s], data["eval"], out / "eval" / f"s{s}", k=k, seed=s),
+        lambda s: sample_for_eval([e[2] for e in entries[s]], data["eval"], out / "eval" / f"s{s}", k=k, seed=s),
         seeds,
     )
-    evals = [grade(d, len(per_seed_models[s]), k=k) for d, s in zip(dirs, seeds)]
-    by = {}
-    for s, results in zip(seeds, evals):
-        for name, res in zip(names[s], results):
-            by.setdefault(name, []).append({"seed": s, "mean_at_k": res["mean_at_k"], "pass_at_k": res["pass_at_k"]})
+    by: dict = {}
+    for d, s in zip(dirs, seeds):
+        for (key, _, _), res in zip(entries[s], grade(d, [e[1] for e in entries[s]], k=k)):
+            by.setdefault(key, []).append(
+                {"seed": s, "mean_at_k": res["mean_at_k"], "pass_at_k": res["pass_at_k"], "eval_file": res["eval_file"]}
+            )
     say(
-        f"6. evaluated {sum(len(v) for v in per_seed_models.values())} models on {len(splits['eval'])} "
+        f"6. evaluated {sum(len(v) for v in entries.values())} models on {len(splits['eval'])} "
         f"held-out problems x {k} ({time.monotonic() - t:.0f} s)"
     )
 
+    # 7. statistics
     methods = {"base": summarize(by["base"])}
     for m in METHODS:
         methods[m] = summarize(by[(m, chosen[m])], {"lr": chosen[m]})
-    methods["rift_round2"] = summarize(by["rift_round2"], {"lr": chosen["rift"]})
+    for m in ROUND2:
+        methods[f"{m}_round2"] = summarize(by[f"{m}_round2"], {"lr": chosen[m]})
     shared = {m: summarize(by[(m, cfg["shared_lr"])], {"lr": cfg["shared_lr"]}) for m in METHODS}
+    at_fifth = {m: summarize(by[(m, fifth)], {"lr": fifth}) for m in AT_FIFTH}
+    gate = stats.validity_gate(
+        [r["mean_at_k"] for r in methods["rft"]["per_seed"]], [r["mean_at_k"] for r in methods["base"]["per_seed"]]
+    )
     wall = time.monotonic() - started
     import resource
 
     me = resource.getrusage(resource.RUSAGE_SELF)
     results = {
         "k": k,
+        "protocol": PROTOCOL
+        | (
+            {}
+            if not args.smoke
+            else {
+                "smoke_overrides": {
+                    key: cfg[key] for key in ("grid", "max_extensions", "shared_lr", "seeds", "batch", "sizes")
+                }
+            }
+        ),
+        "validity_gate": gate,
         "methods": methods,
         "methods_shared_lr": shared,
+        "methods_fifth_rft_lr": at_fifth,
+        "paired": paired(methods, REPO, k=k),
+        "paired_shared_lr": paired(shared | {"base": methods["base"]}, REPO, k=k),
+        "eval_files": {name: [r["eval_file"] for r in m["per_seed"]] for name, m in methods.items()},
         "shared_lr": cfg["shared_lr"],
+        "fifth_rft_lr": fifth,
         "lr_grid": list(cfg["grid"]),
-        "lr_selection_val_mean_at_k": selection,
-        "buffer_stats": {"round1": round1["stats"], "round2": [b for _, b in r2]},
+        "lr_selection_val_mean_at_k": {
+            m: {f"{lr:g}": v for lr, v in sorted(sel.items())} for m, sel in selection.items()
+        },
+        "lr_extensions": extensions,
+        "buffer_stats": {
+            "round1": round1["stats"],
+            "round2": {m: [r2[(m, s)][1] for s in seeds] for m in ROUND2},
+        },
         "config": {key: v for key, v in cfg.items() if key != "grid"}
         | {
             "smoke": args.smoke,
@@ -557,15 +809,20 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(wall, 1),
         "cpu_seconds": round(_cpu["children"] + me.ru_utime + me.ru_stime, 1),
         "measured": time.strftime("%Y-%m-%d", time.gmtime()),  # docs/data/reproduce.json keeps the date
+        "timings_seconds": dict(sorted(_timings.items())),
         "machine": f"{os.cpu_count()} CPU cores"
         + (
             ""
             if not Path("/proc/meminfo").exists()
             else f", {int(Path('/proc/meminfo').read_text().split()[1]) / 2**20:.0f} GiB"
-        ),
+        )
+        + f", load average at the end {os.getloadavg()[0]:.1f}",
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     bad = check_results(results)
+    from verify import verify
+
+    bad += verify(results, REPO)
     if bad:
         raise SystemExit("reproduce: results.json is malformed: " + "; ".join(bad))
     from report import markdown, plot
@@ -574,6 +831,11 @@ def main(argv: list[str] | None = None) -> int:
     plot(results, out / "results.png")
     say("")
     say((out / "results.md").read_text())
+    if not gate["holds"]:
+        say(
+            "reproduce: THE VALIDITY GATE DOES NOT HOLD (RFT's mean@k is not above the base's by more than the "
+            f"seed spread: {gate}); this run ranks nothing."
+        )
     say(
         f"reproduce: done in {wall:.0f} s wall, {results['cpu_seconds']:.0f} s of CPU -> "
         f"{out / 'results.json'}, results.md, results.png"
