@@ -25,27 +25,17 @@ Only training steps with gradients use it: evaluation and prediction keep the lo
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 
 from rift_losses import fused_token_logprobs, shift_labels
 
-#: The environment switch: "0" turns the fused head off in every host, "1" (default) leaves it on.
-ENV_FUSED_HEAD = "RIFT_FUSED_HEAD"
-SWITCH_VALUES = ("1", "0")
+from .switch import ENV_FUSED_HEAD, env_enabled
+
 #: Config attributes of models that transform the logits after the head (the fused head refuses them).
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 IGNORE_INDEX = -100
-
-
-def env_enabled(environ=None) -> bool:
-    """``RIFT_FUSED_HEAD`` (default "1"); ``ValueError`` on another value."""
-    environ = os.environ if environ is None else environ
-    value = environ.get(ENV_FUSED_HEAD, "1")
-    if value not in SWITCH_VALUES:
-        raise ValueError(f"{ENV_FUSED_HEAD} must be one of {', '.join(map(repr, SWITCH_VALUES))}, got {value!r}")
-    return value == "1"
+__all__ = ["ENV_FUSED_HEAD", "FusedStep", "env_enabled", "fused_lm_head", "fused_logprobs", "head_refusal"]
 
 
 def _unwrap(model):
