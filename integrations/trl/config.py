@@ -37,6 +37,8 @@ class RiftSFTConfig(SFTConfig):
         group_column: the column grouping rows for the normalized losses (else the prompt).
         rift_inplace_grad: when the loss is computed from materialized logits (not TRL's fused
             head), write their gradient over the logits buffer (training with grad only).
+        rift_fused_head: training steps without materialized logits (TRL's fused LM head, else
+            rift-losses' chunked head); False (or ``RIFT_FUSED_HEAD=0``) materializes them.
     """
 
     loss_type: str = field(
@@ -62,6 +64,14 @@ class RiftSFTConfig(SFTConfig):
     rift_inplace_grad: bool = field(
         default=True,
         metadata={"help": "On the logits path (not the fused LM head), write the logits gradient in place."},
+    )
+    rift_fused_head: bool = field(
+        default=True,
+        metadata={
+            "help": "Training steps compute the RIFT loss without building the logits: through TRL's fused LM "
+            "head when the model has it, else through rift-losses' chunked head. false (or RIFT_FUSED_HEAD=0) "
+            "materializes the logits."
+        },
     )
 
     def __post_init__(self):
