@@ -76,8 +76,10 @@ def test_dry_run_hosts_part(tmp_path):
     hosts = report(tmp_path)["parts"]["hosts"]["result"]["hosts"]
     assert set(hosts) == {"ms-swift", "llamafactory", "trl"}
     for name, runs in hosts.items():
-        for mode in ("plain", "rift"):
+        for mode in ("plain", "rift", "rift, logits"):  # RIFT through the fused head (default) and the logits
             run = runs[mode]
             assert run["input_shape"][0] == 4 and run["target_tokens"] > 0 and run["step_ms"] > 0, (name, mode, run)
             assert len(run["losses"]) == 3 and all(x == x for x in run["losses"])
-        assert set(runs["ratios"]) == {"step_time", "peak_rss_bytes"}
+        assert set(runs["ratios"]) == set(runs["ratios_logits"]) == {"step_time", "peak_rss_bytes"}
+        # same data, same initial model: the fused head's first loss is the logits path's
+        assert abs(runs["rift"]["losses"][0] - runs["rift, logits"]["losses"][0]) < 1e-4, (name, runs)
