@@ -7,11 +7,12 @@ With a :class:`~.config.RiftSFTConfig` whose ``loss_type`` is a RIFT loss:
 - keeps the reward column through TRL's ``remove_unused_columns``
   (:meth:`_set_signature_columns_if_needed`) and wraps the collator so each batch carries its
   rewards (one per token for ``padding_free``);
-- :meth:`compute_loss`: the core's :func:`rift_losses.logprob_loss` over TRL's fused per-token
-  log-probs (``model(..., fused_lm_head=True)``: the ``(B, T, V)`` logits are never built); in a
-  training step of a model without TRL's fused head, over rift-losses' chunked head
-  (``integrations/_core/fused.py``, logits never built either; ``rift_fused_head=False`` or
-  ``RIFT_FUSED_HEAD=0`` turns both off). When no fused head can be used, from the logits through
+- :meth:`compute_loss`: the core's :func:`rift_losses.logprob_loss` over per-token log-probs
+  that come without logits: in training steps from rift-losses' chunked head
+  (``integrations/_core/fused.py``; ``rift_fused_head="rift"``, the default, measured leaner than
+  TRL's head), else from TRL's fused head (``model(..., fused_lm_head=True)``; evaluation, or
+  ``rift_fused_head="trl"``): the ``(B, T, V)`` logits are never built. ``rift_fused_head=False``
+  or ``RIFT_FUSED_HEAD=0`` turns both off. When no fused head can be used, from the logits through
   :func:`rift_losses.token_logprobs`: (a) ``return_outputs=True`` (``compute_metrics`` or
   ``preprocess_logits_for_metrics`` need the logits anyway: one forward instead of TRL's two),
   (b) a model whose forward is no longer TRL's fused head (replaced after the trainer patched
@@ -120,13 +121,17 @@ class RiftSFTTrainer(SFTTrainer):
         )
         # compute_loss returns sum / num_items_in_batch (or divides by the accumulation steps itself).
         self.loss_is_scaled_for_ga = True
-        self._rift_fused = bool(self.args.rift_fused_head and env_enabled())
-        refusal = head_refusal(self.model) if self._rift_fused else None
-        if refusal is not None and not _is_trl_fused_forward(_base_model(self.model)):
+        choice = self.args.rift_fused_head if env_enabled() else "false"
+        self._rift_fused = choice != "false"
+        refusal = head_refusal(self.model) if choice == "rift" else None
+        if refusal is not None:
             warnings.warn(
-                f"rift_fused_head: the LM head is not fused, the logits are materialized: {refusal}", stacklevel=2
+                f"rift_fused_head: rift-losses' chunked LM head cannot serve this model, TRL's fused head (if the "
+                f"model has it) or the logits are used instead: {refusal}",
+                stacklevel=2,
             )
-        self._rift_own_head = self._rift_fused and refusal is None
+        # rift-losses' head first (measured leaner than TRL's 32768-token tile: docs/performance.md), else TRL's
+        self._rift_own_head = choice == "rift" and refusal is None
 
     # ---- data -------------------------------------------------------------------------------
 
@@ -170,18 +175,18 @@ class RiftSFTTrainer(SFTTrainer):
         labels = inputs["labels"]
         base = _base_model(self.accelerator.unwrap_model(model))
         rift = {"loss": self._rift_loss, "level": self.args.rift_level, "num_items_in_batch": num_items_in_batch}
-        if self._rift_fused and not return_outputs and _is_trl_fused_forward(base):
+        if self._rift_own_head and not return_outputs and model.training and torch.is_grad_enabled():
+            # rift-losses' chunked head in a training step: the logits are never built, one chunk at a time.
+            with fused_lm_head(model, labels) as step:
+                outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            logprobs, mask = fused_logprobs(step, outputs.logits)
+            loss, stats = batch_loss(labels, rewards, logprobs=logprobs, mask=mask, **rift)
+        elif self._rift_fused and not return_outputs and _is_trl_fused_forward(base):
             # TRL's fused LM head: log p of each next-token label, (B, T-1), logits never built.
             outputs = model(**inputs, fused_lm_head=True)
             loss, stats = batch_loss(
                 labels, rewards, logprobs=outputs.log_probs, mask=outputs.label_mask.bool(), **rift
             )
-        elif self._rift_own_head and not return_outputs and model.training and torch.is_grad_enabled():
-            # rift-losses' chunked head (the model has no TRL fused head): logits never built either.
-            with fused_lm_head(model, labels) as step:
-                outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
-            logprobs, mask = fused_logprobs(step, outputs.logits)
-            loss, stats = batch_loss(labels, rewards, logprobs=logprobs, mask=mask, **rift)
         else:
             outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
             # In place only when nothing else reads these logits (not returned, training with grad).

@@ -163,13 +163,15 @@ def test_logits_path_equals_the_fused_path(model_dir, tmp_path, inplace):
             assert _close(a[key], b[key], rel=1e-4), (key, a[key], b[key])
 
 
-def test_rift_losses_fused_head_equals_trls_fused_head(model_dir, tmp_path):
-    """Without TRL's fused head on the model, training steps run rift-losses' chunked head (no logits):
-    the same losses, parts and gradient norms as TRL's fused head."""
+def test_rift_losses_fused_head_is_the_default_and_equals_trls(model_dir, tmp_path):
+    """Training steps run rift-losses' chunked head by default (no logits; leaner than TRL's tile):
+    the same losses, parts and gradient norms as TRL's fused head (rift_fused_head="trl")."""
     rows = messages_rows(REWARDS)
-    trl_fused = train_logs(trainer(model_dir, config(tmp_path / "trl_fused", loss_type="rift"), rows))
+    trl_fused = train_logs(
+        trainer(model_dir, config(tmp_path / "trl_fused", loss_type="rift", rift_fused_head="trl"), rows)
+    )
+    assert all("mean_token_accuracy" in h for h in trl_fused)  # TRL's head ran (it reports top-1 hits)
     tr = trainer(model_dir, config(tmp_path / "rift_fused", loss_type="rift"), rows)
-    del tr.model.forward  # TRL's fused LM head gone: rift-losses' head takes over
     import rift_losses.integrations._core.fused as module
 
     calls = []
