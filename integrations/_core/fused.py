@@ -85,6 +85,26 @@ class FusedStep:
         self.targets = targets
         #: ``(B, T)`` float32 log-probs the head returned (None until the model ran)
         self.logprobs: torch.Tensor | None = None
+        #: their version counter when the head returned them (an in-place change bumps it)
+        self.version = 0
+
+    def returned(self, logits) -> bool:
+        """Whether ``logits`` holds exactly the head's log-probs, unchanged: the tensor itself or a
+        detached alias of it (DeepSpeed ZeRO-3 hands a module's outputs on through an autograd
+        function that returns ``outputs.detach()``), never written in place since."""
+        lp = self.logprobs
+        if lp is None or not isinstance(logits, torch.Tensor):
+            return False
+        if logits is lp:
+            return True
+        return (
+            logits.untyped_storage().data_ptr() == lp.untyped_storage().data_ptr()
+            and logits.storage_offset() == lp.storage_offset()
+            and logits.shape == lp.shape
+            and logits.stride() == lp.stride()
+            and logits.dtype == lp.dtype
+            and logits._version == self.version
+        )
 
 
 @contextlib.contextmanager
@@ -124,6 +144,7 @@ def fused_lm_head(model, labels: torch.Tensor, *, chunk_size: int | None = None)
             hidden = hidden.to(weight.dtype)
         with torch.autocast(device_type, enabled=False):
             step.logprobs = fused_token_logprobs(hidden, weight, targets, bias=bias, chunk_size=chunk_size)
+        step.version = step.logprobs._version
         return step.logprobs
 
     head.forward = forward
@@ -144,10 +165,10 @@ def fused_logprobs(step: FusedStep | None, logits) -> tuple[torch.Tensor, torch.
     """
     if step is None:
         return None
-    if step.logprobs is None or logits is not step.logprobs:
+    if not step.returned(logits):
         raise RuntimeError(
             "the fused LM head's log-probs did not come back unchanged as the model's logits (the model "
             "transforms its head's output, or did not call it); set RIFT_FUSED_HEAD=0 "
             "(rift_fused_head: false) for this model"
         )
-    return step.logprobs[:, :-1], step.targets[:, :-1] != IGNORE_INDEX
+    return logits[:, :-1], step.targets[:, :-1] != IGNORE_INDEX  # logits: the alias that carries ZeRO-3's hooks

@@ -96,7 +96,29 @@ def test_a_changed_head_output_fails_loudly():
         out = model(input_ids=ids)
     with pytest.raises(RuntimeError, match="did not come back unchanged"):
         fused_logprobs(step, out.logits * 1.0)  # what a soft-capping or scaling model would hand back
+    with pytest.raises(RuntimeError, match="did not come back unchanged"):
+        fused_logprobs(step, out.logits.detach().mul_(2.0))  # changed in place
     assert fused_logprobs(None, out.logits) is None
+
+
+def test_a_detached_alias_of_the_head_output_is_accepted():
+    """DeepSpeed ZeRO-3 passes a module's outputs on as ``outputs.detach()`` inside an autograd function."""
+    model = tiny_qwen2()
+    ids, labels, _ = batch()
+    with fused_lm_head(model, labels) as step:
+        out = model(input_ids=ids)
+
+    class Alias(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.detach()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g
+
+    logprobs, mask = fused_logprobs(step, Alias.apply(out.logits))
+    assert logprobs.requires_grad and logprobs.shape == (3, 10) and mask.shape == (3, 10)
 
 
 def test_heads_that_cannot_be_fused_are_refused_with_the_reason():
