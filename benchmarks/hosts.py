@@ -358,7 +358,8 @@ def run(host: Host, job: Job, *, timeout: int = 900) -> dict:
     if host.env is not None:
         extra.update(host.env(job))
     extra.update(
-        PYTHONPATH=str(PROBE_DIR),
+        # the probe, and this checkout first (the venvs' editable install may point at another one)
+        PYTHONPATH=os.pathsep.join([str(PROBE_DIR), str(ROOT)]),
         RIFT_BENCH_PROBE=str(probe),
         MODELSCOPE_CACHE=str(job.out.parent / "ms_cache"),
         HF_HOME=str(job.out.parent / "hf"),
