@@ -9,8 +9,10 @@ Cases, each in a fresh subprocess:
 
 - ``trl nll``: TRL 1.16's ``SFTTrainer`` with ``loss_type="nll"`` (its fused LM head);
 - ``rift (fused head)``: ``RiftSFTTrainer`` with ``loss_type="rift"`` (the same fused log-probs);
-- ``rift (logits path)``: the same with TRL's fused head removed, so the loss comes from the
-  materialized logits through ``rift_losses.token_logprobs`` (in-place gradient on).
+- ``rift (rift-losses head)``: the same with TRL's fused head removed, so the loss comes from
+  rift-losses' chunked head (``rift_losses.fused_token_logprobs``, ``integrations/_core/fused.py``);
+- ``rift (logits path)``: TRL's fused head removed and ``rift_fused_head=False``, so the loss comes
+  from the materialized logits through ``rift_losses.token_logprobs`` (in-place gradient on).
 
 The child builds the trainer (model, dataset), runs one warm-up step, resets the kernel's RSS
 high-water mark (``/proc/self/clear_refs``), runs one more step and reports ``VmHWM`` (peak)
@@ -28,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-CASES = ("trl nll", "rift (fused head)", "rift (logits path)")
+CASES = ("trl nll", "rift (fused head)", "rift (rift-losses head)", "rift (logits path)")
 
 
 def _status(field: str) -> int:
@@ -93,11 +95,11 @@ def _child(case: str, rows: int, targets: int, vocab: int, workdir: str) -> dict
     else:
         trainer = RiftSFTTrainer(
             model=model,
-            args=RiftSFTConfig(loss_type="rift", **common),
+            args=RiftSFTConfig(loss_type="rift", rift_fused_head=case != "rift (logits path)", **common),
             train_dataset=Dataset.from_list(data),
             processing_class=tokenizer,
         )
-        if case == "rift (logits path)":
+        if case in ("rift (rift-losses head)", "rift (logits path)"):
             del trainer.model.forward
     marks = {}
 

@@ -9,15 +9,18 @@ the end) into the directory given by ``--out`` or ``RIFT_GPU_OUT`` (default ``gp
    ``benchmarks/bench_logprobs.py``'s code: RIFT (default and in place) against torch
    ``cross_entropy(reduction="none")`` and ``log_softmax(float)+gather``; time, peak extra memory,
    ratios, achieved bandwidth against the 3-pass bound (a device copy of the logits).
-3. ``liger``: Liger's ``LigerFusedLinearCrossEntropyLoss(reduction="none")`` from hidden states
-   (H = 1536) against ``hidden @ W.T`` + ``rift_loss``, when liger_kernel is installed (else noted).
+3. ``liger``: from hidden states (H = 1536): ``hidden @ W.T`` + ``rift_loss`` (in place or not)
+   against rift-losses' chunked head ``rift_losses.fused_loss`` and, when liger_kernel is
+   installed, Liger's ``LigerFusedLinearCrossEntropyLoss(reduction="none")``.
 4. ``autotune``: the Triton kernels' ``BLOCK_V`` x ``num_warps`` candidates by vocabulary size, each
    timed once (after a compiling launch) on 4096 rows; best and default reported, results checked
    equal to the default configuration's.
 5. ``hosts``: one real training step per host (``benchmarks/hosts.py``: ``swift sft``,
    ``llamafactory-cli train``) on a Qwen2.5-1.5B-shaped model with random weights built here (bf16,
-   gradient checkpointing, 4 x 2048 tokens, half of each row the prompt), plain SFT and RIFT:
-   step time (median of steps 2-3) and peak GPU memory, with RIFT / plain ratios.
+   gradient checkpointing, 4 x 2048 tokens, half of each row the prompt), plain SFT, RIFT (the
+   default: the fused LM head) and RIFT from materialized logits (``RIFT_FUSED_HEAD=0`` /
+   ``rift_fused_head: false``): step time (median of steps 2-3) and peak GPU memory, with ratios
+   to plain SFT.
 
 A part that cannot take its measurement (no CUDA, a failed run, a missing figure) is an error: the
 script carries on with the other parts, writes the report with the error, and exits 1.
@@ -205,13 +208,12 @@ def part_kernels(cfg, dry, out: Path) -> dict:
 def part_liger(cfg, dry, out: Path) -> dict:
     import importlib.util
 
-    if importlib.util.find_spec("liger_kernel") is None:
-        return {"installed": False, "note": "liger_kernel is not installed in this environment: not compared"}
+    installed = importlib.util.find_spec("liger_kernel") is not None
     device = _device(dry)
     if device.type != "cuda":
-        return {"installed": True, "note": "Liger's kernels need CUDA: not run in the dry run"}
+        note = "Liger's kernels and the timing need CUDA: not run in the dry run"
+        return {"installed": installed, "note": note if installed else "liger_kernel is not installed; " + note}
     import torch
-    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
     import rift_losses
 
@@ -222,7 +224,10 @@ def part_liger(cfg, dry, out: Path) -> dict:
     labels = torch.randint(0, c.V, (c.N,), generator=g).to(device)
     labels[torch.randperm(c.N, generator=g)[: c.N // 4].to(device)] = -100
     rewards_tok = torch.where(torch.arange(c.N, device=device) % 2 == 0, 1.0, -0.2)
-    flce = LigerFusedLinearCrossEntropyLoss(reduction="none")
+    if installed:
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+        flce = LigerFusedLinearCrossEntropyLoss(reduction="none")
 
     def liger():
         logp = -flce(weight, hidden, labels)
@@ -236,12 +241,18 @@ def part_liger(cfg, dry, out: Path) -> dict:
 
         return fn
 
-    results = {}
-    for name, fn in (
-        ("Liger FLCE(reduction=none) + RIFT terms", liger),
+    def fused():  # rift-losses' chunked LM head: the logits never built whole
+        return rift_losses.fused_loss(hidden, weight, labels, rewards_tok)
+
+    paths = [
         ("hidden @ W.T + rift_loss", ours(False)),
         ("hidden @ W.T + rift_loss, in place", ours(True)),
-    ):
+        ("rift_losses.fused_loss (chunked head)", fused),
+    ]
+    if installed:
+        paths.insert(0, ("Liger FLCE(reduction=none) + RIFT terms", liger))
+    results = {}
+    for name, fn in paths:
         times = []
         for rep in range(4):
             torch.cuda.synchronize()
@@ -257,11 +268,14 @@ def part_liger(cfg, dry, out: Path) -> dict:
             if rep:
                 times.append(start.elapsed_time(end))
         results[name] = {"median_ms": statistics.median(times), "peak_extra_bytes": peak}
-    import liger_kernel
+    version = None
+    if installed:
+        import liger_kernel
 
+        version = getattr(liger_kernel, "__version__", "?")
     return {
-        "installed": True,
-        "version": getattr(liger_kernel, "__version__", "?"),
+        "installed": installed,
+        "version": version or "not installed",
         "N": c.N,
         "H": c.H,
         "V": c.V,
@@ -389,17 +403,18 @@ def part_hosts(cfg, dry, out: Path) -> dict:
         except Exception as exc:
             errors.append(f"{name}: {exc}")
             continue
-        for mode in ("plain", "rift"):
+        for mode, fused in (("plain", False), ("rift", True), ("rift, logits", False)):
             job = hosts.Job(
-                mode=mode,
+                mode=mode.split(",")[0],
                 model=model,
                 data=data,
-                out=work / f"{name}-{mode}",
+                out=work / f"{name}-{mode.replace(', ', '-')}",
                 batch=c.rows,
                 max_length=c.max_length,
                 steps=c.steps,
                 bf16=c.bf16,
                 cpu=dry,
+                fused_head=fused,
             )
             try:
                 r = hosts.run(host, job, timeout=600, runtime=runtime)
@@ -425,11 +440,12 @@ def part_hosts(cfg, dry, out: Path) -> dict:
                 )
                 run["device"] = steps[-1]["device"]
             runs[mode] = run
-        if set(runs) == {"plain", "rift"}:
-            runs["ratios"] = {"step_time": runs["rift"]["step_ms"] / runs["plain"]["step_ms"]}
-            for key in ("cuda_peak_bytes", "cuda_peak_above_step_start_bytes", "peak_rss_bytes"):
-                if key in runs["plain"]:
-                    runs["ratios"][key] = runs["rift"][key] / runs["plain"][key]
+        for mode, key in (("rift", "ratios"), ("rift, logits", "ratios_logits")):
+            if "plain" in runs and mode in runs:
+                runs[key] = {"step_time": runs[mode]["step_ms"] / runs["plain"]["step_ms"]}
+                for k in ("cuda_peak_bytes", "cuda_peak_above_step_start_bytes", "peak_rss_bytes"):
+                    if k in runs["plain"]:
+                        runs[key][k] = runs[mode][k] / runs["plain"][k]
         result["hosts"][name] = runs
     if errors:
         result["errors"] = errors
@@ -493,7 +509,7 @@ def markdown(report: dict) -> str:
         lines.append("")
     li = parts.get("liger", {}).get("result")
     if li:
-        lines += ["## Liger fused linear cross-entropy", ""]
+        lines += ["## From hidden states: materialized logits, the fused head, Liger's fused linear CE", ""]
         if "paths" in li:
             lines += [
                 f"N = {li['N']}, H = {li['H']}, V = {li['V']}, bf16, liger_kernel {li['version']}",
@@ -531,7 +547,7 @@ def markdown(report: dict) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for name, runs in h["hosts"].items():
-            for mode in ("plain", "rift"):
+            for mode in ("plain", "rift", "rift, logits"):
                 r = runs.get(mode)
                 if r:
                     lines.append(
@@ -539,13 +555,14 @@ def markdown(report: dict) -> str:
                         f"{_gb(r.get('cuda_peak_bytes'))} | {_gb(r.get('cuda_peak_above_step_start_bytes'))} | "
                         f"{_gb(r['peak_rss_bytes'])} |"
                     )
-            if "ratios" in runs:
-                lines.append(
-                    f"| {name} | RIFT / plain | | | {runs['ratios']['step_time']:.2f} | "
-                    f"{runs['ratios'].get('cuda_peak_bytes', float('nan')):.2f} | "
-                    f"{runs['ratios'].get('cuda_peak_above_step_start_bytes', float('nan')):.2f} | "
-                    f"{runs['ratios']['peak_rss_bytes']:.2f} |"
-                )
+            for key, what in (("ratios", "RIFT (fused head) / plain"), ("ratios_logits", "RIFT (logits) / plain")):
+                if key in runs:
+                    lines.append(
+                        f"| {name} | {what} | | | {runs[key]['step_time']:.2f} | "
+                        f"{runs[key].get('cuda_peak_bytes', float('nan')):.2f} | "
+                        f"{runs[key].get('cuda_peak_above_step_start_bytes', float('nan')):.2f} | "
+                        f"{runs[key]['peak_rss_bytes']:.2f} |"
+                    )
         lines.append("")
     if h and h.get("not_run"):
         lines += ["Hosts not run:", ""]

@@ -66,6 +66,8 @@ class Job:
     cpu: bool = True
     #: RIFT only: the logits gradient in place (the adapters' default) or in its own buffer
     inplace_grad: bool = True
+    #: RIFT only: the fused LM head (the adapters' default; logits never built) or the logits path
+    fused_head: bool = True
     env: dict = field(default_factory=dict)
 
 
@@ -133,7 +135,9 @@ def _swift(job: Job, cli: list[str]) -> list[str]:
 
 
 def _swift_env(job: Job) -> dict:
-    return {"RIFT_INPLACE_GRAD": "1" if job.inplace_grad else "0"} if job.mode == "rift" else {}
+    if job.mode != "rift":
+        return {}
+    return {"RIFT_INPLACE_GRAD": "1" if job.inplace_grad else "0", "RIFT_FUSED_HEAD": "1" if job.fused_head else "0"}
 
 
 def _llamafactory(job: Job, cli: list[str]) -> list[str]:
@@ -162,7 +166,7 @@ def _llamafactory(job: Job, cli: list[str]) -> list[str]:
         "bf16": job.bf16,
     }
     if job.mode == "rift":
-        config.update(use_rift_loss=True, rift_inplace_grad=job.inplace_grad)
+        config.update(use_rift_loss=True, rift_inplace_grad=job.inplace_grad, rift_fused_head=job.fused_head)
     job.out.mkdir(parents=True, exist_ok=True)
     path = job.out.parent / f"{job.out.name}.yaml"  # JSON is YAML (LLaMA-Factory's .json route is broken in 0.9.5)
     path.write_text(json.dumps(config))
@@ -197,7 +201,7 @@ def _trl(job: Job, cli: list[str]) -> list[str]:
         "disable_tqdm": True,
     }
     if job.mode == "rift":
-        config.update(loss_type="rift", rift_inplace_grad=job.inplace_grad)
+        config.update(loss_type="rift", rift_inplace_grad=job.inplace_grad, rift_fused_head=job.fused_head)
     path = job.out.parent / f"{job.out.name}.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
     return [*cli, "sft", "--config", str(path)]
@@ -490,6 +494,7 @@ def run(host: Host, job: Job, *, timeout: int = 900, runtime: Runtime | None = N
     if host.env is not None:
         extra.update(host.env(job))
     extra.update(
+        # the probe, then this checkout (the venvs' editable install may point at another one)
         PYTHONPATH=runtime.pythonpath(PROBE_DIR),
         RIFT_BENCH_PROBE=str(probe),
         MODELSCOPE_CACHE=str(job.out.parent / "ms_cache"),

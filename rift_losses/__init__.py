@@ -11,6 +11,8 @@ MS-Swift or LLaMA-Factory).
   come without logits (a fused LM head); every loss below is ``token_logprobs`` + this.
 - :func:`naive_loss` (eq. 1), :func:`rift_loss` (eq. 5), :func:`normalized_reward_loss` (eq. 6-8).
 - :func:`normalize_rewards` (eq. 6-8), :func:`constant_rewards` (the paper's +1.0 / -0.2).
+- :func:`fused_token_logprobs`, :func:`fused_loss`: the same from the final hidden states and the LM
+  head, chunk by chunk: the ``(N, V)`` logits are never built whole.
 - :func:`shift_labels`: align Hugging Face causal-LM labels with their logits.
 """
 
@@ -20,6 +22,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .fused_head import fused_loss, fused_token_logprobs
     from .logprobs import IMPLS, shift_labels, token_logprobs
     from .losses import (
         LEVELS,
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
 
 #: Where each public name lives (loaded on first use).
 _MODULES = {
+    "fused_loss": "fused_head",
+    "fused_token_logprobs": "fused_head",
     "IMPLS": "logprobs",
     "shift_labels": "logprobs",
     "token_logprobs": "logprobs",
@@ -81,6 +86,8 @@ __all__ = [
     "REDUCTIONS",
     "LossStats",
     "constant_rewards",
+    "fused_loss",
+    "fused_token_logprobs",
     "logprob_loss",
     "naive_loss",
     "normalize_rewards",

@@ -4,6 +4,9 @@
   in-place-gradient decision, :func:`rift_losses.token_logprobs` + :func:`rift_losses.logprob_loss`),
   the scale Hugging Face's Trainer applies to the loss it logs, and the sequence counter of
   ``level="sequence"`` (a proxy for ``Trainer._get_num_items_in_batch``).
+- :mod:`.fused`: the fused LM head in a training step (the head's forward returns target
+  log-probs, :func:`rift_losses.fused_token_logprobs`, instead of logits), its refusals, and
+  :mod:`.switch` (``RIFT_FUSED_HEAD``, torch-free).
 - :mod:`.stats`: the RIFT statistics (``pos_loss``, ``neg_loss``, ...) summed on device and
   summarized once per logging window, all-reduced over ranks.
 - :mod:`.patching`: replacing a host's method or module attribute once, with a version check.

@@ -74,13 +74,22 @@ class RiftFinetuningArguments(FinetuningArguments):
         },
     )
 
+    rift_fused_head: bool = field(
+        default=True,
+        metadata={
+            "help": "Compute the RIFT loss from the final hidden states and the LM head a chunk of tokens at a "
+            "time in training steps: the (B, T, V) logits are never built (same values and gradients; one more "
+            "matmul per step). false (or RIFT_FUSED_HEAD=0) materializes the logits."
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
         # HfArgumentParser.parse_dict (the YAML route) does not check Literal choices.
         one_of("rift_loss", self.rift_loss, LOSSES)
         one_of("rift_reward_normalization", self.rift_reward_normalization, NORMALIZATION_CHOICES)
         one_of("rift_level", self.rift_level, LEVELS)
-        for name in ("use_rift_loss", "rift_inplace_grad"):
+        for name in ("use_rift_loss", "rift_inplace_grad", "rift_fused_head"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be true or false, got {getattr(self, name)!r}")
 

@@ -26,15 +26,19 @@ window are the adapter core's (``integrations/_core``), shared with MS-Swift and
 
 import torch
 from llamafactory.data.collator import SFTDataCollatorWith4DAttentionMask
+from llamafactory.extras import logging
 from llamafactory.train.callbacks import LogCallback
 from llamafactory.train.sft.trainer import CustomSeq2SeqTrainer
 
+from .._core.fused import env_enabled, fused_lm_head, fused_logprobs, head_refusal
 from .._core.loss import batch_loss, inplace_grad_allowed, logged_loss_scale, sequence_proxies
 from .._core.patching import wrap_all
 from .._core.stats import StatsWindow
 from ._run import GROUP, HOST, REWARD
 
 REWARD_BITS = "rift_reward_bits"
+# A child of LLaMA-Factory's library logger, so it prints with LLaMA-Factory's handler and format.
+logger = logging.get_logger("llamafactory.rift_losses")
 
 
 class RiftSFTDataCollator(SFTDataCollatorWith4DAttentionMask):
@@ -61,13 +65,17 @@ class RiftLoss:
     :attr:`stats` (detached, on device), scaled like the loss the Trainer logs.
     """
 
-    def __init__(self, loss: str, *, level: str, inplace_grad: bool = True, trainer=None):
+    def __init__(self, loss: str, *, level: str, inplace_grad: bool = True, fused_head: bool = False, trainer=None):
         #: the trainer whose rule scales the logged loss (None: a loss used on its own, scale 1)
         self.trainer = trainer
         self.loss = loss
         self.level = level
         #: ``rift_inplace_grad``: the logits gradient over the logits buffer in training steps
         self.inplace_grad = inplace_grad
+        #: ``rift_fused_head`` (and ``RIFT_FUSED_HEAD``), once the model's head passed the checks
+        self.fused_head = fused_head
+        #: the training step's fused head while the model runs (see ``integrations/_core/fused.py``)
+        self.fused_step = None
         self.rewards = None
         self.training = False
         self.stats = StatsWindow("train")
@@ -86,6 +94,19 @@ class RiftLoss:
                 "pipeline (rift_reward column); refusing to train it with another loss"
             )
         logits = outputs.get("logits") if hasattr(outputs, "get") else None
+        fused = fused_logprobs(self.fused_step, logits)
+        if fused is not None:  # the fused head's (B, T) log-probs: the logits were never built
+            logprobs, mask = fused
+            loss, stats = batch_loss(
+                labels,
+                rewards,
+                loss=self.loss,
+                level=self.level,
+                num_items_in_batch=num_items_in_batch,
+                logprobs=logprobs,
+                mask=mask,
+            )
+            return self._record(loss, stats, num_items_in_batch)
         if logits is None:
             raise RuntimeError(
                 "use_rift_loss needs the model's logits, got none: a fused linear + cross-entropy kernel skipped "
@@ -103,6 +124,9 @@ class RiftLoss:
             logits=logits,
             inplace_grad=inplace,
         )
+        return self._record(loss, stats, num_items_in_batch)
+
+    def _record(self, loss, stats, num_items_in_batch):
         if self.training and self.trainer is not None:  # the Trainer's own rule: this is its compute_loss_func
             scale = logged_loss_scale(self.trainer, num_items_in_batch)
             self.stats.add(stats, scale=scale, global_step=self.trainer.state.global_step)
@@ -127,14 +151,26 @@ class RiftSeq2SeqTrainer(CustomSeq2SeqTrainer):
                 self.finetuning_args.rift_loss,
                 level=self.finetuning_args.rift_level,
                 inplace_grad=self.finetuning_args.rift_inplace_grad,
+                fused_head=_fused_head_wanted(self.finetuning_args.rift_fused_head, self.model),
                 trainer=self,
             )
             self.compute_loss_func = self._rift
 
     def compute_loss(self, model, inputs, *args, **kwargs):
-        if self._rift is not None:
-            self._rift.take(inputs, training=model.training)
-        return super().compute_loss(model, inputs, *args, **kwargs)
+        if self._rift is None:
+            return super().compute_loss(model, inputs, *args, **kwargs)
+        self._rift.take(inputs, training=model.training)
+        return_outputs = kwargs.get("return_outputs", args[0] if args else False)
+        # The fused head in training steps only (evaluation and prediction keep the logits, which
+        # compute_metrics / preprocess_logits_for_metrics read), and only when the logits are not returned.
+        if not (self._rift.fused_head and model.training and torch.is_grad_enabled() and not return_outputs):
+            return super().compute_loss(model, inputs, *args, **kwargs)
+        with fused_lm_head(model, inputs["labels"]) as step:
+            self._rift.fused_step = step
+            try:
+                return super().compute_loss(model, inputs, *args, **kwargs)
+            finally:
+                self._rift.fused_step = None
 
     def prediction_step(self, model, inputs, *args, **kwargs):
         if self._rift is not None:  # before generate() or the loss, which must not see them
@@ -153,6 +189,18 @@ class RiftSeq2SeqTrainer(CustomSeq2SeqTrainer):
             summary = self._rift.stats.summary(global_step=self.state.global_step, device=self.args.device)
             logs.update({f"rift/{key}": value for key, value in summary.items()})
         return super().log(logs, *args, **kwargs)
+
+
+def _fused_head_wanted(option: bool, model) -> bool:
+    """``rift_fused_head`` and ``RIFT_FUSED_HEAD`` both on, and the model's head fusable (else a warning why not)."""
+    if not (option and env_enabled()):
+        return False
+    reason = head_refusal(model)
+    if reason is not None:
+        logger.warning_rank0(f"rift_fused_head: the LM head is not fused, the logits are materialized: {reason}")
+        return False
+    logger.info_rank0("rift_fused_head: training steps compute the loss from the LM head in chunks (no logits)")
+    return True
 
 
 class RiftLogCallback(LogCallback):

@@ -2,7 +2,9 @@
 
 ``Seq2SeqTrainer.prepare_logits_to_keep`` trims per-token rewards exactly like the labels;
 ``Seq2SeqTrainer.compute_loss`` moves the batch's rewards out of the model inputs onto the
-trainer, where :class:`.loss.RiftLoss` reads them; ``Seq2SeqTrainer._get_num_items_in_batch``
+trainer, where :class:`.loss.RiftLoss` reads them, and runs training steps through the fused LM
+head (``integrations/_core/fused.py``; its log-probs reach the loss as ``outputs.logits``);
+``Seq2SeqTrainer._get_num_items_in_batch``
 counts the responses of the optimizer step for ``RIFT_LEVEL=sequence`` (the adapter core's
 :func:`sequence_proxies`, counted and gathered by the Trainer's own rule).
 """
@@ -14,13 +16,31 @@ from .._core.patching import wrap
 from ._state import HOST, KEY
 
 
+def _fused_step_wanted(trainer, model, inputs, return_outputs=False, *args, **kwargs) -> bool:
+    """Whether this ``compute_loss`` call runs the fused LM head: a training step with gradients whose
+    outputs are not returned, and no ``loss_scale`` (MS-Swift then computes a cross-entropy from the logits
+    before the loss), with ``RIFT_FUSED_HEAD=1`` and a model whose head passed the checks."""
+    import torch
+
+    loss = getattr(trainer, "compute_loss_func", None)
+    return bool(
+        getattr(loss, "fused_head", False)
+        and model.training
+        and torch.is_grad_enabled()
+        and not kwargs.get("return_outputs", return_outputs)
+        and inputs.get("loss_scale") is None
+        and "labels" in inputs
+    )
+
+
 def install_trainer_patches() -> None:
     """Wrap the three ``Seq2SeqTrainer`` methods (idempotent)."""
     import torch
     import torch.nn.functional as F
     from swift.trainers.seq2seq_trainer import Seq2SeqTrainer
 
-    from .loss import NUM_SEQUENCES_ATTR, REWARDS_ATTR
+    from .._core.fused import fused_lm_head
+    from .loss import FUSED_ATTR, NUM_SEQUENCES_ATTR, REWARDS_ATTR
 
     def make_prepare_logits_to_keep(original):
         def prepare_logits_to_keep(self, inputs):
@@ -54,9 +74,14 @@ def install_trainer_patches() -> None:
                 )
             setattr(self, REWARDS_ATTR, rewards)
             try:
-                return original(self, model, inputs, *args, **kwargs)
+                if not _fused_step_wanted(self, model, inputs, *args, **kwargs):
+                    return original(self, model, inputs, *args, **kwargs)
+                with fused_lm_head(model, inputs["labels"]) as step:
+                    setattr(self, FUSED_ATTR, step)
+                    return original(self, model, inputs, *args, **kwargs)
             finally:
                 setattr(self, REWARDS_ATTR, None)
+                setattr(self, FUSED_ATTR, None)
 
         return compute_loss
 

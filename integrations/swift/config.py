@@ -16,6 +16,7 @@ from typing import Any
 
 from .._common import GROUP_COLUMN, REWARD_COLUMN, loss_variants
 from .._core import hook
+from .._core.switch import ENV_FUSED_HEAD, SWITCH_VALUES
 
 #: ``--loss_type`` name -> (core loss, group normalization or None); built from the core's
 #: LOSSES and NORMALIZATIONS: rift (eq. 5), rift_naive (eq. 1), rift_gaussian / rift_gpg_mean /
@@ -28,8 +29,7 @@ ENV_REWARD_COLUMN = "RIFT_REWARD_COLUMN"
 ENV_GROUP_COLUMN = "RIFT_GROUP_COLUMN"
 ENV_LEVEL = "RIFT_LEVEL"
 ENV_INPLACE_GRAD = "RIFT_INPLACE_GRAD"
-#: Values of RIFT_INPLACE_GRAD: "1" writes the logits gradient over the logits in training, "0" does not.
-SWITCH_VALUES = ("1", "0")
+#: SWITCH_VALUES, the values of RIFT_INPLACE_GRAD and RIFT_FUSED_HEAD: "1" on, "0" off.
 #: The opt-out of the zero-flag registration (read by ``_rift_losses_hook``).
 ENV_AUTOLOAD = "RIFT_LOSSES_AUTOLOAD"
 
@@ -54,6 +54,12 @@ KNOBS: dict[str, tuple[str, str]] = {
         "'1' writes the logits gradient over the logits buffer in training steps (one logits-sized buffer "
         "less; same values and gradients), '0' allocates it",
     ),
+    ENV_FUSED_HEAD: (
+        "1",
+        "'1' computes the loss of training steps from the final hidden states and the LM head a chunk of "
+        "tokens at a time, never building the logits (same values and gradients; no token_acc in training "
+        "logs), '0' materializes the logits",
+    ),
 }
 
 #: The hook triggers whose registration errors a RIFT run re-raises.
@@ -71,6 +77,8 @@ class Knobs:
     group_column_given: bool = False
     #: RIFT_INPLACE_GRAD: the logits gradient written over the logits in training steps
     inplace_grad: bool = True
+    #: RIFT_FUSED_HEAD: training steps through the fused LM head (integrations/_core/fused.py)
+    fused_head: bool = True
 
 
 def _edit_distance(a: str, b: str) -> int:
@@ -109,6 +117,9 @@ def read_knobs(environ: Mapping[str, str] | None = None) -> Knobs:
     inplace = environ.get(ENV_INPLACE_GRAD, KNOBS[ENV_INPLACE_GRAD][0])
     if inplace not in SWITCH_VALUES:
         raise ValueError(f"{ENV_INPLACE_GRAD} must be one of {', '.join(map(repr, SWITCH_VALUES))}, got {inplace!r}")
+    fused = environ.get(ENV_FUSED_HEAD, KNOBS[ENV_FUSED_HEAD][0])
+    if fused not in SWITCH_VALUES:
+        raise ValueError(f"{ENV_FUSED_HEAD} must be one of {', '.join(map(repr, SWITCH_VALUES))}, got {fused!r}")
     reward_column = _column(environ, ENV_REWARD_COLUMN)
     group_column = _column(environ, ENV_GROUP_COLUMN)
     if reward_column == group_column:
@@ -119,6 +130,7 @@ def read_knobs(environ: Mapping[str, str] | None = None) -> Knobs:
         level=level,
         group_column_given=ENV_GROUP_COLUMN in environ,
         inplace_grad=inplace == "1",
+        fused_head=fused == "1",
     )
 
 

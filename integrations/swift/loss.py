@@ -18,15 +18,19 @@ batch; with ``RIFT_LEVEL=sequence`` by the number of responses of the step inste
 from __future__ import annotations
 
 import os
+import warnings
 
 from swift.loss import BaseLoss, loss_map
 
+from .._core.fused import fused_logprobs, head_refusal
 from .._core.loss import batch_loss, inplace_grad_allowed, logged_loss_scale
 from .._core.stats import STAT_NAMES, StatsWindow
 from . import config
 
 #: Trainer attribute holding the current batch's rewards while its loss is computed.
 REWARDS_ATTR = "_rift_batch_rewards"
+#: Trainer attribute holding the training step's fused LM head (``integrations/_core/fused.py``) while the model runs.
+FUSED_ATTR = "_rift_fused_step"
 #: Trainer attribute holding the number of responses of the optimizer step (sequence level).
 NUM_SEQUENCES_ATTR = "_rift_num_sequences"
 #: The key of the RIFT statistics in the trainer's ``custom_metrics`` (logged as ``rift_*``).
@@ -79,12 +83,23 @@ class RiftLoss(BaseLoss):
         self.knobs = config.read_knobs()
         config.check_args(args, self.knobs)
         self.level = self.knobs.level
+        self._fused_head = None  # decided at the first step: MS-Swift builds the loss before it sets trainer.model
         self.metrics = {mode: RiftMetric(trainer, mode) for mode in ("train", "eval")}
         custom_metrics = getattr(trainer, "custom_metrics", None)
         if isinstance(custom_metrics, dict):
             for mode, metric in self.metrics.items():
                 if mode in custom_metrics:
                     custom_metrics[mode][METRIC_KEY] = metric
+
+    @property
+    def fused_head(self) -> bool:
+        """RIFT_FUSED_HEAD=1 and a model whose LM head can be fused (else a warning says why not, once)."""
+        if self._fused_head is None:
+            model = getattr(self.trainer, "model", None)
+            if model is None:
+                return False
+            self._fused_head = self.knobs.fused_head and _head_fusable(model)
+        return self._fused_head
 
     def __call__(self, outputs, labels, *, num_items_in_batch=None, loss_scale=None, trainer=None, **kwargs):
         """The loss of one micro-batch (paper eq. 5, or eq. 1 for ``rift_naive``): the adapter core's.
@@ -133,6 +148,25 @@ class RiftLoss(BaseLoss):
                 )
         logits = outputs.logits
         mode = "train" if getattr(getattr(trainer, "model", None), "training", True) else "eval"
+        fused = fused_logprobs(getattr(trainer, FUSED_ATTR, None), logits)
+        if fused is not None:
+            # The fused head's (B, T) log-probs came back as outputs.logits: MS-Swift's token accuracy
+            # (argmax over the logits) has no logits to read in this step.
+            outputs.logits = None
+            logprobs, mask = fused
+            weights = loss_scale.reshape(labels.shape)[:, :-1] if loss_scale is not None else None
+            loss, stats = batch_loss(
+                labels,
+                rewards,
+                loss=self.core_loss,
+                level=self.level,
+                num_items_in_batch=denominator,
+                logprobs=logprobs,
+                mask=mask,
+                token_weights=weights,
+            )
+            self.metrics[mode].add(stats, scale=self._logged_scale(trainer, num_items_in_batch))
+            return loss
         # MS-Swift reads the logits after this call (token accuracy in compute_loss) before the
         # backward, never after it: in place is safe in a training step.
         inplace = inplace_grad_allowed(self.knobs.inplace_grad, training=mode == "train", logits=logits)
@@ -148,12 +182,26 @@ class RiftLoss(BaseLoss):
             inplace_grad=inplace,
             token_weights=loss_scale,
         )
+        self.metrics[mode].add(stats, scale=self._logged_scale(trainer, num_items_in_batch))
+        return loss
+
+    @staticmethod
+    def _logged_scale(trainer, num_items_in_batch) -> float:
         # MS-Swift's Seq2SeqTrainer.compute_loss restates the Trainer's rule with model_accepts_loss_kwargs alone.
-        scale = logged_loss_scale(
+        return logged_loss_scale(
             trainer, num_items_in_batch, counts_items=bool(getattr(trainer, "model_accepts_loss_kwargs", False))
         )
-        self.metrics[mode].add(stats, scale=scale)
-        return loss
+
+
+def _head_fusable(model) -> bool:
+    """Whether the model's LM head can be fused; a warning with the reason when it cannot."""
+    if model is None:
+        return False
+    reason = head_refusal(model)
+    if reason is not None:
+        warnings.warn(f"RIFT_FUSED_HEAD: the LM head is not fused, the logits are materialized: {reason}", stacklevel=3)
+        return False
+    return True
 
 
 def loss_classes() -> dict[str, type]:

@@ -37,6 +37,9 @@ class RiftSFTConfig(SFTConfig):
         group_column: the column grouping rows for the normalized losses (else the prompt).
         rift_inplace_grad: when the loss is computed from materialized logits (not TRL's fused
             head), write their gradient over the logits buffer (training with grad only).
+        rift_fused_head: how training steps avoid the logits: ``"rift"`` (default, also ``True``)
+            rift-losses' chunked head, ``"trl"`` TRL's fused head, ``"false"`` (also ``False`` or
+            ``RIFT_FUSED_HEAD=0``) materializes them.
     """
 
     loss_type: str = field(
@@ -63,9 +66,18 @@ class RiftSFTConfig(SFTConfig):
         default=True,
         metadata={"help": "On the logits path (not the fused LM head), write the logits gradient in place."},
     )
+    rift_fused_head: str = field(
+        default="rift",
+        metadata={
+            "help": "How training steps avoid building the logits: 'rift' (default) rift-losses' chunked LM head, "
+            "'trl' TRL's fused LM head (it also logs entropy and mean_token_accuracy), 'false' materializes the "
+            "logits (also RIFT_FUSED_HEAD=0). true/false are accepted for 'rift'/'false'.",
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
+        self.rift_fused_head = _fused_head_choice(self.rift_fused_head)
         one_of("loss_type", self.loss_type, [*TRL_LOSS_TYPES, *RIFT_LOSS_TYPES])
         one_of("rift_level", self.rift_level, LEVELS)
         for name in ("reward_column", "group_column"):
@@ -117,3 +129,17 @@ class RiftSFTConfig(SFTConfig):
                 f"liger_kernel_config['fused_linear_cross_entropy'] must be False with {lt}, got True: Liger's fused "
                 "linear cross-entropy replaces the model's forward and returns its own loss, bypassing RIFT"
             )
+
+
+#: The values of ``rift_fused_head`` (True and False are read as "rift" and "false").
+FUSED_HEADS = ("rift", "trl", "false")
+
+
+def _fused_head_choice(value) -> str:
+    if isinstance(value, bool):
+        return "rift" if value else "false"
+    lowered = value.lower() if isinstance(value, str) else value
+    lowered = {"true": "rift"}.get(lowered, lowered)
+    if lowered not in FUSED_HEADS:
+        raise ValueError(f"rift_fused_head must be one of {', '.join(map(repr, FUSED_HEADS))}, got {value!r}")
+    return lowered

@@ -7,9 +7,12 @@ With a :class:`~.config.RiftSFTConfig` whose ``loss_type`` is a RIFT loss:
 - keeps the reward column through TRL's ``remove_unused_columns``
   (:meth:`_set_signature_columns_if_needed`) and wraps the collator so each batch carries its
   rewards (one per token for ``padding_free``);
-- :meth:`compute_loss`: the core's :func:`rift_losses.logprob_loss` over TRL's fused per-token
-  log-probs (``model(..., fused_lm_head=True)``: the ``(B, T, V)`` logits are never built).
-  When the fused head cannot be used, from the logits through
+- :meth:`compute_loss`: the core's :func:`rift_losses.logprob_loss` over per-token log-probs
+  that come without logits: in training steps from rift-losses' chunked head
+  (``integrations/_core/fused.py``; ``rift_fused_head="rift"``, the default, measured leaner than
+  TRL's head), else from TRL's fused head (``model(..., fused_lm_head=True)``; evaluation, or
+  ``rift_fused_head="trl"``): the ``(B, T, V)`` logits are never built. ``rift_fused_head=False``
+  or ``RIFT_FUSED_HEAD=0`` turns both off. When no fused head can be used, from the logits through
   :func:`rift_losses.token_logprobs`: (a) ``return_outputs=True`` (``compute_metrics`` or
   ``preprocess_logits_for_metrics`` need the logits anyway: one forward instead of TRL's two),
   (b) a model whose forward is no longer TRL's fused head (replaced after the trainer patched
@@ -33,6 +36,7 @@ import torch
 from trl import SFTTrainer
 
 from .._common import count_negative, ignored_reward_warning
+from .._core.fused import env_enabled, fused_lm_head, fused_logprobs, head_refusal
 from .._core.loss import batch_loss, inplace_grad_allowed, logged_loss_scale, sequence_proxies
 from .._core.stats import StatsWindow
 from ._data import REWARDS_KEY, TOKEN_REWARDS_COLUMN, RiftCollator, prepare_rewards, tokenize_conversations
@@ -43,6 +47,11 @@ def _is_trl_fused_forward(model) -> bool:
     """Whether ``model.forward`` is the fused LM head that ``trl.trainer.utils.add_fused_lm_head`` installed."""
     func = getattr(getattr(model, "forward", None), "__func__", None)
     return getattr(getattr(func, "__code__", None), "co_name", None) == "_fused_forward"
+
+
+def _base_model(model):
+    """The model under a PEFT wrapper (TRL's fused head patches the base model's forward)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 class RiftSFTTrainer(SFTTrainer):
@@ -114,6 +123,17 @@ class RiftSFTTrainer(SFTTrainer):
         )
         # compute_loss returns sum / num_items_in_batch (or divides by the accumulation steps itself).
         self.loss_is_scaled_for_ga = True
+        choice = self.args.rift_fused_head if env_enabled() else "false"
+        self._rift_fused = choice != "false"
+        refusal = head_refusal(self.model) if choice == "rift" else None
+        if refusal is not None:
+            warnings.warn(
+                f"rift_fused_head: rift-losses' chunked LM head cannot serve this model, TRL's fused head (if the "
+                f"model has it) or the logits are used instead: {refusal}",
+                stacklevel=2,
+            )
+        # rift-losses' head first (measured leaner than TRL's 32768-token tile: docs/performance.md), else TRL's
+        self._rift_own_head = choice == "rift" and refusal is None
 
     # ---- data -------------------------------------------------------------------------------
 
@@ -173,10 +193,15 @@ class RiftSFTTrainer(SFTTrainer):
         if self.aux_loss_enabled:
             inputs["output_router_logits"] = True
         labels = inputs["labels"]
-        unwrapped = self.accelerator.unwrap_model(model)
-        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        base = _base_model(self.accelerator.unwrap_model(model))
         rift = {"loss": self._rift_loss, "level": self.args.rift_level, "num_items_in_batch": num_items_in_batch}
-        if not return_outputs and _is_trl_fused_forward(base):
+        if self._rift_own_head and not return_outputs and model.training and torch.is_grad_enabled():
+            # rift-losses' chunked head in a training step: the logits are never built, one chunk at a time.
+            with fused_lm_head(model, labels) as step:
+                outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            logprobs, mask = fused_logprobs(step, outputs.logits)
+            loss, stats = batch_loss(labels, rewards, logprobs=logprobs, mask=mask, **rift)
+        elif self._rift_fused and not return_outputs and _is_trl_fused_forward(base):
             # TRL's fused LM head: log p of each next-token label, (B, T-1), logits never built.
             outputs = model(**inputs, fused_lm_head=True)
             loss, stats = batch_loss(

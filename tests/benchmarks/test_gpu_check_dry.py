@@ -152,11 +152,13 @@ def test_dry_run_hosts_part(tmp_path):
     assert runtimes["trl"]["trl"] == "1.16.0" and runtimes["ms-swift"]["ms-swift"] == "4.6.0"
     assert runtimes["llamafactory"]["python"] == str(tmp_path / "venvs" / "llamafactory" / "bin" / "python")
     for name, runs in hosts.items():
-        for mode in ("plain", "rift"):
+        for mode in ("plain", "rift", "rift, logits"):  # RIFT through the fused head (default) and the logits
             run = runs[mode]
             assert run["input_shape"][0] == 4 and run["target_tokens"] > 0 and run["step_ms"] > 0, (name, mode, run)
             assert len(run["losses"]) == 3 and all(x == x for x in run["losses"])
-        assert set(runs["ratios"]) == {"step_time", "peak_rss_bytes"}
+        assert set(runs["ratios"]) == set(runs["ratios_logits"]) == {"step_time", "peak_rss_bytes"}
+        # same data, same initial model: the fused head's first loss is the logits path's
+        assert abs(runs["rift"]["losses"][0] - runs["rift, logits"]["losses"][0]) < 1e-4, (name, runs)
         # RIFT ran (rewards +1.0 / -0.2 weigh the rows): its first loss is not plain SFT's
         assert runs["rift"]["losses"][0] != runs["plain"]["losses"][0], (name, runs)
     assert "- hosts / trl: route site, python " + BASE_PYTHON in (out / "gpu_report.md").read_text()

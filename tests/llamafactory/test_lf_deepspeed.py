@@ -141,6 +141,8 @@ def test_deepspeed_two_ranks_equal_one_process(lf, ds_dataset, stage, variant):
     run, base = _run(lf, ds_dataset, variant, stage), _run(lf, ds_dataset, variant, None)
     assert "world size: 2" in run.output and "distributed training: True" in run.output
     assert "DeepSpeed config has 2" in run.output  # accelerate prepared the DeepSpeed engine (GA 2 from its config)
+    # both runs train through the fused LM head (under ZeRO-3 its weight is gathered inside the head's forward)
+    assert "rift_fused_head: training steps" in run.output and "rift_fused_head: training steps" in base.output
     assert len(run.train_logs) == len(base.train_logs) == 3
     for step, (got, want) in enumerate(zip(run.train_logs, base.train_logs), 1):
         keys = {k for k in want if k in ("loss", *STATS)}

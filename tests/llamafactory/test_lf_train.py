@@ -206,6 +206,25 @@ def test_logits_gradient_in_place_trains_the_same(lf, rift_a):
     assert abs(losses[0] - losses[2]) > 1e-3  # the weights moved: steps 2-3 compare the gradients too
 
 
+def test_fused_head_off_trains_the_same(lf, rift_a):
+    """rift_fused_head: false (logits materialized) logs the losses, statistics and gradient norms of the
+    default, where training steps run the fused LM head (the logits never built)."""
+    assert "rift_fused_head: training steps compute the loss from the LM head in chunks" in rift_a.output
+    config = lf.config("not_fused", **RIFT, rift_fused_head=False, tokenized_path=rift_a.config["tokenized_path"])
+    run = ok(lf.train(config))
+    assert "rift_fused_head: training steps" not in run.output
+    _same_run(run, rift_a)
+    norms = [
+        [
+            e["grad_norm"]
+            for e in json.loads((r.output_dir / "trainer_state.json").read_text())["log_history"]
+            if "grad_norm" in e
+        ]
+        for r in (run, rift_a)
+    ]
+    assert len(norms[0]) == len(norms[1]) == 3 and all(_close(a, b) for a, b in zip(*norms)), norms
+
+
 def test_torchrun_two_processes_equal_one(lf, rift_a):
     """2 CPU processes x batch 1 under torchrun (zero-flag activation in the workers): same as batch 2."""
     config = lf.config("ddp", **RIFT, per_device_train_batch_size=1, tokenized_path=rift_a.config["tokenized_path"])

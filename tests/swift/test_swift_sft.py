@@ -139,6 +139,18 @@ def test_logits_gradient_in_place_trains_the_same(swift_runs, data_dir):
     assert abs(base.train[0]["loss"] - base.train[2]["loss"]) > 1e-3  # the weights moved: gradients compared
 
 
+def test_fused_head_off_trains_the_same(swift_runs, data_dir):
+    """The default trains through the fused LM head (no logits: MS-Swift logs no token_acc in training);
+    RIFT_FUSED_HEAD=0 materializes the logits: the same curve, gradient norms included."""
+    unfused = train(
+        swift_runs, data_dir, "mixed_not_fused", *BATCH6, "--loss_type", "rift", env={"RIFT_FUSED_HEAD": "0"}
+    ).ok()
+    base = mixed(swift_runs, data_dir)
+    assert all("token_acc" in h for h in unfused.train) and not any("token_acc" in h for h in base.train)
+    assert_same_curve(unfused, base)
+    assert abs(base.train[0]["loss"] - base.train[2]["loss"]) > 1e-3  # the weights moved: gradients compared
+
+
 def test_two_process_data_parallel_equals_one_process(swift_runs, data_dir):
     ddp = train(
         swift_runs,

@@ -262,8 +262,21 @@ def test_columns_loaded_with_mixed_json_types_are_refused(tmp_path):
 
 def test_knob_defaults_need_no_environment():
     assert config.read_knobs({}) == config.Knobs(reward_column="reward", group_column="group", level="token")
-    assert set(config.KNOBS) == {"RIFT_REWARD_COLUMN", "RIFT_GROUP_COLUMN", "RIFT_LEVEL", "RIFT_INPLACE_GRAD"}
+    assert set(config.KNOBS) == {
+        "RIFT_REWARD_COLUMN",
+        "RIFT_GROUP_COLUMN",
+        "RIFT_LEVEL",
+        "RIFT_INPLACE_GRAD",
+        "RIFT_FUSED_HEAD",
+    }
     assert config.read_knobs({}).inplace_grad is True  # the logits gradient in place by default
+    assert config.read_knobs({}).fused_head is True  # the fused LM head by default
+
+
+def test_fused_head_knob_is_a_strict_switch():
+    assert config.read_knobs({"RIFT_FUSED_HEAD": "0"}).fused_head is False
+    with pytest.raises(ValueError, match="RIFT_FUSED_HEAD must be one of '1', '0', got 'no'"):
+        config.read_knobs({"RIFT_FUSED_HEAD": "no"})
 
 
 def test_inplace_grad_knob_is_a_strict_switch():

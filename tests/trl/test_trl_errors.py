@@ -39,11 +39,17 @@ def _refused(tmp_path, match, *, rows=None, eval_rows=None, **overrides):
         ),
         ({"rift_level": "sample"}, r"rift_level must be one of 'token', 'sequence', got 'sample'"),
         ({"reward_column": ""}, r"reward_column must be a non-empty column name"),
+        ({"rift_fused_head": "liger"}, r"rift_fused_head must be one of 'rift', 'trl', 'false', got 'liger'"),
     ],
 )
 def test_config_refusals(tmp_path, overrides, match):
     with pytest.raises(ValueError, match=match):
         config(tmp_path, **{"loss_type": "rift", **overrides})
+
+
+@pytest.mark.parametrize(("value", "want"), [(True, "rift"), (False, "false"), ("TRL", "trl"), ("true", "rift")])
+def test_fused_head_choice_reads_booleans(tmp_path, value, want):
+    assert config(tmp_path, loss_type="rift", rift_fused_head=value).rift_fused_head == want
 
 
 def test_compute_loss_func_is_refused(tmp_path):

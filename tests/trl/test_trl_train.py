@@ -145,8 +145,12 @@ def test_padding_free_rewards_follow_their_tokens(model_dir, tmp_path):
 def test_logits_path_equals_the_fused_path(model_dir, tmp_path, inplace):
     rows = messages_rows(REWARDS)
     fused = train_logs(trainer(model_dir, config(tmp_path / "fused", loss_type="rift"), rows))
-    tr = trainer(model_dir, config(tmp_path / "logits", loss_type="rift", rift_inplace_grad=inplace), rows)
-    del tr.model.forward  # drop TRL's fused LM head: the loss must come from the logits
+    tr = trainer(
+        model_dir,
+        config(tmp_path / "logits", loss_type="rift", rift_inplace_grad=inplace, rift_fused_head=False),
+        rows,
+    )
+    del tr.model.forward  # drop TRL's fused LM head and turn off rift-losses': the loss must come from the logits
     calls = []
     import rift_losses.integrations._core.loss as module  # the adapter core computes every host's loss
 
@@ -158,6 +162,30 @@ def test_logits_path_equals_the_fused_path(model_dir, tmp_path, inplace):
         module.token_logprobs = original
     assert calls and set(calls) == {inplace}
     for a, b in zip(fused, logits):
+        for key in STEP_KEYS:
+            assert _close(a[key], b[key], rel=1e-4), (key, a[key], b[key])
+
+
+def test_rift_losses_fused_head_is_the_default_and_equals_trls(model_dir, tmp_path):
+    """Training steps run rift-losses' chunked head by default (no logits; leaner than TRL's tile):
+    the same losses, parts and gradient norms as TRL's fused head (rift_fused_head="trl")."""
+    rows = messages_rows(REWARDS)
+    trl_fused = train_logs(
+        trainer(model_dir, config(tmp_path / "trl_fused", loss_type="rift", rift_fused_head="trl"), rows)
+    )
+    assert all("mean_token_accuracy" in h for h in trl_fused)  # TRL's head ran (it reports top-1 hits)
+    tr = trainer(model_dir, config(tmp_path / "rift_fused", loss_type="rift"), rows)
+    import rift_losses.integrations._core.fused as module
+
+    calls = []
+    original = module.fused_token_logprobs
+    module.fused_token_logprobs = lambda *a, **k: calls.append(a[0].shape) or original(*a, **k)
+    try:
+        ours = train_logs(tr)
+    finally:
+        module.fused_token_logprobs = original
+    assert len(calls) == len(ours) == len(trl_fused) > 0  # one fused head call per training step
+    for a, b in zip(trl_fused, ours):
         for key in STEP_KEYS:
             assert _close(a[key], b[key], rel=1e-4), (key, a[key], b[key])
 
