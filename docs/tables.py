@@ -89,12 +89,32 @@ def _trl_memory(data: dict, root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rows(data: dict, root: Path) -> str:
+    """A plain table: ``columns``, ``rows`` (numbers or text), ``formats`` per column (None for text),
+    ``bold_cells`` ([row, column] pairs), then where the figures come from."""
+    bold = {tuple(cell) for cell in data.get("bold_cells", [])}
+    lines = ["| " + " | ".join(data["columns"]) + " |", "| " + " | ".join("---" for _ in data["columns"]) + " |"]
+    for i, row in enumerate(data["rows"]):
+        out = []
+        for j, (value, fmt) in enumerate(zip(row, data["formats"])):
+            text = fmt.format(value) if fmt and not isinstance(value, str) else str(value)
+            out.append(f"**{text}**" if (i, j) in bold else text)
+        lines.append("| " + " | ".join(out) + " |")
+    lines += ["", f"Measured {data['measured']}: {data['machine']}."]
+    return "\n".join(lines) + "\n"
+
+
 #: Table name -> (result file under docs/data/, renderer(data, root) -> Markdown). One source of truth.
 TABLES: dict[str, tuple[str, Callable[[dict, Path], str]]] = {
     "reproduce": ("reproduce.json", _reproduce),
     "reproduce-headline": ("reproduce.json", _reproduce_headline),
     "host-memory": ("host_memory.json", _host_memory),
     "trl-memory": ("trl_memory.json", _trl_memory),
+    "fused-host-memory": ("fused_host_memory.json", _rows),
+    "trl-heads": ("trl_heads.json", _rows),
+    "gpu-wheels": ("gpu_wheels.json", _rows),
+    "method-memory-1024": ("method_memory_1024.json", _rows),
+    "method-memory-2048": ("method_memory_2048.json", _rows),
 }
 
 
