@@ -23,6 +23,7 @@ resident set), reported above the baseline's and as a ratio to RFT's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -38,17 +39,20 @@ from host_memory import TINY_WIDE  # noqa: E402
 RUNS = (("baseline", "baseline"), ("RFT / SFT", "plain"), ("RIFT", "rift"), ("DPO", "dpo"))
 
 
-def _swift_method(job: hosts.Job, venv: Path) -> list[str]:
-    """MS-Swift's command for ``job``: benchmarks/hosts.py's `swift sft`, or `swift rlhf --rlhf_type dpo` on pairs."""
+def _swift_method(job: hosts.Job, cli: list[str]) -> list[str]:
+    """MS-Swift's command for ``job``: benchmarks/hosts.py's `swift sft`, or `swift rlhf --rlhf_type dpo` on pairs.
+
+    ``cli`` is the argv that starts MS-Swift's console script (hosts.Runtime.cli).
+    """
     if job.mode != "dpo":
-        return hosts._swift(job, venv)
-    cmd = hosts._swift(hosts.Job(**{**job.__dict__, "mode": "plain"}), venv)
-    cmd[1:2] = ["rlhf", "--rlhf_type", "dpo"]
+        return hosts._swift(job, cli)
+    cmd = hosts._swift(hosts.Job(**{**job.__dict__, "mode": "plain"}), cli)
+    cmd[len(cli) : len(cli) + 1] = ["rlhf", "--rlhf_type", "dpo"]
     cmd[cmd.index("--dataset") + 1] = str(job.data / "pairs.jsonl")
     return cmd
 
 
-SWIFT = hosts.Host("ms-swift", hosts.HOSTS["ms-swift"].venv, _swift_method, hosts._swift_env)
+SWIFT = dataclasses.replace(hosts.HOSTS["ms-swift"], command=_swift_method)
 
 
 def write_pairs(data: Path) -> Path:

@@ -176,8 +176,9 @@ def _prepare(hidden, weight, labels, bias, ignore_index, chunk_size, impl):
     hidden, weight, bias = _check_head(hidden, weight, bias)
     _check_chunk_size(chunk_size)
     # The label checks of token_logprobs, against the shape the logits would have.
+    # (a zero-stride view on hidden's device: the shape and the device, nothing allocated)
     labels = _checks.check_labels(
-        labels, torch.empty((*hidden.shape[:-1], weight.shape[0]), device="meta"), ignore_index
+        labels, hidden.new_empty(()).expand(*hidden.shape[:-1], weight.shape[0]), ignore_index
     )
     if labels.device != hidden.device:
         raise ValueError(

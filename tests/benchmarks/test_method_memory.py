@@ -24,10 +24,10 @@ def _job(tmp_path, mode):
 
 
 def test_dpo_runs_swift_rlhf_on_pairs_with_the_sft_options(tmp_path):
-    venv = Path("/venv")
-    sft = method_memory._swift_method(_job(tmp_path, "plain"), venv)
-    rift = method_memory._swift_method(_job(tmp_path, "rift"), venv)
-    dpo = method_memory._swift_method(_job(tmp_path, "dpo"), venv)
+    cli = ["/venv/bin/swift"]
+    sft = method_memory._swift_method(_job(tmp_path, "plain"), cli)
+    rift = method_memory._swift_method(_job(tmp_path, "rift"), cli)
+    dpo = method_memory._swift_method(_job(tmp_path, "dpo"), cli)
     assert sft[:2] == ["/venv/bin/swift", "sft"] and rift[-2:] == ["--loss_type", "rift"]
     assert dpo[:4] == ["/venv/bin/swift", "rlhf", "--rlhf_type", "dpo"]
     assert dpo[dpo.index("--dataset") + 1] == str(tmp_path / "d" / "pairs.jsonl")
