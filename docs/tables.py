@@ -111,6 +111,7 @@ TABLES: dict[str, tuple[str, Callable[[dict, Path], str]]] = {
     "host-memory": ("host_memory.json", _host_memory),
     "trl-memory": ("trl_memory.json", _trl_memory),
     "fused-host-memory": ("fused_host_memory.json", _rows),
+    "fused-host-memory-swift": ("fused_host_memory_swift.json", _rows),
     "trl-heads": ("trl_heads.json", _rows),
     "gpu-wheels": ("gpu_wheels.json", _rows),
     "method-memory-1024": ("method_memory_1024.json", _rows),
