@@ -15,8 +15,8 @@ Refused with the reason (the host then keeps the logits path, :func:`head_refusa
 that is not a plain ``torch.nn.Linear`` (LoRA or ``modules_to_save`` on the head, a quantized
 head), and models that transform the logits after the head (``final_logit_softcapping``,
 ``logit_scale``, ``logits_scaling``). A model that changes the head's output anyway is caught
-after the call (the tensor is not the one the head returned) and fails loudly: never a wrong
-loss.
+after the call (the tensor is neither the head's output nor an exact copy of it) and fails
+loudly: never a wrong loss.
 
 Only training steps with gradients use it: evaluation and prediction keep the logits, which
 ``compute_metrics`` / ``preprocess_logits_for_metrics`` / token accuracy need.
@@ -89,22 +89,29 @@ class FusedStep:
         self.version = 0
 
     def returned(self, logits) -> bool:
-        """Whether ``logits`` holds exactly the head's log-probs, unchanged: the tensor itself or a
-        detached alias of it (DeepSpeed ZeRO-3 hands a module's outputs on through an autograd
-        function that returns ``outputs.detach()``), never written in place since."""
+        """Whether ``logits`` holds exactly the head's log-probs, unchanged.
+
+        Either the tensor itself, a detached alias of it (DeepSpeed ZeRO-3 hands a module's outputs
+        on through an autograd function that returns ``outputs.detach()``), or an exact copy (DDP
+        with ``find_unused_parameters``, TRL's and the Trainer's default, passes them through its
+        ``_DDPSink``, which clones them): same shape, dtype and values, the head's own output never
+        written in place since. A model that transforms the head's output (soft-capping, scaling)
+        changes the values.
+        """
         lp = self.logprobs
         if lp is None or not isinstance(logits, torch.Tensor):
             return False
         if logits is lp:
             return True
-        return (
+        if logits.shape != lp.shape or logits.dtype != lp.dtype or lp._version != self.version:
+            return False
+        if (
             logits.untyped_storage().data_ptr() == lp.untyped_storage().data_ptr()
             and logits.storage_offset() == lp.storage_offset()
-            and logits.shape == lp.shape
             and logits.stride() == lp.stride()
-            and logits.dtype == lp.dtype
-            and logits._version == self.version
-        )
+        ):
+            return logits._version == self.version
+        return bool(torch.equal(logits.detach(), lp.detach()))  # (B, T) float32: a copy, not a transform
 
 
 @contextlib.contextmanager

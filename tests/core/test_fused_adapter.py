@@ -95,7 +95,9 @@ def test_a_changed_head_output_fails_loudly():
     with fused_lm_head(model, labels) as step:
         out = model(input_ids=ids)
     with pytest.raises(RuntimeError, match="did not come back unchanged"):
-        fused_logprobs(step, out.logits * 1.0)  # what a soft-capping or scaling model would hand back
+        fused_logprobs(step, out.logits * 0.5)  # what a scaling model would hand back
+    with pytest.raises(RuntimeError, match="did not come back unchanged"):
+        fused_logprobs(step, 30.0 * torch.tanh(out.logits / 30.0))  # a soft-capping one
     with pytest.raises(RuntimeError, match="did not come back unchanged"):
         fused_logprobs(step, out.logits.detach().mul_(2.0))  # changed in place
     assert fused_logprobs(None, out.logits) is None
@@ -119,6 +121,22 @@ def test_a_detached_alias_of_the_head_output_is_accepted():
 
     logprobs, mask = fused_logprobs(step, Alias.apply(out.logits))
     assert logprobs.requires_grad and logprobs.shape == (3, 10) and mask.shape == (3, 10)
+
+
+def test_an_exact_copy_of_the_head_output_is_accepted_and_carries_the_gradient():
+    """DDP with find_unused_parameters (TRL's default) hands the outputs on through ``_DDPSink``, a clone."""
+    model = tiny_qwen2()
+    ids, labels, _ = batch()
+    grads = []
+    for copy in (False, True):
+        model.zero_grad()
+        with fused_lm_head(model, labels) as step:
+            out = model(input_ids=ids)
+        logits = out.logits.clone() if copy else out.logits
+        logprobs, mask = fused_logprobs(step, logits)
+        (-(logprobs * mask).sum()).backward()
+        grads.append(model.get_output_embeddings().weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], atol=0, rtol=0)
 
 
 def test_heads_that_cannot_be_fused_are_refused_with_the_reason():

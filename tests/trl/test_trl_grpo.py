@@ -207,16 +207,16 @@ def test_two_ranks_of_batch_4_equal_one_batch_of_8(model_dir, tmp_path):
     from pathlib import Path
 
     from grpo_helpers import GREEDY, by_prompt, early_stop_token
+    from harness import free_port, run_command
     from trl_helpers import BIN
-
-    from rift_losses.testing import run_command
 
     out = tmp_path / "ddp"
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "true"}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     script = Path(__file__).parent / "ddp_grpo_train.py"
-    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", "29533", str(script), str(model_dir)]
+    port = str(free_port())
+    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", port, str(script), str(model_dir)]
     eos = early_stop_token(model_dir)  # prompt 0's completions end early, prompt 1's do not
     done = run_command([*cmd, str(out), str(eos)], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -12,7 +12,10 @@ import os
 import sys
 from pathlib import Path
 
-from harness import run_command
+# The harness (tests/harness.py) for the scripts torchrun and accelerate start, which import this
+# module without pytest's conftest.py (the one that puts tests/ on sys.path).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import run_command  # noqa: E402
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
