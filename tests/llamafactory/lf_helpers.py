@@ -181,7 +181,7 @@ def _turn_data(data: Path) -> dict:
     tagged = {**sharegpt, "tags": {**tags, "reward_tag": "score"}}
     info = {
         "sg_turns": {"file_name": "turns.json", **tagged},
-        "sg_turn_ones": {"file_name": "turn_ones.json", **tagged},
+        "sg_turn_ones": {**tagged, "file_name": "turn_ones.json", "columns": {"messages": "conversations"}},
         "sg_turn_plain": {
             "file_name": "turn_ones.json",
             "formatting": "sharegpt",
