@@ -5,21 +5,28 @@ processor keep only their own fields) and its processor silently skips malformed
 So, only for a run parsed with ``use_rift_loss: true`` (``data_args.rift_config``):
 
 1. ``DatasetAttr.join`` also reads ``"reward"`` and ``"group"`` from a dataset's
-   ``dataset_info.json`` ``columns`` (alpaca, sharegpt and openai formats alike).
+   ``dataset_info.json`` ``columns`` (alpaca, sharegpt and openai formats alike), and
+   ``"reward_tag"`` from a sharegpt dataset's ``tags`` (the key of a message's own reward); a tag
+   key it does not know is refused (LLaMA-Factory ignores it), with "did you mean".
 2. ``_load_single_dataset``: before ``datasets`` reads a local JSON / JSONL file, every raw value
    of its reward column must be a JSON number (not ``"1.0"``, not ``true``): ``datasets`` fails
    on such a column with "Trailing data at position ...", naming no column or row. Should the
    loader still fail, a column that mixes JSON types (e.g. a group id ``1`` and ``"1"``) is named.
+   Per-message rewards likewise (``integrations/_core/turns.py``'s rule: file, row, message
+   index); without ``reward_tag`` a message carrying the reward key is refused (it would vanish).
 3. ``align_dataset`` (per dataset, before merging): the reward column must be mapped and
    present, and every value a finite number; the group column likewise when
    ``rift_reward_normalization`` is set (ids: strings or numbers). Errors name the dataset,
    the column and the row (the checks are ``integrations/_common.py``'s, shared with MS-Swift).
    The converted dataset (one row per input row, same order) gets ``_rift_reward`` (and
-   ``_rift_group``) added back.
+   ``_rift_group``) added back, and ``_rift_turn_rewards``: one reward per trained message (the
+   targets of LLaMA-Factory's turn pairs) for a row with per-message rewards, else None.
 4. The dataset processor runs one sample at a time (:class:`RewardCarryingProcessor`): a
    sample the processor drops takes its reward with it, so rewards can never shift onto
    other samples. The processed rows carry ``rift_reward`` (and ``rift_group``); these are
-   what ``tokenized_path`` saves.
+   what ``tokenized_path`` saves. When some row has per-turn rewards, every row also carries
+   ``rift_token_rewards`` (aligned with ``input_ids``; :func:`turn_token_rewards` finds each
+   turn's tokens in LLaMA-Factory's own encoding) and ``rift_turn_rewards``.
 5. ``get_dataset`` (the SFT workflow's, after loading or processing, cached or not):
    normalizes the rewards over whole groups of each split with the core's
    ``normalize_rewards`` (eq. 6-8), and drops the group column. A split whose rewards are all

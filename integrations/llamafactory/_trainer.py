@@ -7,7 +7,8 @@ each acts only for a RIFT run and is LLaMA-Factory's own class otherwise:
 - :class:`RiftSFTDataCollator`: takes ``rift_reward`` out of the samples before LLaMA-Factory's
   collator (which would cast a float column to bf16) and adds the batch's rewards as the int32
   bit pattern of float32 values (``rift_reward_bits``): no float cast (collator, DeepSpeed's
-  input cast) can touch them on the way to the loss.
+  input cast) can touch them on the way to the loss. ``(B,)`` one per sample, or ``(B, T)`` one
+  per token aligned with the padded labels when the samples carry per-turn rewards.
 - :class:`RiftSeq2SeqTrainer`: pops the rewards before the model call and sets
   ``compute_loss_func`` (the Trainer then calls the model without labels and passes
   ``num_items_in_batch``, the target-token count of the whole optimizer step over all
