@@ -269,7 +269,7 @@ def _check_json_turns(path: str, dataset_attr, data_args, *, column: str | None,
     """
     tag = _reward_tag(dataset_attr)
     messages = getattr(dataset_attr, "messages", None)
-    rows = json_rows(path) if (tag or column) else None
+    rows = json_rows(path) if tag or (column and messages) else None
     for row, line, record in rows or ():
         if not isinstance(record, dict):
             return
