@@ -70,6 +70,19 @@ def message_rewards(
     return out
 
 
+def per_row_only(option: str, *, column: str, dataset: str, fix: str) -> str:
+    """The one refusal of every host for per-turn rewards under a normalized loss or the sequence level.
+
+    ``option`` is the host's spelling of what asks for one reward per row (``loss_type='rift_gaussian'``,
+    ``rift_level: 'sequence'``); ``fix`` says what to use instead, in the host's words.
+    """
+    return (
+        f"{option} must be used with one reward per row, got per-message {column} values in dataset {dataset!r}: "
+        "the normalized losses normalize one reward per row over its group and the sequence level weighs a "
+        f"whole response by one reward, so per-turn rewards would be averaged away; {fix}"
+    )
+
+
 def has_turn_rewards(messages: Sequence[Any], *, column: str) -> bool:
     """Whether any message of the row carries its own reward (a non-None ``column`` key)."""
     return any(isinstance(m, dict) and m.get(column) is not None for m in messages or ())

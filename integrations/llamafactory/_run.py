@@ -9,6 +9,11 @@ from dataclasses import dataclass
 
 REWARD_IN, GROUP_IN = "_rift_reward", "_rift_group"  # after conversion, before processing
 REWARD, GROUP = "rift_reward", "rift_group"  # processed rows (and tokenized_path)
+#: Per-turn rewards: after conversion, one reward per trained message of a row (None: the row's
+#: reward), and the row's name for errors; processed rows, one reward per token (aligned with
+#: ``input_ids``) and the row's turn rewards (for the summary).
+TURNS_IN, WHERE_IN = "_rift_turn_rewards", "_rift_where"
+TOKEN_REWARDS, TURNS = "rift_token_rewards", "rift_turn_rewards"
 #: LLaMA-Factory's distribution and the versions the patches are written for.
 HOST = ("llamafactory", "0.9.3 to 0.9.5")
 

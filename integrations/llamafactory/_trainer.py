@@ -7,7 +7,8 @@ each acts only for a RIFT run and is LLaMA-Factory's own class otherwise:
 - :class:`RiftSFTDataCollator`: takes ``rift_reward`` out of the samples before LLaMA-Factory's
   collator (which would cast a float column to bf16) and adds the batch's rewards as the int32
   bit pattern of float32 values (``rift_reward_bits``): no float cast (collator, DeepSpeed's
-  input cast) can touch them on the way to the loss.
+  input cast) can touch them on the way to the loss. ``(B,)`` one per sample, or ``(B, T)`` one
+  per token aligned with the padded labels when the samples carry per-turn rewards.
 - :class:`RiftSeq2SeqTrainer`: pops the rewards before the model call and sets
   ``compute_loss_func`` (the Trainer then calls the model without labels and passes
   ``num_items_in_batch``, the target-token count of the whole optimizer step over all
@@ -34,7 +35,7 @@ from .._core.fused import env_enabled, fused_lm_head, fused_logprobs, head_refus
 from .._core.loss import batch_loss, inplace_grad_allowed, logged_loss_scale, sequence_proxies
 from .._core.patching import wrap_all
 from .._core.stats import StatsWindow
-from ._run import GROUP, HOST, REWARD
+from ._run import GROUP, HOST, REWARD, TOKEN_REWARDS, TURNS
 
 REWARD_BITS = "rift_reward_bits"
 # A child of LLaMA-Factory's library logger, so it prints with LLaMA-Factory's handler and format.
@@ -42,18 +43,46 @@ logger = logging.get_logger("llamafactory.rift_losses")
 
 
 class RiftSFTDataCollator(SFTDataCollatorWith4DAttentionMask):
-    """LLaMA-Factory's SFT collator; with ``rift_reward`` in the samples, adds their rewards."""
+    """LLaMA-Factory's SFT collator; with ``rift_reward`` in the samples, adds their rewards.
+
+    ``(B,)`` one per sample; ``(B, T)`` one per token aligned with the padded ``labels`` (0 on
+    padding, either padding side) when the samples carry ``rift_token_rewards`` (per-turn rewards).
+    """
 
     def __call__(self, features):
         if not features or REWARD not in features[0]:
             return super().__call__(features)
-        rewards = []
+        rewards, token_rewards, ids = [], [], []
         for feature in features:
             rewards.append(float(feature.pop(REWARD)))
             feature.pop(GROUP, None)
+            feature.pop(TURNS, None)
+            token_rewards.append(feature.pop(TOKEN_REWARDS, None))
+            ids.append(list(feature["input_ids"]))
         batch = super().__call__(features)
-        batch[REWARD_BITS] = torch.tensor(rewards, dtype=torch.float32).view(torch.int32)
+        if all(t is None for t in token_rewards):
+            values = torch.tensor(rewards, dtype=torch.float32)
+        else:
+            values = self._align(batch["input_ids"], ids, token_rewards, rewards)
+        batch[REWARD_BITS] = values.view(torch.int32)
         return batch
+
+    def _align(self, input_ids, ids, token_rewards, rewards) -> torch.Tensor:
+        """``(B, T)`` float32: each sample's per-token rewards where its tokens landed in the padded batch."""
+        out = torch.zeros(input_ids.shape, dtype=torch.float32)
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        for b, (sample, values, reward) in enumerate(zip(ids, token_rewards, rewards)):
+            n = len(sample)
+            start = input_ids.shape[1] - n if left else 0
+            if start < 0 or input_ids[b, start : start + n].tolist() != sample:
+                raise RuntimeError(
+                    f"per-turn rewards must follow their tokens, got sample {b} of a batch at another place in the "
+                    "padded input_ids than its padding side says; the rewards cannot be aligned with the labels"
+                )
+            if values is None:
+                values = [reward] * n
+            out[b, start : start + n] = torch.tensor(values, dtype=torch.float32)
+        return out
 
 
 class RiftLoss:

@@ -61,11 +61,7 @@ def _write_data(data: Path) -> None:
         if f"Q{10 + i}" == MALFORMED:
             turns = turns[:1]
         sharegpt.append({"conversations": turns, "score": score, "one": 1.0, "two": 2.0, "pid": group})
-    # per-turn rewards (the row's reward column on a message): not read by the LLaMA-Factory adapter yet
-    turns = [
-        {**row, "conversations": [row["conversations"][0], {**row["conversations"][1], "score": -0.5}]}
-        for row in sharegpt[:2]
-    ]
+    turns = turn_rows()
     # two prompts with two responses each and no group column: grouped by the prompt
     same_prompt = [_alpaca_row("P", i // 2, s, None) for i, s in enumerate([1.0, -0.2, 0.5, 0.5])]
     for row in same_prompt:
@@ -91,6 +87,7 @@ def _write_data(data: Path) -> None:
         ("single.json", single),
         ("zeros.json", zeros),
         ("turns.json", turns),
+        ("turn_ones.json", turn_rows(ones=True)),
         ("same_prompt.json", same_prompt),
     ):
         (data / name).write_text(json.dumps(rows))
@@ -122,23 +119,99 @@ def _write_data(data: Path) -> None:
         "single": {"file_name": "single.json", "columns": {**alpaca_columns, "reward": "score", "group": "pid"}},
         "zeros": {"file_name": "zeros.json", "columns": {**alpaca_columns, "reward": "score", "group": "pid"}},
         "same_prompt": {"file_name": "same_prompt.json", "columns": {**alpaca_columns, "reward": "score"}},
-        "sg_turns": {
-            "file_name": "turns.json",
-            "formatting": "sharegpt",
-            "columns": {"messages": "conversations", "reward": "score"},
-        },
-        "sg_reward_tag": {
-            "file_name": "turns.json",
-            "formatting": "sharegpt",
-            "columns": {"messages": "conversations", "reward": "score"},
-            "tags": {"reward_tag": "score"},
-        },
     }
+    info.update(_turn_data(data))
     for column in ("one", "two"):
         info[f"alp_{column}"] = {"file_name": "alp.json", "columns": {**alpaca_columns, "reward": column}}
         info[f"sg_{column}"] = {**sharegpt, "columns": {"messages": "conversations", "reward": column}}
         info[f"eval_{column}"] = {"file_name": "eval.json", "columns": {**alpaca_columns, "reward": column}}
     (data / "dataset_info.json").write_text(json.dumps(info, indent=1))
+
+
+#: Per-turn rows (markers K{i}): (the row's "score" or None, the turns as (role, reward or None));
+#: each turn a human (or observation) message and a gpt (or function_call) one. K2 is an agent
+#: trajectory with no row reward (each trained message has its own), K3 has none on its messages.
+TURN_ROWS = [
+    (0.5, [("gpt", 1.0), ("gpt", -0.5)]),
+    (-1.0, [("gpt", None), ("gpt", 0.0)]),
+    (None, [("function_call", 1.0), ("gpt", -0.2)]),
+    (2.0, [("gpt", None), ("gpt", None)]),
+    (0.3, [("gpt", -0.8), ("gpt", 0.6)]),
+    (-0.4, [("gpt", 0.7), ("gpt", None)]),
+]
+
+
+def turn_rows(*, ones: bool = False) -> list[dict]:
+    """The sharegpt rows of :data:`TURN_ROWS` (``ones``: every trained message with reward 1.0, no row reward)."""
+    rows = []
+    for i, (score, turns) in enumerate(TURN_ROWS):
+        messages = []
+        for k, (role, reward) in enumerate(turns):
+            asker = "observation" if role == "gpt" and k and turns[k - 1][0] == "function_call" else "human"
+            answer = f'{{"name": "ls", "arguments": {{"dir": "{i}"}}}}' if role == "function_call" else None
+            messages.append({"from": asker, "value": f"K{i}: step {k}, add {i} and {k}." if k == 0 else f"Then {k}?"})
+            message = {"from": role, "value": answer or f"The sum is {i + k}{'.' * (k + 1)}"}
+            if ones or reward is not None:
+                message["score"] = 1.0 if ones else reward
+            messages.append(message)
+        row = {"conversations": messages}
+        if score is not None and not ones:
+            row["score"] = score
+        rows.append(row)
+    return rows
+
+
+def turn_token_rewards() -> list[list[float]]:
+    """The reward of each trained message of each row of :data:`TURN_ROWS`: its own, else the row's."""
+    return [[score if r is None else r for _, r in turns] for score, turns in TURN_ROWS]
+
+
+def _turn_data(data: Path) -> dict:
+    """The per-turn datasets (and broken copies, each naming its broken row 1 / message index)."""
+    sharegpt = {"formatting": "sharegpt", "columns": {"messages": "conversations", "reward": "score"}}
+    tags = {  # LLaMA-Factory sets every tag a "tags" object leaves out to null: all of them
+        "role_tag": "from",
+        "content_tag": "value",
+        "user_tag": "human",
+        "assistant_tag": "gpt",
+        "observation_tag": "observation",
+        "function_tag": "function_call",
+        "system_tag": "system",
+    }
+    tagged = {**sharegpt, "tags": {**tags, "reward_tag": "score"}}
+    info = {
+        "sg_turns": {"file_name": "turns.json", **tagged},
+        "sg_turn_ones": {**tagged, "file_name": "turn_ones.json", "columns": {"messages": "conversations"}},
+        "sg_turn_plain": {
+            "file_name": "turn_ones.json",
+            "formatting": "sharegpt",
+            "columns": {"messages": "conversations"},
+        },
+        "sg_turns_untagged": {"file_name": "turns.json", **sharegpt},
+        "sg_tag_misspelt": {"file_name": "turns.json", **sharegpt, "tags": {**tags, "rewrd_tag": "score"}},
+        "sg_tag_alone": {"file_name": "turns.json", **sharegpt, "tags": {"reward_tag": "score"}},
+        "alp_reward_tag": {
+            "file_name": "alp.json",
+            "columns": {"prompt": "instruction", "response": "output", "reward": "score"},
+            "tags": {"reward_tag": "score"},
+        },
+    }
+    broken = {  # name: (message index of row 1, fields)
+        "string": (1, {"score": "1.0"}),
+        "bool": (3, {"score": True}),
+        "nonfinite": (3, {"score": float("inf")}),
+        "user": (2, {"score": 0.5}),
+    }
+    for name, (index, fields) in broken.items():
+        rows = turn_rows()
+        rows[1]["conversations"][index].update(fields)
+        (data / f"turns_{name}.json").write_text(json.dumps(rows))
+        info[f"sg_turns_{name}"] = {"file_name": f"turns_{name}.json", **tagged}
+    rows = turn_rows()
+    del rows[1]["score"]  # its message 1 has no reward of its own
+    (data / "turns_missing.json").write_text(json.dumps(rows))
+    info["sg_turns_missing"] = {"file_name": "turns_missing.json", **tagged}
+    return info
 
 
 class Run:

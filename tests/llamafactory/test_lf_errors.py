@@ -63,6 +63,14 @@ features = [{"input_ids": [5, 6, 7][:n], "attention_mask": [1] * n, "labels": [-
              "videos": None, "audios": None, "rift_reward": r, "extra": 0.1} for n, r in ((3, -0.2), (2, 0.3))]
 batch = collator(features)
 out["collator"] = [batch[REWARD_BITS].view(torch.float32).tolist(), str(batch["extra"].dtype), sorted(batch)]
+# per-turn rewards: (B, T) aligned with the padded labels, on either padding side
+for side in ("right", "left"):
+    collator.tokenizer.padding_side = side
+    features = [{"input_ids": [5, 6, 7][:n], "attention_mask": [1] * n, "labels": [-100, 6, 7][:n], "images": None,
+                 "videos": None, "audios": None, "rift_reward": 0.0, "rift_token_rewards": t,
+                 "rift_turn_rewards": [0.0]} for n, t in ((3, [0.0, 0.5, -1.0]), (2, [0.0, 0.25]))]
+    batch = collator(features)
+    out[f"collator_{side}"] = [batch[REWARD_BITS].view(torch.float32).tolist(), batch["labels"].tolist(), sorted(batch)]
 print("RESULTS " + json.dumps(out))
 """
 
@@ -154,12 +162,80 @@ def _expected_errors(lf):
             {},
             ["columns.group of dataset 'no_group_col' must name a column of its data, got 'problem'"],
         ),
-        "per_turn_rewards": (
-            {**rift, "dataset": "sg_turns"},
+        # per-turn rewards (sharegpt, "reward_tag" in the tags): every bad one names row and message index
+        "turn_untagged": (
+            {**rift, "dataset": "sg_turns_untagged"},
             {},
-            ["score must be on the row, not on a message, for LLaMA-Factory", "message 1 of 'conversations'", "row 0"],
+            [
+                "tags.reward_tag must name the per-message reward to train it, got score=1.0 on message 1 in row 0",
+                '"tags": {"reward_tag": "score"}',
+            ],
         ),
-        "reward_tag": ({**rift, "dataset": "sg_reward_tag"}, {}, ["tags.reward_tag must not be set", "'score'"]),
+        "turn_string": (
+            {**rift, "dataset": "sg_turns_string"},
+            {},
+            [
+                "score must be a finite JSON number on message 1 in row 1 of dataset 'sg_turns_string' (file ",
+                'write 1.0, not "1.0"',
+            ],
+        ),
+        "turn_bool": (
+            {**rift, "dataset": "sg_turns_bool"},
+            {},
+            ["score must be a finite JSON number on message 3 in row 1 of dataset 'sg_turns_bool'", "not true"],
+        ),
+        "turn_nonfinite": (
+            {**rift, "dataset": "sg_turns_nonfinite"},
+            {},
+            ["score must be a finite JSON number on message 3 in row 1 of dataset 'sg_turns_nonfinite'", "inf"],
+        ),
+        "turn_on_user": (
+            {**rift, "dataset": "sg_turns_user"},
+            {},
+            ["score must be on assistant messages only, got score=0.5 on message 2 (role 'human') in row 1"],
+        ),
+        "turn_missing": (
+            {**rift, "dataset": "sg_turns_missing"},
+            {},
+            ["score must be given for every trained assistant message", "got neither for message 1 in row 1"],
+        ),
+        "tag_misspelt": (
+            {**rift, "dataset": "sg_tag_misspelt"},
+            {},
+            [
+                "each key of tags (dataset file 'turns.json') must be one of",
+                "got 'rewrd_tag'; did you mean 'reward_tag'?",
+            ],
+        ),
+        "tag_alone": (
+            {**rift, "dataset": "sg_tag_alone"},
+            {},
+            ["tags must give role_tag, content_tag, assistant_tag beside reward_tag for dataset file 'turns.json'"],
+        ),
+        "tag_alpaca": (
+            {**rift, "dataset": "alp_reward_tag"},
+            {},
+            ["tags.reward_tag must name the messages' reward key of a sharegpt dataset", "formatting 'alpaca'"],
+        ),
+        "turn_normalized": (
+            {**gaussian, "dataset": "sg_turns"},
+            {},
+            [
+                "rift_reward_normalization: 'gaussian' must be used with one reward per row, got per-message score "
+                "values in dataset 'sg_turns'",
+                "would be averaged away",
+            ],
+        ),
+        "turn_sequence": (
+            {**rift, "rift_level": "sequence", "dataset": "sg_turns"},
+            {},
+            ["rift_level: 'sequence' must be used with one reward per row"],
+        ),
+        "turn_on_prompt": (
+            {**rift, "train_on_prompt": True, "dataset": "sg_turns"},
+            {},
+            ["train_on_prompt must be false with per-turn rewards, got true for dataset 'sg_turns'"],
+        ),
         "stale_tokenized_path": (
             {**rift, "tokenized_path": str(lf.root / "tok_plain")},
             {},
@@ -193,6 +269,14 @@ def test_bad_inputs_fail_before_training(lf, plain):
     assert rewards == [pytest.approx(-0.2, abs=0, rel=1e-7), pytest.approx(0.3, abs=0, rel=1e-7)]
     assert extra_dtype == "torch.bfloat16"  # what LLaMA-Factory does to a float column the adapter did not take
     assert "rift_reward" not in keys and "rift_reward_bits" in keys
+    for side, expected in (
+        ("right", [[0.0, 0.5, -1.0], [0.0, 0.25, 0.0]]),
+        ("left", [[0.0, 0.5, -1.0], [0.0, 0.0, 0.25]]),
+    ):
+        rewards, labels, keys = results[f"collator_{side}"]
+        assert rewards == expected, (side, rewards)
+        assert [[y != -100 for y in row] for row in labels] == [[r != 0 for r in row] for row in expected]
+        assert not {"rift_token_rewards", "rift_turn_rewards", "rift_reward"} & set(keys)
 
 
 def test_misspelt_key_fails_in_the_cli(lf):
