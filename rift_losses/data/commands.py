@@ -609,7 +609,8 @@ def convert(
     - ``to="llamafactory"``: the JSONL, plus its entry in ``dataset_info.json`` (beside the
       output unless ``dataset_info`` is given; other entries are kept): sharegpt formatting
       with OpenAI-style role/content tags and the column mapping, ``"reward": "reward"`` and
-      ``"group": "group"`` included. ``dataset_info.json`` is read and checked (a readable JSON
+      ``"group": "group"`` included (and ``"reward_tag": "reward"`` in the tags when rows carry
+      per-message rewards). ``dataset_info.json`` is read and checked (a readable JSON
       object) before anything is written.
 
     ``in_place`` allows ``dst`` to be ``src`` itself (replaced only on success).
@@ -689,6 +690,8 @@ def convert(
             "columns": {"messages": "messages", "reward": REWARD_COLUMN, "group": GROUP_COLUMN},
             "tags": dict(_LF_TAGS),
         }
+        if turned:  # the adapter reads per-message rewards where the entry names their key (docs/llamafactory.md)
+            entry["tags"]["reward_tag"] = REWARD_COLUMN
         with _locked_directory(info_target.parent):  # read, update, replace: one writer at a time
             info = _read_dataset_info(info_path, info_target)  # as it is now (another convert may have added one)
             summary["replaced_entry"] = entry_name in info

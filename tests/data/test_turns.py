@@ -51,6 +51,36 @@ def test_convert_keeps_each_messages_reward(tmp_path):
     assert [m.get("reward") for m in read_jsonl(tmp_path / "s.jsonl")[0]["messages"]] == [None, 1.0, None, -0.2]
 
 
+def test_convert_to_llamafactory_names_the_message_reward_key_in_the_tags(tmp_path):
+    """LLaMA-Factory's adapter reads per-message rewards only where the entry's tags carry reward_tag."""
+    import json
+
+    def talk(first, second):
+        return {
+            "messages": [
+                {"role": "user", "content": "Find the file."},
+                {"role": "assistant", "content": "ls", "reward": first},
+                {"role": "user", "content": "a.txt b.txt"},
+                {"role": "assistant", "content": "It is c.txt.", "reward": second},
+            ]
+        }
+
+    src = write_jsonl(tmp_path / "turns.jsonl", [talk(1.0, -0.2), talk(-0.5, 1.0)])
+    convert(src, tmp_path / "lf" / "turns.jsonl", to="llamafactory", progress="none")
+    plain = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "response": "r", "reward": 1.0}])
+    convert(plain, tmp_path / "lf" / "rows.jsonl", to="llamafactory", progress="none")
+    info = json.loads((tmp_path / "lf" / "dataset_info.json").read_text())
+    assert info["turns"]["tags"]["reward_tag"] == "reward"
+    assert info["turns"]["tags"]["role_tag"] == "role" and info["turns"]["tags"]["assistant_tag"] == "assistant"
+    assert "reward_tag" not in info["rows"]["tags"]
+    assert [m.get("reward") for m in read_jsonl(tmp_path / "lf" / "turns.jsonl")[0]["messages"]] == [
+        None,
+        1.0,
+        None,
+        -0.2,
+    ]
+
+
 def test_stats_counts_turns_by_sign(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", ROWS + [{"prompt": "p", "response": "r", "reward": -1.0, "group": "p"}])
     s = stats(src, progress="none")
