@@ -129,3 +129,47 @@ def assistant_token_rewards(
         for t in range(start, end):
             mask[t] = 1
     return full, mask, token_rewards, turn
+
+
+def per_row_only(option: str, *, column: str, dataset: str, instead: str) -> str:
+    """Why ``option`` (a normalized loss, the sequence level) refuses per-turn rewards; one wording for every host.
+
+    ``instead`` names the host's way out (``"use loss_type='rift' ... at rift_level='token'"``).
+    """
+    return (
+        f"{option} must be used with one reward per row, got per-message {column} values in dataset {dataset!r}: "
+        "the normalized losses normalize one reward per row over its group and the sequence level weighs a "
+        f"whole response by one reward, so per-turn rewards would be averaged away; {instead}, or move the reward "
+        "to the row"
+    )
+
+
+def label_spans(labels: Sequence[int], *, ignore_index: int = -100) -> list[tuple[int, int]]:
+    """The maximal runs ``[start, end)`` of target labels (``!= ignore_index``), in order."""
+    spans: list[tuple[int, int]] = []
+    start = None
+    for t, label in enumerate(labels):
+        if label != ignore_index and start is None:
+            start = t
+        elif label == ignore_index and start is not None:
+            spans.append((start, t))
+            start = None
+    if start is not None:
+        spans.append((start, len(labels)))
+    return spans
+
+
+def span_token_rewards(
+    labels: Sequence[int], span_rewards: Sequence[float], *, ignore_index: int = -100
+) -> list[float] | None:
+    """One reward per token (length T): span k of :func:`label_spans` gets ``span_rewards[k]``, other tokens 0.
+
+    None when the labels do not hold exactly one span per reward (the caller says why).
+    """
+    spans = label_spans(labels, ignore_index=ignore_index)
+    if len(spans) != len(span_rewards):
+        return None
+    out = [0.0] * len(labels)
+    for (start, end), reward in zip(spans, span_rewards):
+        out[start:end] = [float(reward)] * (end - start)
+    return out

@@ -26,7 +26,7 @@ from .._common import (
     text_row_prompt_key,
     zero_rewards_warning,
 )
-from .._core.turns import assistant_token_rewards, has_turn_rewards, message_rewards
+from .._core.turns import assistant_token_rewards, has_turn_rewards, message_rewards, per_row_only
 
 #: The batch key that carries the rewards from the collator to ``compute_loss`` (float32,
 #: ``(B,)``, or ``(1, L)`` one per token for a padding-free batch).
@@ -139,10 +139,12 @@ def check_turn_rewards(
     if method is not None or level != "token":
         option = f"loss_type={loss_type!r}" if method is not None else f"rift_level={level!r}"
         raise ValueError(
-            f"{option} must be used with one reward per row, got per-message {column} values in dataset {name!r}: "
-            "the normalized losses normalize one reward per row over its group and the sequence level weighs a "
-            "whole response by one reward, so per-turn rewards would be averaged away; use loss_type='rift' "
-            "(or 'rift_naive') at rift_level='token', or move the reward to the row"
+            per_row_only(
+                option,
+                column=column,
+                dataset=name,
+                instead="use loss_type='rift' (or 'rift_naive') at rift_level='token'",
+            )
         )
     row_rewards = dataset[column] if column in columns else [None] * len(conversations)
     out: list[float] = []
