@@ -3,7 +3,7 @@
 MS-Swift's preprocessing drops every message key but ``role``, ``content``, ``loss`` and
 ``loss_scale``, so the adapter reads each assistant message's reward from the raw row (the
 rules are :func:`integrations._core.turns.message_rewards`'), carries them in the private column
-:data:`TURNS_KEY` (``{"where": "row i of dataset ...", "rewards": [one per assistant message]}``)
+:data:`TURNS_KEY` (``{"where": "row i of dataset ...", "rewards": [one per trained assistant message]}``)
 and turns them into one reward per token once MS-Swift has encoded the row:
 
 - MS-Swift trains one contiguous run of labels per trained *turn*: a maximal run of
@@ -71,7 +71,7 @@ def message_field(record: Any) -> str | None:
 
 
 def raw_turn_rewards(messages: Any, row_reward: float | None, *, column: str, where: str) -> list[float] | None:
-    """The rewards of a raw row's assistant messages in order (own, else the row's); None without per-turn rewards.
+    """The rewards of a raw row's trained assistant messages in order (own, else the row's); None without per-turn rewards.
 
     Validates with :func:`message_rewards` on MS-Swift's standard roles. ``ValueError`` naming
     ``where`` and the message index for a bad reward, one on a non-assistant message (a
@@ -109,19 +109,18 @@ def _turns(messages: Sequence[dict], rewards: Sequence[float], row_reward: float
         if not previous:
             turns.append((False, [], index))
         trained, own, first = turns[-1]
-        if role == "assistant":
+        if role == "assistant" and not _untrained(message):
             if k >= len(rewards):
                 break
-            if not _untrained(message):
-                own = [*own, rewards[k]]
+            own = [*own, rewards[k]]
             k += 1
         turns[-1] = (trained or not _untrained(message), own, first)
         previous = True
-    assistants = sum(m.get("role") == "assistant" for m in messages)
+    assistants = sum(m.get("role") == "assistant" and not _untrained(m) for m in messages)
     if assistants != len(rewards):
         raise ValueError(
-            f"the per-turn rewards of {where} must follow its assistant messages through MS-Swift's preprocessing, "
-            f"got {len(rewards)} rewards for {assistants} assistant messages after it (a format MS-Swift converts, "
+            f"the per-turn rewards of {where} must follow its trained assistant messages through MS-Swift's "
+            f"preprocessing, got {len(rewards)} rewards for {assistants} such messages after it (a format MS-Swift converts, "
             "such as OpenAI tool_calls or Anthropic blocks, changes the messages); write the row as plain messages"
         )
     out = []
