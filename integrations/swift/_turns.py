@@ -71,7 +71,7 @@ def message_field(record: Any) -> str | None:
 
 
 def raw_turn_rewards(messages: Any, row_reward: float | None, *, column: str, where: str) -> list[float] | None:
-    """The rewards of a raw row's trained assistant messages in order (own, else the row's); None without per-turn rewards.
+    """The rewards of a raw row's trained assistant messages in order (own, else the row's); None without any own.
 
     Validates with :func:`message_rewards` on MS-Swift's standard roles. ``ValueError`` naming
     ``where`` and the message index for a bad reward, one on a non-assistant message (a
@@ -120,8 +120,9 @@ def _turns(messages: Sequence[dict], rewards: Sequence[float], row_reward: float
     if assistants != len(rewards):
         raise ValueError(
             f"the per-turn rewards of {where} must follow its trained assistant messages through MS-Swift's "
-            f"preprocessing, got {len(rewards)} rewards for {assistants} such messages after it (a format MS-Swift converts, "
-            "such as OpenAI tool_calls or Anthropic blocks, changes the messages); write the row as plain messages"
+            f"preprocessing, got {len(rewards)} rewards for {assistants} such messages after it (a format MS-Swift "
+            "converts, such as OpenAI tool_calls or Anthropic blocks, changes the messages); write the row as plain "
+            "messages"
         )
     out = []
     for trained, own, first in turns:

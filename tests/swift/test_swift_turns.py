@@ -3,7 +3,7 @@
 An assistant message's own ``reward`` weighs the tokens MS-Swift trains for that message; a
 message without one takes the row's; rows with one reward and rows with per-turn rewards mix
 in one dataset. Each optimizer step below sees every row (10 rows: a batch of 10, accumulation
-5 x 2, or one padding-free row), so all of them must log the same curve, and step 1 must equal
+2 x 5, two ranks x 5, one padding-free or one packed row), so all of them must log the same curve, and step 1 must equal
 an independent float64 reference built from the model's per-token log-probs and each token's turn.
 """
 
@@ -47,11 +47,12 @@ def turn_dir(data_dir) -> Path:
     return data_dir
 
 
-def train(swift_runs, data_dir, name, *args, data="turns.jsonl", steps=2, env=None):
+def train(swift_runs, data_dir, name, *args, data="turns.jsonl", steps=2, env=None, nproc=None):
     return swift_runs.sft(
         name,
         ["--dataset", str(data_dir / data), "--tuner_type", "full", "--max_steps", str(steps), *LONG, *args],
         env=env,
+        nproc=nproc,
     )
 
 
@@ -135,6 +136,47 @@ def test_per_turn_gradient_accumulation_and_padding_free_equal_one_batch(swift_r
     ).ok()
     assert_same_curve(accumulated, base)
     assert_same_curve(free, base)
+
+
+def test_per_turn_packing_and_two_process_data_parallel_equal_one_batch(swift_runs, turn_dir):
+    base = turns(swift_runs, turn_dir)
+    packed = train(
+        swift_runs,
+        turn_dir,
+        "turns_packing",
+        "--per_device_train_batch_size",
+        "1",
+        "--gradient_accumulation_steps",
+        "1",
+        "--loss_type",
+        "rift",
+        "--packing",
+        "true",
+        "--packing_length",
+        "2048",
+        "--external_plugins",
+        PLUGIN_CPU,
+    ).ok()
+    assert "Dataset Token Length: 1070" in packed.output  # all ten rows in one packed row
+    ddp = train(
+        swift_runs,
+        turn_dir,
+        "turns_ddp",
+        "--per_device_train_batch_size",
+        "5",
+        "--gradient_accumulation_steps",
+        "1",
+        "--loss_type",
+        "rift",
+        "--ddp_backend",
+        "gloo",
+        "--use_cpu",
+        "true",
+        nproc=2,
+    ).ok()
+    assert "world_size: 2" in ddp.output
+    assert_same_curve(packed, base)
+    assert_same_curve(ddp, base)
 
 
 # --- bad input: a clear error before the first step ---------------------------------------------
