@@ -2,9 +2,12 @@
 
 ``SwiftSft._prepare_model_tokenizer`` (before the model loads) refuses a misspelt RIFT
 ``--loss_type``, reads the knobs, refuses unsupported options (:mod:`.config`), checks the raw
-rewards of local JSON / JSONL datasets (:func:`._datasets.check_local_rewards`) and installs
-the trainer patches. ``SwiftSft._prepare_dataset``: a pre-flight collation of one encoded
-sample proves the reward reaches the batch before the first step.
+rewards of local JSON / JSONL datasets (:func:`._datasets.check_local_rewards`, per-turn rewards
+included) and installs the trainer patches; the run is kept on the pipeline instance.
+``SwiftSft._prepare_dataset`` runs with the pipeline current (:func:`._state.preparing`), so the
+dataset patches see its run; then a pre-flight check raises the first per-turn row whose rewards
+could not be put on its tokens, and a collation of one encoded sample proves the reward reaches
+the batch before the first step.
 """
 
 from __future__ import annotations

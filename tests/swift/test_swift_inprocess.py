@@ -225,3 +225,20 @@ def test_a_turn_that_cannot_be_found_in_the_tokens_is_refused_at_collation(patch
         ValueError, match=r"per-turn rewards of row 0 of dataset .* got 1 runs for 2 trained turns .*last_round"
     ):
         last_round.data_collator(encoded)
+
+
+def test_the_run_lives_on_the_pipeline_not_in_the_process(patches, tmp_path):
+    """Outside a pipeline's ``_prepare_dataset`` the loader is MS-Swift's own; the run is the pipeline's attribute."""
+    from rift_losses.integrations.swift import _activation, _state
+
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows())
+    assert _state.current() is None
+    assert "_rift_reward" not in load(path).column_names  # no pipeline: nothing of rift-losses
+    pipeline = SimpleNamespace(args=sft_args("rift"))
+    with _activation.pipeline_datasets(pipeline) as run:
+        assert _state.current().run is run is getattr(pipeline, _state.RUN_ATTR)
+        assert load(path)["_rift_reward"] == pytest.approx(REWARDS)
+    assert _state.current() is None and getattr(pipeline, _state.RUN_ATTR) is run
+    other = SimpleNamespace(args=sft_args(None))  # a second pipeline in the same process, another loss
+    with _activation.pipeline_datasets(other) as none:
+        assert none is None and "_rift_reward" not in load(path).column_names
