@@ -57,7 +57,10 @@ def train(swift_runs, data_dir, name, *args, data="turns.jsonl", steps=2, env=No
 
 
 def turns(swift_runs, turn_dir):
-    return train(swift_runs, turn_dir, "turns", *BATCH10, "--loss_type", "rift").ok()
+    """The reference run: one batch of all ten rows per step; the same rows evaluated after step 2."""
+    evaluation = ["--val_dataset", str(turn_dir / "turns.jsonl"), "--per_device_eval_batch_size", "10"]
+    evaluation += ["--eval_strategy", "steps", "--eval_steps", "2"]
+    return train(swift_runs, turn_dir, "turns", *BATCH10, "--loss_type", "rift", *evaluation).ok()
 
 
 def close(a, b, rel=1e-5):
@@ -105,6 +108,12 @@ def test_mixed_per_turn_rewards_equal_the_float64_reference(swift_runs, turn_dir
     # row 7's tool call (loss: false) is untrained: its text is in no trained run
     ids, labels = encoded[7]
     assert len([y for y in labels if y != -100]) < len([y for y in encoded[6][1] if y != -100])
+    (evaluation,) = run.evals  # evaluation weighs each token by its turn's reward too
+    assert (evaluation["eval_rift_pos_tokens"], evaluation["eval_rift_neg_tokens"]) == (
+        want.pos_tokens,
+        want.neg_tokens,
+    )
+    assert close(evaluation["eval_rift_pos_loss"] + evaluation["eval_rift_neg_loss"], evaluation["eval_loss"])
     assert "with per-turn rewards: 15 assistant turns" in run.output
     assert "2 with one reward: 1 > 0, 1 < 0, 0 = 0" in run.output
 
