@@ -95,7 +95,9 @@ def collate_rewards(template, rows: list, res: dict):
 
 
 def _pads_right(template) -> bool:
-    return getattr(template, "padding_side", "right") == "right"
+    """MS-Swift's ``Template._data_collator`` rule: ``padding_side`` in training, else left."""
+    side = getattr(template, "padding_side", "right") if getattr(template, "is_training", True) else "left"
+    return side == "right"
 
 
 def install_template_patches() -> None:

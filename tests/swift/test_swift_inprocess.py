@@ -205,6 +205,14 @@ def test_per_turn_rewards_reach_the_tokens_of_their_turn(patches, tmp_path, temp
         assert batch["_rift_reward"][i, :n].tolist() == pytest.approx(want)
         assert not batch["_rift_reward"][i, n:].any()
 
+    left = template(padding_side="left")
+    batch = left.data_collator([left.encode(train[i]) for i in range(len(train))])
+    for i, e in enumerate(encoded):  # each token's reward beside its label, padding on the left
+        n = len(e["input_ids"])
+        assert batch["labels"][i, -n:].tolist() == e["labels"]
+        assert batch["_rift_reward"][i, -n:].tolist() == pytest.approx(e.get("_rift_token_rewards") or [-0.7] * n)
+        assert not batch["_rift_reward"][i, :-n].any()
+
     free = template(padding_free=True)
     encoded = [free.encode(train[i], return_length=True) for i in range(len(train))]
     want = [r for e in encoded for r in (e.get("_rift_token_rewards") or [-0.7] * len(e["input_ids"]))]
