@@ -38,9 +38,9 @@ def _refuse_turns_for(run: Run, *, column: str, dataset: str) -> None:
     )
 
 
-def _row_turns(record, where: str, *, column: str, dataset: str, run: Run) -> list[float] | None:
+def _row_turns(record, where: str, *, column: str, dataset: str, run: Run, renames=None) -> list[float] | None:
     """A raw row's per-turn rewards, validated (its own reward too, when it has one); None without any."""
-    field = message_field(record)
+    field = message_field(record, renames)
     if field is None or not has_turn_rewards(record[field] if isinstance(record[field], list) else (), column=column):
         return None
     value = record.get(column)
@@ -73,7 +73,7 @@ def check_local_rewards(args, run: Run) -> None:
             name = syntax.dataset
 
             def turns(record, where, name=name):
-                return _row_turns(record, where, column=column, dataset=name, run=run) is not None
+                return _row_turns(record, where, column=column, dataset=name, run=run, renames=renames) is not None
 
             checked = _common.check_json_rewards(name, column=column, dataset=name, turns=turns)
             if checked is None:
@@ -91,15 +91,16 @@ def _check_first_row_has(path: str, *, column: str, run: Run) -> None:
     )
 
 
-def _check_raw_rewards(dataset, *, name: str, run: Run) -> list | None:
+def _check_raw_rewards(dataset, *, name: str, run: Run, renames=None) -> list | None:
     """Validate the reward column of a dataset as read from its file (rows in file order).
 
     Returns the :data:`TURNS_KEY` column for a dataset with per-turn rewards (one value per
-    row: ``{"where": ..., "rewards": [...]}`` or None), else None.
+    row: ``{"where": ..., "rewards": [...]}`` or None), else None. ``renames``: the
+    preprocessor's column renames (old -> new), to find a messages column under another name.
     """
     column = run.knobs.reward_column
     features = getattr(dataset, "features", None) or {}
-    field = message_field(features)
+    field = message_field(features, renames)
     # any file format, not only JSON; `datasets` may load the messages as Json values (so not from the features)
     candidate = field is not None and any(
         isinstance(m, list) and has_turn_rewards(m, column=column) for m in dataset[field]
@@ -118,7 +119,8 @@ def _check_raw_rewards(dataset, *, name: str, run: Run) -> list | None:
         turns = []
         for i, (messages, value) in enumerate(zip(dataset[field], values)):
             where = f"row {i} of dataset {name!r}"
-            rewards = _row_turns({field: messages, column: value}, where, column=column, dataset=name, run=run)
+            record = {field: messages, column: value}
+            rewards = _row_turns(record, where, column=column, dataset=name, run=run, renames=renames)
             if rewards is None:
                 _common.read_reward(value, column=column, where=where)
             turns.append(None if rewards is None else {"where": where, "rewards": rewards})
@@ -307,7 +309,8 @@ def install_dataset_patches() -> None:
             loading = pipeline.loading if pipeline is not None else None
             if pipeline is not None and pipeline.run is not None and loading is not None and not loading["raw_checked"]:
                 loading["raw_checked"] = True
-                turns = _check_raw_rewards(dataset, name=loading["name"], run=pipeline.run)
+                renames = {**getattr(self, "columns", {}), **getattr(self, "origin_columns", {})}
+                turns = _check_raw_rewards(dataset, name=loading["name"], run=pipeline.run, renames=renames)
                 if turns is not None:  # carried past MS-Swift's preprocessing, which drops unknown message keys
                     dataset = dataset.add_column(TURNS_KEY, turns)
             return original(self, dataset, *args, **kwargs)

@@ -62,9 +62,11 @@ def _untrained(message: dict) -> bool:
     return (loss is not None and not loss) or (isinstance(scale, (int, float)) and scale <= 0)
 
 
-def message_field(record: Any) -> str | None:
-    """The raw row's messages column (``messages``, ``conversations``, ``conversation``), or None."""
-    for field in MESSAGE_FIELDS:
+def message_field(record: Any, renames: Any = None) -> str | None:
+    """The raw row's messages column (``messages``, ``conversations``, ``conversation``, or one that
+    ``renames`` (MS-Swift's ``--columns``, old name -> new name) renames to ``messages``), or None."""
+    renamed = [old for old, new in renames.items() if new == "messages"] if isinstance(renames, dict) else []
+    for field in (*renamed, *MESSAGE_FIELDS):
         if field in record:
             return field
     return None

@@ -250,3 +250,24 @@ def test_the_run_lives_on_the_pipeline_not_in_the_process(patches, tmp_path):
     other = SimpleNamespace(args=sft_args(None))  # a second pipeline in the same process, another loss
     with _activation.pipeline_datasets(other) as none:
         assert none is None and "_rift_reward" not in load(path).column_names
+
+
+def test_sharegpt_conversations_carry_their_turn_rewards(patches, tmp_path, template):
+    """``conversations`` rows with ``from``/``value`` (MS-Swift converts them): the rewards follow the turns."""
+    roles = {"user": "human", "assistant": "gpt", "tool": "observation"}
+    rows_ = [
+        {
+            "conversations": [
+                {"from": roles[m["role"]], "value": m["content"], "reward": m.get("reward")} for m in r["messages"]
+            ]
+        }
+        for r in turns_rows()[:2]
+    ]
+    path = write_jsonl(tmp_path / "sharegpt.jsonl", rows_)
+    patches.activate(sft_args("rift", dataset=[str(path)]))
+    train = load(path)
+    padded = template()
+    for i, want in enumerate(TURN_REWARDS[:2]):
+        e = padded.encode(train[i])
+        got = e["_rift_token_rewards"]
+        assert [{got[t] for t in range(a, b)} for a, b in _spans(e["labels"])] == [{want[0]}, {want[1]}]
