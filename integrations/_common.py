@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from rift_losses import _fields
@@ -156,7 +156,9 @@ def _where(row: int, line: int | None, *, dataset: str, path: str) -> str:
     return where if path == dataset else where + f" (file {path!r})"
 
 
-def check_json_rewards(path: str, *, column: str, dataset: str, host: str | None = None) -> int | None:
+def check_json_rewards(
+    path: str, *, column: str, dataset: str, host: str | None = None, turns: Callable[[dict, str], bool] | None = None
+) -> int | None:
     """The one reward rule of both hosts, on the raw values of a local JSON / JSON Lines file.
 
     Every row's ``column`` must be a JSON number (an int or a float, finite; not a string such
@@ -166,6 +168,10 @@ def check_json_rewards(path: str, *, column: str, dataset: str, host: str | None
     naming the dataset, the column, the row (0-based, as loaded) and the value. Returns how
     many rows were checked, or None when the file cannot be read here (another format, no row
     with ``column``: the host's own checks after loading then apply).
+
+    ``turns(record, where)``, for a host that reads per-message rewards, validates a row's
+    per-message rewards (and its own reward, which is then optional) and returns True when the
+    row has some; ``host`` names a host that refuses them.
     """
     rows = json_rows(path)
     if rows is None:
@@ -174,6 +180,9 @@ def check_json_rewards(path: str, *, column: str, dataset: str, host: str | None
     for row, line, record in rows:
         if not isinstance(record, dict):
             return None
+        if turns is not None and turns(record, _where(row, line, dataset=dataset, path=path)):
+            checked += 1
+            continue
         if host is not None:
             refuse_turn_rewards(record, column=column, host=host, where=_where(row, line, dataset=dataset, path=path))
         if column not in record:
@@ -192,11 +201,11 @@ def check_json_rewards(path: str, *, column: str, dataset: str, host: str | None
 
 
 def refuse_turn_rewards(record: dict, *, column: str, host: str, where: str) -> None:
-    """Refuse a row whose messages carry their own ``column`` in a host that would drop it silently.
+    """Refuse a row whose messages carry their own ``column`` where the host would drop it silently.
 
-    MS-Swift's preprocessing removes unknown message keys and LLaMA-Factory's converters read only
-    their role and content tags: a per-message reward would vanish and every assistant turn would
-    train on the row's reward. ``ValueError`` naming ``where``, the row field and the message index.
+    LLaMA-Factory's converters read only the tags a dataset declares: in a dataset without
+    ``"reward_tag"`` a per-message reward would vanish and every assistant turn would train on
+    the row's reward. ``ValueError`` naming ``where``, the row field and the message index.
     """
     for field, value in record.items():
         if not isinstance(value, list):
@@ -204,9 +213,10 @@ def refuse_turn_rewards(record: dict, *, column: str, host: str, where: str) -> 
         for index, message in enumerate(value):
             if isinstance(message, dict) and message.get(column) is not None:
                 raise ValueError(
-                    f"{column} must be on the row, not on a message, for {host} (its adapter does not read "
-                    f"per-message rewards yet; TRL's does), got {column}={short(message[column])} on message "
-                    f"{index} of {field!r} in {where}: move the reward to the row, or train these rows with TRL"
+                    f"{column} must be on the row, not on a message, for {host} with this dataset (its adapter "
+                    f"reads per-message rewards only where the dataset declares them: see the host's 'Per-turn "
+                    f"rewards' docs), got {column}={short(message[column])} on message {index} of {field!r} in "
+                    f"{where}: move the reward to the row, or declare the per-message key"
                 )
 
 

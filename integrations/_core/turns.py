@@ -142,3 +142,34 @@ def assistant_token_rewards(
         for t in range(start, end):
             mask[t] = 1
     return full, mask, token_rewards, turn
+
+
+def label_spans(labels: Sequence[int], *, ignore_index: int = -100) -> list[tuple[int, int]]:
+    """The maximal runs ``[start, end)`` of target labels (``!= ignore_index``), in order."""
+    spans: list[tuple[int, int]] = []
+    start = None
+    for t, label in enumerate(labels):
+        if label != ignore_index and start is None:
+            start = t
+        elif label == ignore_index and start is not None:
+            spans.append((start, t))
+            start = None
+    if start is not None:
+        spans.append((start, len(labels)))
+    return spans
+
+
+def span_token_rewards(
+    labels: Sequence[int], span_rewards: Sequence[float], *, ignore_index: int = -100
+) -> list[float] | None:
+    """One reward per token (length T): span k of :func:`label_spans` gets ``span_rewards[k]``, other tokens 0.
+
+    None when the labels do not hold exactly one span per reward (the caller says why).
+    """
+    spans = label_spans(labels, ignore_index=ignore_index)
+    if len(spans) != len(span_rewards):
+        return None
+    out = [0.0] * len(labels)
+    for (start, end), reward in zip(spans, span_rewards):
+        out[start:end] = [float(reward)] * (end - start)
+    return out

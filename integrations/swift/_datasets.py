@@ -6,14 +6,50 @@ raw row (the first bad one is named), normalize over whole groups for the normal
 variants, and store the result as the ``_rift_reward`` column; warn loudly when they are all 0
 (the run would train nothing on that dataset). In a run whose loss ignores rewards, warn
 loudly about rewards < 0. The reading rules are ``integrations/_common.py``'s.
+
+Per-turn rewards (an assistant message's own ``reward``): validated on the raw rows
+(:func:`._turns.raw_turn_rewards`), carried through MS-Swift's preprocessing in the private
+column ``_rift_turns`` and put on the tokens at ``Template.encode`` (:mod:`._template`).
+The patches act only while a pipeline prepares its datasets (:func:`._state.current`).
 """
 
 from __future__ import annotations
 
 from .. import _common
 from .._core.patching import wrap
+from .._core.turns import has_turn_rewards, per_row_only
 from . import config
-from ._state import HOST, KEY, STATE, Run, logger
+from ._state import HOST, KEY, Run, current, logger
+from ._turns import TURNS_KEY, message_field, raw_turn_rewards
+
+
+def _refuse_turns_for(run: Run, *, column: str, dataset: str) -> None:
+    """The normalized losses and the sequence level take one reward per row: per-turn rewards are refused."""
+    if run.normalization is None and run.knobs.level == "token":
+        return
+    option = f"--loss_type {run.loss_type}" if run.normalization else f"{config.ENV_LEVEL}={run.knobs.level}"
+    raise ValueError(
+        per_row_only(
+            option,
+            column=column,
+            dataset=dataset,
+            fix=f"use --loss_type {config.PLAIN_LOSS_TYPE} (or rift_naive) with {config.ENV_LEVEL}=token, or move the "
+            "reward to the row",
+        )
+    )
+
+
+def _row_turns(record, where: str, *, column: str, dataset: str, run: Run, renames=None) -> list[float] | None:
+    """A raw row's per-turn rewards, validated (its own reward too, when it has one); None without any."""
+    field = message_field(record, renames)
+    if field is None or not has_turn_rewards(record[field] if isinstance(record[field], list) else (), column=column):
+        return None
+    value = record.get(column)
+    row_reward = None if value is None else _common.read_reward(value, column=column, where=where)
+    turns = raw_turn_rewards(record[field], row_reward, column=column, where=where)
+    if turns is not None:
+        _refuse_turns_for(run, column=column, dataset=dataset)
+    return turns
 
 
 def check_local_rewards(args, run: Run) -> None:
@@ -35,7 +71,12 @@ def check_local_rewards(args, run: Run) -> None:
         except Exception:  # MS-Swift reports a bad dataset argument itself
             continue
         if getattr(syntax, "dataset_type", None) == "path":
-            checked = _common.check_json_rewards(syntax.dataset, column=column, dataset=syntax.dataset, host="MS-Swift")
+            name = syntax.dataset
+
+            def turns(record, where, name=name):
+                return _row_turns(record, where, column=column, dataset=name, run=run, renames=renames) is not None
+
+            checked = _common.check_json_rewards(name, column=column, dataset=name, turns=turns)
             if checked is None:
                 _check_first_row_has(syntax.dataset, column=column, run=run)
 
@@ -51,23 +92,43 @@ def _check_first_row_has(path: str, *, column: str, run: Run) -> None:
     )
 
 
-def _check_raw_rewards(dataset, *, name: str, run: Run) -> None:
-    """Validate the reward column of a dataset as read from its file (rows in file order)."""
+def _check_raw_rewards(dataset, *, name: str, run: Run, renames=None) -> list | None:
+    """Validate the reward column of a dataset as read from its file (rows in file order).
+
+    Returns the :data:`TURNS_KEY` column for a dataset with per-turn rewards (one value per
+    row: ``{"where": ..., "rewards": [...]}`` or None), else None. ``renames``: the
+    preprocessor's column renames (old -> new), to find a messages column under another name.
+    """
     column = run.knobs.reward_column
     features = getattr(dataset, "features", None) or {}
-    if column not in features:
+    field = message_field(features, renames)
+    # any file format, not only JSON; `datasets` may load the messages as Json values (so not from the features)
+    candidate = field is not None and any(
+        isinstance(m, list) and has_turn_rewards(m, column=column) for m in dataset[field]
+    )
+    if column not in features and not candidate:
         raise ValueError(
             f"dataset {name!r} must have a {column!r} column with one reward per row for --loss_type "
             f"{run.loss_type}, got columns {sorted(features)} (name yours with {config.ENV_REWARD_COLUMN}=...)"
         )
     what = f"--loss_type {run.loss_type}"
-    _common.refuse_mixed_json_feature(features, column, dataset=name, what=what)
-    _common.read_rewards(dataset[column], column=column, dataset=name)
-    if "messages" in features and repr(column) in repr(features["messages"]):  # any file format, not only JSON
-        for i, messages in enumerate(dataset["messages"]):
-            _common.refuse_turn_rewards(
-                {"messages": messages}, column=column, host="MS-Swift", where=f"row {i} of dataset {name!r}"
-            )
+    if column in features:
+        _common.refuse_mixed_json_feature(features, column, dataset=name, what=what)
+    turns = None
+    if candidate:
+        values = dataset[column] if column in features else [None] * len(dataset)
+        turns = []
+        for i, (messages, value) in enumerate(zip(dataset[field], values)):
+            where = f"row {i} of dataset {name!r}"
+            record = {field: messages, column: value}
+            rewards = _row_turns(record, where, column=column, dataset=name, run=run, renames=renames)
+            if rewards is None:
+                _common.read_reward(value, column=column, where=where)
+            turns.append(None if rewards is None else {"where": where, "rewards": rewards})
+        if not any(t is not None for t in turns):
+            turns = None
+    else:
+        _common.read_rewards(dataset[column], column=column, dataset=name)
     group = run.knobs.group_column
     if run.normalization and run.knobs.group_column_given and group not in features:
         raise ValueError(
@@ -79,6 +140,7 @@ def _check_raw_rewards(dataset, *, name: str, run: Run) -> None:
         _common.refuse_mixed_json_feature(features, group, dataset=name, what=what, group=True)
         for i, value in enumerate(dataset[group]):
             _common.read_group(value, column=group, where=f"row {i} of dataset {name!r}")
+    return turns
 
 
 def _group_keys(dataset, *, name: str, run: Run) -> tuple[list, str]:
@@ -112,18 +174,34 @@ def prepare_rewards(dataset, *, name: str, run: Run, remove_unused_columns: bool
             f"{type(dataset).__name__}"
         )
     column = run.knobs.reward_column
-    if column not in dataset.column_names:
+    n = len(dataset)
+    turns = dataset[TURNS_KEY] if TURNS_KEY in dataset.column_names else [None] * n
+    if column not in dataset.column_names and not any(t is not None for t in turns):
         raise ValueError(
             f"dataset {name!r} must keep its {column!r} column through MS-Swift's preprocessing for --loss_type "
             f"{run.loss_type}, got columns {dataset.column_names} (name yours with {config.ENV_REWARD_COLUMN}=...)"
         )
+    values = dataset[column] if column in dataset.column_names else [None] * n
     rewards = [
-        _common.read_reward(v, column=column, where=f"row {i} of dataset {name!r} (after MS-Swift's preprocessing)")
-        for i, v in enumerate(dataset[column])
+        None
+        if turn is not None and value is None  # a per-turn row without a reward of its own
+        else _common.read_reward(
+            value, column=column, where=f"row {i} of dataset {name!r} (after MS-Swift's preprocessing)"
+        )
+        for i, (value, turn) in enumerate(zip(values, turns))
     ]
+    row_level = [r for r, t in zip(rewards, turns) if t is None]
+    turn_level = [r for t in turns if t is not None for r in t["rewards"]]
     summary = (
-        f"{sum(r > 0 for r in rewards)} > 0, {sum(r < 0 for r in rewards)} < 0, {sum(r == 0 for r in rewards)} = 0"
+        f"{sum(r > 0 for r in row_level)} > 0, {sum(r < 0 for r in row_level)} < 0, "
+        f"{sum(r == 0 for r in row_level)} = 0"
     )
+    if turn_level:
+        summary = (f"{len(row_level)} with one reward: {summary}; " if row_level else "") + (
+            f"{n - len(row_level)} with per-turn rewards: {len(turn_level)} assistant turns, "
+            f"{sum(r > 0 for r in turn_level)} > 0, {sum(r < 0 for r in turn_level)} < 0, "
+            f"{sum(r == 0 for r in turn_level)} = 0"
+        )
     raw, groups = rewards, None
     if run.normalization:
         keys, by = _group_keys(dataset, name=name, run=run)
@@ -136,8 +214,15 @@ def prepare_rewards(dataset, *, name: str, run: Run, remove_unused_columns: bool
         if run.normalization and any(raw)
         else f"Check the {column!r} column: the responses must be graded (+1.0 right, -0.2 wrong in the paper)."
     )
+    seen = [*(r for r, t in zip(rewards, turns) if t is None), *turn_level]  # what the loss weighs
     warning = _common.zero_rewards_warning(
-        rewards, raw, dataset=name, column=column, normalization=run.normalization, groups=groups, hint=hint
+        seen,
+        seen if turn_level else raw,
+        dataset=name,
+        column=column,
+        normalization=run.normalization,
+        groups=groups,
+        hint=hint,
     )
     if warning:
         logger().warning(warning)
@@ -147,14 +232,17 @@ def prepare_rewards(dataset, *, name: str, run: Run, remove_unused_columns: bool
     if drop:
         dataset = dataset.remove_columns(drop)
     dataset = dataset.add_column(KEY, rewards)
+    if TURNS_KEY not in dataset.column_names:  # every dataset of a run has the column: MS-Swift concatenates them
+        dataset = dataset.add_column(TURNS_KEY, [None] * n)
     logger().info(f"rift-losses: dataset {name!r}: {len(rewards)} rows with rewards ({summary})")
     return dataset
 
 
 def _warn_negative_rewards(dataset, *, name: str) -> None:
     """In a training run whose loss ignores rewards, warn loudly about rows with reward < 0."""
-    args = STATE.args
-    if args is None or STATE.run is not None or getattr(args, "rlhf_type", None):
+    pipeline = current()
+    args = pipeline.args if pipeline is not None else None
+    if args is None or pipeline.run is not None or getattr(args, "rlhf_type", None):
         return
     column = config.reward_column_or_default()
     features = getattr(dataset, "features", None) or {}
@@ -196,17 +284,20 @@ def install_dataset_patches() -> None:
 
     def make_load(original):
         def load(self, dataset_syntax=None, *args, **kwargs):
+            pipeline = current()
+            if pipeline is None:  # not inside a pipeline's _prepare_dataset: MS-Swift's own behaviour
+                return original(self, dataset_syntax, *args, **kwargs)
             name = getattr(dataset_syntax, "dataset", None) or str(dataset_syntax)
-            previous, STATE.loading = STATE.loading, {"name": name, "raw_checked": False}
+            previous, pipeline.loading = pipeline.loading, {"name": name, "raw_checked": False}
             try:
                 dataset = original(self, dataset_syntax, *args, **kwargs)
             finally:
-                STATE.loading = previous
-            if STATE.run is not None:
+                pipeline.loading = previous
+            if pipeline.run is not None:
                 dataset = prepare_rewards(
                     dataset,
                     name=name,
-                    run=STATE.run,
+                    run=pipeline.run,
                     remove_unused_columns=getattr(self, "remove_unused_columns", True),
                 )
             return dataset
@@ -215,17 +306,23 @@ def install_dataset_patches() -> None:
 
     def make_call(original):
         def __call__(self, dataset, *args, **kwargs):
-            loading = STATE.loading
-            if STATE.run is not None and loading is not None and not loading["raw_checked"]:
+            pipeline = current()
+            loading = pipeline.loading if pipeline is not None else None
+            if pipeline is not None and pipeline.run is not None and loading is not None and not loading["raw_checked"]:
                 loading["raw_checked"] = True
-                _check_raw_rewards(dataset, name=loading["name"], run=STATE.run)
+                renames = {**getattr(self, "columns", {}), **getattr(self, "origin_columns", {})}
+                turns = _check_raw_rewards(dataset, name=loading["name"], run=pipeline.run, renames=renames)
+                if turns is not None:  # carried past MS-Swift's preprocessing, which drops unknown message keys
+                    dataset = dataset.add_column(TURNS_KEY, turns)
             return original(self, dataset, *args, **kwargs)
 
         return __call__
 
     def make_remove(original):
         def remove_useless_columns(dataset):
-            run, loading = STATE.run, STATE.loading
+            pipeline = current()
+            run = pipeline.run if pipeline is not None else None
+            loading = pipeline.loading if pipeline is not None else None
             if run is None:
                 try:
                     _warn_negative_rewards(dataset, name=loading["name"] if loading else "?")
@@ -234,7 +331,7 @@ def install_dataset_patches() -> None:
                 return original(dataset)
             keep = [
                 c
-                for c in (run.knobs.reward_column, run.knobs.group_column)
+                for c in (run.knobs.reward_column, run.knobs.group_column, TURNS_KEY)
                 if c in (getattr(dataset, "features", None) or {})
             ]
             if not keep:

@@ -1,13 +1,20 @@
-"""The state of one MS-Swift training pipeline in this process, and the key that carries rewards.
+"""What one MS-Swift training pipeline holds for the adapter, and the keys that carry rewards.
 
-The adapter's patches (:mod:`._activation`, :mod:`._datasets`, :mod:`._template`, :mod:`._trainer`,
-:mod:`._args_json`) change nothing unless :data:`STATE` holds an active RIFT :class:`Run` or a
-row carries :data:`KEY`, which only an active run writes.
+A RIFT run (:class:`Run`) lives on the ``SwiftSft`` pipeline instance (attribute
+:data:`RUN_ATTR`), set by :mod:`._activation`. MS-Swift loads datasets through functions that
+do not see the pipeline, so while ``SwiftSft._prepare_dataset`` runs, :func:`preparing` makes
+the pipeline's :class:`Pipeline` the current one of this thread / task (a ``ContextVar``, reset
+when the method returns): the dataset patches (:mod:`._datasets`) read it with :func:`current`
+and change nothing outside it. The template and trainer patches need no state: a row carries
+:data:`KEY` only when an active run wrote it, and the trainer reads its loss.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import config
@@ -30,13 +37,35 @@ class Run:
     knobs: config.Knobs
 
 
-class _State:
-    args: Any = None  # the SftArguments of this process's training pipeline (RIFT or not)
-    run: Run | None = None  # set when --loss_type is a RIFT loss
-    loading: dict | None = None  # the dataset being loaded: {"name": ..., "raw_checked": bool}
+#: The ``SwiftSft`` attribute holding the pipeline's active :class:`Run` (None for another loss).
+RUN_ATTR = "_rift_run"
 
 
-STATE = _State()
+@dataclass
+class Pipeline:
+    """One pipeline's arguments and run, and the dataset it is loading (``{"name": ..., "raw_checked": bool}``)."""
+
+    args: Any
+    run: Run | None
+    loading: dict | None = field(default=None)
+
+
+_CURRENT: ContextVar[Pipeline | None] = ContextVar("rift_losses_swift_pipeline", default=None)
+
+
+def current() -> Pipeline | None:
+    """The pipeline preparing its datasets in this context, or None."""
+    return _CURRENT.get()
+
+
+@contextmanager
+def preparing(pipeline: Pipeline) -> Iterator[Pipeline]:
+    """Make ``pipeline`` the current one for the duration of the block."""
+    token = _CURRENT.set(pipeline)
+    try:
+        yield pipeline
+    finally:
+        _CURRENT.reset(token)
 
 
 def logger():

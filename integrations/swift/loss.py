@@ -3,8 +3,10 @@
 MS-Swift's trainer instantiates ``loss_map[args.loss_type](args, trainer)`` and calls it per
 micro-batch as ``loss(outputs, labels, num_items_in_batch=..., loss_scale=..., trainer=...)``
 with the *unshifted* labels ``(B, T)`` and without the batch. The batch's rewards reach it
-through the trainer (see :mod:`._trainer`): ``(B,)`` one per sample, or ``(1, T)`` one per
-token for ``padding_free``/``packing``, aligned with the labels.
+through the trainer (see :mod:`._trainer`): ``(B,)`` one per sample; ``(B, T)`` one per token,
+aligned with the padded labels, when a sample of the batch has per-turn rewards (each assistant
+turn's reward on its tokens, a row-level sample's reward on all of its own); or ``(1, T)`` one per
+token for ``padding_free``/``packing``. Per-token rewards are shifted with the labels.
 
 Per target token (paper eq. 5 / eq. 1), with r the reward of the token's response:
 ``-r * log p_t`` if r > 0, ``-r * p_t`` if r < 0 (``rift``); ``-r * log p_t`` (``rift_naive``).
@@ -115,7 +117,8 @@ class RiftLoss(BaseLoss):
             num_items_in_batch: target tokens of the whole optimizer step (all micro-batches
                 and ranks); None in evaluation (this batch's own count is used).
             loss_scale: MS-Swift's per-token weights, already shifted, ``(B * T,)``, or None.
-            trainer: the MS-Swift trainer, which holds this batch's rewards: ``(B,)`` or ``(1, T)``.
+            trainer: the MS-Swift trainer, which holds this batch's rewards: ``(B,)``, ``(B, T)`` or
+                ``(1, T)`` (see the module doc), aligned with the unshifted ``labels``.
 
         Returns:
             The 0-dim loss. Its positive and negative parts go to the trainer's logs.

@@ -45,6 +45,37 @@ def rows(*, rewards=None, group: bool = True, reward_column: str = "reward") -> 
     return out
 
 
+#: Per-turn rewards of eight agent-like rows: (the tool call's, the answer's). Row 2's call and row 3's
+#: answer have reward 0 (their tokens count, they add nothing); row 4 is all negative.
+TURN_REWARDS = [(1.0, -0.2), (-1.0, 0.5), (0.0, 1.0), (0.7, 0.0), (-0.4, -1.0), (1.0, 0.3), (0.2, -0.6), (0.9, 0.4)]
+
+
+def turns_rows(turn_rewards=TURN_REWARDS, *, row_reward=None) -> list[dict]:
+    """Agent-like rows: user, assistant (a tool call, its own reward), tool, assistant (an answer, its own reward).
+
+    A turn reward of None leaves the message without one (it then takes ``row_reward``).
+    """
+    out = []
+    for i, (first, second) in enumerate(turn_rewards):
+        call = {"role": "assistant", "content": f"<tool_call>ls {i}</tool_call>"}
+        answer = {"role": "assistant", "content": "It is " + " ".join(str(i + k) for k in range(1 + i % 3)) + "."}
+        for message, r in ((call, first), (answer, second)):
+            if r is not None:
+                message["reward"] = r
+        row = {
+            "messages": [
+                {"role": "user", "content": f"T{i}: find it"},
+                call,
+                {"role": "tool", "content": "a b"},
+                answer,
+            ]
+        }
+        if row_reward is not None:
+            row["reward"] = row_reward
+        out.append(row)
+    return out
+
+
 def write_jsonl(path: Path, items) -> Path:
     path.write_text("".join(json.dumps(x) + "\n" for x in items))
     return path

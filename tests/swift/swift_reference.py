@@ -27,6 +27,69 @@ def encode_rows(model_dir, rows, *, max_length: int = 128) -> list[tuple[list[in
     return out
 
 
+def turn_targets(model_dir, rows, *, column: str = "reward", max_length: int = 512):
+    """``(encoded, rewards)``: each row encoded by MS-Swift's ``qwen`` template, and the reward of each target token.
+
+    Found without the adapter's run-to-turn rule: each run of target labels is decoded and
+    matched to the first unused trained assistant message whose text it starts with; its reward
+    is the message's own, else the row's. Raises ``AssertionError`` when a run matches no message.
+    """
+    from swift import get_processor, get_template
+
+    processor = get_processor(str(model_dir), model_type="qwen2")
+    template = get_template(processor, template_type="qwen", max_length=max_length)
+    template.set_mode("train")
+    encoded, rewards = [], []
+    for row in rows:
+        messages = [{k: v for k, v in m.items() if k != column} for m in row["messages"]]
+        out = template.encode({"messages": messages})
+        ids, labels = list(out["input_ids"]), list(out["labels"])
+        trained = [m for m in row["messages"] if m["role"] == "assistant" and m.get("loss", True)]
+        token_reward = [None] * len(labels)
+        t = 0
+        while t < len(labels):
+            if labels[t] == -100:
+                t += 1
+                continue
+            end = t
+            while end < len(labels) and labels[end] != -100:
+                end += 1
+            text = processor.decode(ids[t:end])
+            match = next(m for m in trained if text.startswith(m["content"]))  # StopIteration: no message
+            trained.remove(match)
+            for k in range(t, end):
+                token_reward[k] = match.get(column, row.get(column))
+            t = end
+        encoded.append((ids, labels))
+        rewards.append([token_reward[t + 1] for t in range(len(labels) - 1) if labels[t + 1] != -100])
+    return encoded, rewards
+
+
+def expected_token_loss(logprobs, token_rewards, *, loss: str = "rift") -> Expected:
+    """The token-level loss over one batch holding every sample, each target token with its own reward."""
+    pos = neg = neg_prob_sum = 0.0
+    pos_tokens = neg_tokens = 0
+    for lps, rs in zip(logprobs, token_rewards):
+        assert len(lps) == len(rs)
+        for logp, r in zip(lps, rs):
+            if r > 0:
+                pos += -r * logp
+                pos_tokens += 1
+            elif r < 0:
+                neg += -r * logp if loss == "naive" else -r * math.exp(logp)
+                neg_tokens += 1
+                neg_prob_sum += math.exp(logp)
+    denominator = sum(len(lp) for lp in logprobs)
+    return Expected(
+        loss=(pos + neg) / denominator,
+        pos_loss=pos / denominator,
+        neg_loss=neg / denominator,
+        pos_tokens=pos_tokens,
+        neg_tokens=neg_tokens,
+        neg_prob=neg_prob_sum / neg_tokens if neg_tokens else None,
+    )
+
+
 def target_logprobs(model_dir, encoded) -> list[list[float]]:
     """Float64 log p of every target token (labels[t + 1] predicted at t) of each sample."""
     import torch

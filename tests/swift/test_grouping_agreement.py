@@ -94,9 +94,8 @@ def swift_run(monkeypatch, tmp_path):
         "padding_free": False,
         "packing": False,
     }
-    _activation.activate(SimpleNamespace(**args))
-    yield
-    _activation.STATE.run = _activation.STATE.args = None
+    with _activation.pipeline_datasets(SimpleNamespace(args=SimpleNamespace(**args))):
+        yield
 
 
 def swift_rewards(path, tmp_path):
@@ -180,8 +179,11 @@ def test_a_prompt_response_row_and_a_chat_row_with_the_same_user_turn_are_one_pr
     assert groups[0] == groups[1] != groups[2]
 
 
-def test_a_per_message_reward_in_a_parquet_file_is_refused_by_the_swift_loader(tmp_path, swift_run):
-    """Not a JSON file (so not read raw before loading): MS-Swift's loader sees it, and drops message keys."""
+def test_a_per_message_reward_in_a_parquet_file_is_refused_for_a_normalized_loss(tmp_path, swift_run):
+    """Not a JSON file (so not read raw before loading): checked on the rows MS-Swift's loader reads.
+
+    A normalized loss normalizes one reward per row over its group: per-turn rewards are refused.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -192,7 +194,10 @@ def test_a_per_message_reward_in_a_parquet_file_is_refused_by_the_swift_loader(t
     rows[1]["messages"] = [{"reward": None, **m} for m in rows[1]["messages"]]
     path = tmp_path / "turns.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)
-    with pytest.raises(ValueError, match=r"reward must be on the row, not on a message, for MS-Swift .* message 2 "):
+    with pytest.raises(
+        ValueError,
+        match=r"--loss_type rift_gaussian must be used with one reward per row, got per-message reward values",
+    ):
         swift_rewards(path, tmp_path)
 
 

@@ -6,11 +6,13 @@ adapter installed and a RIFT run activated by hand; no training.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from types import SimpleNamespace
 
 import pytest
 
-from swift_helpers import PROMPTS, RESPONSES, rows, write_jsonl
+from swift_helpers import PROMPTS, RESPONSES, TURN_REWARDS, rows, turns_rows, write_jsonl
+from swift_helpers import rows as rows_plain
 from swift_reference import normalized
 
 pytestmark = pytest.mark.slow
@@ -44,8 +46,14 @@ def patches(monkeypatch, tmp_path):
     monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "cache"))
     for name in ("RIFT_LEVEL", "RIFT_REWARD_COLUMN", "RIFT_GROUP_COLUMN"):
         monkeypatch.delenv(name, raising=False)
-    yield _activation
-    _activation.STATE.run = _activation.STATE.args = None
+    with ExitStack() as stack:
+        # activate(args): a pipeline with these arguments prepares its datasets until the test ends
+        yield SimpleNamespace(
+            activate=lambda args: stack.enter_context(_activation.pipeline_datasets(SimpleNamespace(args=args))),
+            Run=_activation.Run,
+            config=_activation.config,
+            preflight=_activation.preflight,
+        )
 
 
 def load(path, **kw):
@@ -155,5 +163,111 @@ def test_a_local_file_without_the_reward_column_is_refused_at_activation(patches
         r"\(name yours with RIFT_REWARD_COLUMN=...\)",
     ):
         patches.activate(sft_args("rift", dataset=[str(path)]))
-    patches.STATE.run = None
     patches.activate(sft_args("rift", dataset=[str(path)], columns={"score": "reward"}))  # renamed: found
+
+
+# --- per-turn rewards: from the raw messages to the tokens of each turn ----------------------------
+
+
+def _spans(labels):
+    spans, start = [], None
+    for t, y in enumerate([*labels, -100]):
+        if y != -100 and start is None:
+            start = t
+        elif y == -100 and start is not None:
+            spans.append((start, t))
+            start = None
+    return spans
+
+
+def test_per_turn_rewards_reach_the_tokens_of_their_turn(patches, tmp_path, template):
+    rows = turns_rows()[:3]
+    rows[0]["reward"] = 0.25  # a row reward beside per-turn rewards: the messages' own win
+    rows.append({"messages": rows_plain()[0]["messages"], "reward": -0.7})  # a row-level row in the same dataset
+    path = write_jsonl(tmp_path / "turns.jsonl", rows)
+    patches.activate(sft_args("rift", dataset=[str(path)]))
+    train = load(path)
+    padded = template()
+    encoded = [padded.encode(train[i]) for i in range(len(train))]
+    for e, want in zip(encoded, TURN_REWARDS[:3]):
+        spans = _spans(e["labels"])
+        assert len(spans) == 2
+        got = e["_rift_token_rewards"]
+        assert [{got[t] for t in range(a, b)} for a, b in spans] == [{want[0]}, {want[1]}]
+        assert all(got[t] == 0 for t in range(len(got)) if e["labels"][t] == -100)
+    assert "_rift_token_rewards" not in encoded[3] and encoded[3]["_rift_reward"] == -0.7
+
+    batch = padded.data_collator(encoded)
+    assert batch["_rift_reward"].shape == batch["labels"].shape
+    for i, e in enumerate(encoded):
+        n = len(e["input_ids"])
+        want = e.get("_rift_token_rewards") or [-0.7] * n
+        assert batch["_rift_reward"][i, :n].tolist() == pytest.approx(want)
+        assert not batch["_rift_reward"][i, n:].any()
+
+    left = template(padding_side="left")
+    batch = left.data_collator([left.encode(train[i]) for i in range(len(train))])
+    for i, e in enumerate(encoded):  # each token's reward beside its label, padding on the left
+        n = len(e["input_ids"])
+        assert batch["labels"][i, -n:].tolist() == e["labels"]
+        assert batch["_rift_reward"][i, -n:].tolist() == pytest.approx(e.get("_rift_token_rewards") or [-0.7] * n)
+        assert not batch["_rift_reward"][i, :-n].any()
+
+    free = template(padding_free=True)
+    encoded = [free.encode(train[i], return_length=True) for i in range(len(train))]
+    want = [r for e in encoded for r in (e.get("_rift_token_rewards") or [-0.7] * len(e["input_ids"]))]
+    batch = free.data_collator(list(encoded))
+    assert batch["_rift_reward"].shape == batch["labels"].shape == (1, len(want))
+    assert batch["_rift_reward"][0].tolist() == pytest.approx(want)
+
+
+def test_a_turn_that_cannot_be_found_in_the_tokens_is_refused_at_collation(patches, tmp_path, template):
+    """``--loss_scale last_round`` trains one turn of two: which reward its tokens get cannot be told."""
+    path = write_jsonl(tmp_path / "turns.jsonl", turns_rows()[:2])
+    patches.activate(sft_args("rift", dataset=[str(path)]))
+    train = load(path)
+    last_round = template(loss_scale="last_round")
+    encoded = [last_round.encode(train[i]) for i in range(len(train))]
+    assert "_rift_token_rewards" not in encoded[0]
+    with pytest.raises(
+        ValueError, match=r"per-turn rewards of row 0 of dataset .* got 1 runs for 2 trained turns .*last_round"
+    ):
+        last_round.data_collator(encoded)
+
+
+def test_the_run_lives_on_the_pipeline_not_in_the_process(patches, tmp_path):
+    """Outside a pipeline's ``_prepare_dataset`` the loader is MS-Swift's own; the run is the pipeline's attribute."""
+    from rift_losses.integrations.swift import _activation, _state
+
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows())
+    assert _state.current() is None
+    assert "_rift_reward" not in load(path).column_names  # no pipeline: nothing of rift-losses
+    pipeline = SimpleNamespace(args=sft_args("rift"))
+    with _activation.pipeline_datasets(pipeline) as run:
+        assert _state.current().run is run is getattr(pipeline, _state.RUN_ATTR)
+        assert load(path)["_rift_reward"] == pytest.approx(REWARDS)
+    assert _state.current() is None and getattr(pipeline, _state.RUN_ATTR) is run
+    other = SimpleNamespace(args=sft_args(None))  # a second pipeline in the same process, another loss
+    with _activation.pipeline_datasets(other) as none:
+        assert none is None and "_rift_reward" not in load(path).column_names
+
+
+def test_sharegpt_conversations_carry_their_turn_rewards(patches, tmp_path, template):
+    """``conversations`` rows with ``from``/``value`` (MS-Swift converts them): the rewards follow the turns."""
+    roles = {"user": "human", "assistant": "gpt", "tool": "observation"}
+    rows_ = [
+        {
+            "conversations": [
+                {"from": roles[m["role"]], "value": m["content"], "reward": m.get("reward")} for m in r["messages"]
+            ]
+        }
+        for r in turns_rows()[:2]
+    ]
+    path = write_jsonl(tmp_path / "sharegpt.jsonl", rows_)
+    patches.activate(sft_args("rift", dataset=[str(path)]))
+    train = load(path)
+    padded = template()
+    for i, want in enumerate(TURN_REWARDS[:2]):
+        e = padded.encode(train[i])
+        got = e["_rift_token_rewards"]
+        assert [{got[t] for t in range(a, b)} for a, b in _spans(e["labels"])] == [{want[0]}, {want[1]}]

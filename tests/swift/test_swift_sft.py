@@ -430,19 +430,6 @@ def test_non_finite_reward_names_the_row(swift_runs, data_dir):
     fails_before_training(run, f"got nan in row 4 of dataset {str(path)!r}")
 
 
-def test_a_per_message_reward_is_refused_not_dropped(swift_runs, data_dir):
-    """MS-Swift's preprocessing drops unknown message keys: a turn's reward would vanish silently."""
-    turns = [{**r, "messages": [*r["messages"][:-1], {**r["messages"][-1], "reward": -0.5}]} for r in rows()]
-    path = write_jsonl(data_dir / "turns.jsonl", turns)
-    run = train(swift_runs, data_dir, "bad_turns", *BATCH6, "--loss_type", "rift", data=path.name)
-    last = len(turns[0]["messages"]) - 1
-    fails_before_training(
-        run,
-        "reward must be on the row, not on a message, for MS-Swift",
-        f"got reward=-0.5 on message {last} of 'messages' in row 0 of dataset {str(path)!r}",
-    )
-
-
 def test_unknown_knob_value_is_refused(swift_runs, data_dir):
     run = train(swift_runs, data_dir, "bad_knob", *BATCH6, "--loss_type", "rift", env={"RIFT_LEVEL": "response"})
     fails_before_training(run, "RIFT_LEVEL must be one of 'token', 'sequence', got 'response'")

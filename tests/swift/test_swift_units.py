@@ -373,3 +373,68 @@ def test_docs_page_documents_every_loss_type_and_knob():
     for knob, (default, _) in config.KNOBS.items():
         assert f"| `{knob}` | `{default}` |" in section, knob
     assert "python -m rift_losses.integrations.swift" in section
+
+
+# --- per-turn rewards: runs of trained labels -> turns ------------------------------------------
+
+
+def test_label_spans_and_span_token_rewards():
+    from rift_losses.integrations._core.turns import label_spans, span_token_rewards
+
+    labels = [-100, 5, 6, -100, -100, 7, -100, 8, 9]
+    assert label_spans(labels) == [(1, 3), (5, 6), (7, 9)]
+    assert label_spans([-100, -100]) == [] and label_spans([1, 2]) == [(0, 2)]
+    assert span_token_rewards(labels, [1.0, 0.0, -0.5]) == [0, 1, 1, 0, 0, 0, 0, -0.5, -0.5]
+    assert span_token_rewards(labels, [1.0, 0.0]) is None  # two rewards for three runs: not guessed
+
+
+def _turn_row(*messages):
+    return [{"role": "user", "content": "q"}, *messages]
+
+
+def test_swift_turns_follow_msswifts_merging_and_loss_marks():
+    from rift_losses.integrations.swift._turns import encoded_token_rewards
+
+    call, answer = {"role": "assistant", "content": "c"}, {"role": "assistant", "content": "a"}
+    tool = {"role": "tool", "content": "t"}
+    labels = [-100, 1, 1, -100, -100, 2, 2, 2]
+    turns = {"where": "row 4 of dataset 'd'", "rewards": [1.0, -0.5]}
+    tokens, error = encoded_token_rewards(labels, _turn_row(call, tool, answer), turns, None)
+    assert error is None and tokens == [0, 1, 1, 0, 0, -0.5, -0.5, -0.5]
+    # loss: false leaves its message untrained: the one run is the answer's
+    untrained = {**call, "loss": False}
+    answer_only = {"where": "row 4 of dataset 'd'", "rewards": [-0.5]}  # what the raw row gives: trained messages
+    tokens, error = encoded_token_rewards([-100, -100, 2, 2], _turn_row(untrained, tool, answer), answer_only, None)
+    assert error is None and tokens == [0, 0, -0.5, -0.5]
+    # consecutive assistant messages are one response in MS-Swift: one reward, or an error
+    tokens, error = encoded_token_rewards([-100, 1, 1, 1], _turn_row(call, answer), turns, None)
+    assert tokens is None and "consecutive assistant/tool_call messages must have one reward" in error
+    same = {"where": "row 4 of dataset 'd'", "rewards": [0.3, 0.3]}
+    assert encoded_token_rewards([-100, 1, 1], _turn_row(call, answer), same, None) == ([0, 0.3, 0.3], None)
+    # a tool_call message is part of the assistant turn next to it
+    tool_call = {"role": "tool_call", "content": "{}"}
+    one = {"where": "row 4 of dataset 'd'", "rewards": [0.7]}
+    assert encoded_token_rewards([-100, 1, 1], _turn_row(answer, tool_call), one, None) == ([0, 0.7, 0.7], None)
+    # a run count that does not match the trained turns is refused, not guessed
+    tokens, error = encoded_token_rewards([-100, 2, 2], _turn_row(call, tool, answer), turns, None)
+    assert tokens is None and "row 4 of dataset 'd'" in error and "got 1 runs for 2 trained turns" in error
+    last = {**answer, "loss": False}
+    tokens, error = encoded_token_rewards(labels, _turn_row(call, tool, last), one, None)
+    assert tokens is None and "last assistant message has loss: false" in error
+
+
+def test_raw_turn_rewards_read_msswifts_role_aliases():
+    from rift_losses.integrations.swift._turns import raw_turn_rewards
+
+    conversation = [
+        {"from": "human", "value": "q"},
+        {"from": "gpt", "value": "c", "reward": 1.0},
+        {"from": "observation", "value": "t"},
+        {"from": "gpt", "value": "a"},
+    ]
+    assert raw_turn_rewards(conversation, 0.5, column="reward", where="row 0") == [1.0, 0.5]
+    assert raw_turn_rewards(conversation[:2] + [{"from": "gpt", "value": "x"}], None, column="score", where="r") is None
+    with pytest.raises(ValueError, match=r"reward must be on assistant messages only, .* message 2 \(role 'tool'\)"):
+        raw_turn_rewards(
+            [*conversation[:2], {"from": "observation", "value": "t", "reward": 1}], 0.5, column="reward", where="r"
+        )
