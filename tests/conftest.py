@@ -8,5 +8,7 @@ def pytest_terminal_summary(terminalreporter):
 
     if harness.RETRIES:
         terminalreporter.section("exit-abort retries (tests/harness.py)")
-        for cmd, code in harness.RETRIES:
+        for cmd, code, around in harness.RETRIES:
             terminalreporter.write_line(f"exit {code}, ran once more: {cmd[:300]}")
+            for line in around.splitlines():
+                terminalreporter.write_line(f"    | {line}")
