@@ -268,7 +268,9 @@ def _print_summary(s: dict) -> None:
         print(f"convert --to {s['to']}: {count(s['rows'], 'row')} in {count(s['groups'], 'group')} -> {s['output']}")
         if "dataset_info" in s:
             verb = "replaced" if s["replaced_entry"] else "added"
-            print(f"  {verb} dataset {s['dataset_name']!r} in {s['dataset_info']} (columns: messages, reward, group)")
+            tag = f"; per-message rewards: reward_tag {s['reward_tag']!r}" if s.get("reward_tag") else ""
+            columns = ", ".join(s["columns"])
+            print(f"  {verb} dataset {s['dataset_name']!r} in {s['dataset_info']} (columns: {columns}{tag})")
         if s["not_written"]:
             dropped = ", ".join(f"{k} ({count(v, 'row')})" for k, v in s["not_written"].items())
             print(f"  not written (the host does not read them): {dropped}")

@@ -635,7 +635,7 @@ def convert(
     used = {fields.messages, fields.prompt, fields.response, fields.reward}
     not_written = Counter()
     signs = Counter()
-    turned = 0
+    turned = row_rewarded = 0
     groups = DigestTable()
     rows = 0
     prog = Progress("convert", file_size(src), stream=log, mode=progress)
@@ -662,6 +662,8 @@ def convert(
                 out_row = {"messages": messages, REWARD_COLUMN: r, GROUP_COLUMN: group}
                 if per_turn is not None and fields.reward not in row:
                     del out_row[REWARD_COLUMN]  # no row reward: each assistant turn carries its own
+                else:
+                    row_rewarded += 1
                 out.write(dumps(out_row))
                 signs["positive" if r > 0 else "negative" if r < 0 else "zero"] += 1
                 rows += 1
@@ -690,6 +692,8 @@ def convert(
             "columns": {"messages": "messages", "reward": REWARD_COLUMN, "group": GROUP_COLUMN},
             "tags": dict(_LF_TAGS),
         }
+        if not row_rewarded:  # every row's rewards are on its messages: there is no reward column to map
+            del entry["columns"]["reward"]
         if turned:  # the adapter reads per-message rewards where the entry names their key (docs/llamafactory.md)
             entry["tags"]["reward_tag"] = REWARD_COLUMN
         with _locked_directory(info_target.parent):  # read, update, replace: one writer at a time
@@ -698,5 +702,10 @@ def convert(
             info[entry_name] = entry
             with atomic_output(info_target) as handle:
                 handle.write(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
-        summary.update(dataset_info=str(info_path), dataset_name=entry_name)
+        summary.update(
+            dataset_info=str(info_path),
+            dataset_name=entry_name,
+            columns=list(entry["columns"]),
+            reward_tag=entry["tags"].get("reward_tag"),
+        )
     return summary

@@ -73,6 +73,8 @@ def test_convert_to_llamafactory_names_the_message_reward_key_in_the_tags(tmp_pa
     assert info["turns"]["tags"]["reward_tag"] == "reward"
     assert info["turns"]["tags"]["role_tag"] == "role" and info["turns"]["tags"]["assistant_tag"] == "assistant"
     assert "reward_tag" not in info["rows"]["tags"]
+    # no row has a reward of its own: no reward column to map (LLaMA-Factory would refuse a missing one)
+    assert "reward" not in info["turns"]["columns"] and info["rows"]["columns"]["reward"] == "reward"
     assert [m.get("reward") for m in read_jsonl(tmp_path / "lf" / "turns.jsonl")[0]["messages"]] == [
         None,
         1.0,

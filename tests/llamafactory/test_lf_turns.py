@@ -195,3 +195,57 @@ def test_torchrun_two_processes_equal_one(lf, turns_run):
     run = ok(lf.train(config, env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}))
     assert "world size: 2" in run.output
     _same_run(run, turns_run)
+
+
+def test_the_data_commands_per_turn_output_trains_each_turn_with_its_reward(lf, tmp_path):
+    """``rift-losses convert --to llamafactory`` on per-turn rows: its dataset_info entry is what the adapter reads."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def talk(i, first, second):
+        row = {
+            "messages": [
+                {"role": "user", "content": f"K{i}: add {i} and 1."},
+                {"role": "assistant", "content": f"The sum is {i + 1}.", "reward": first},
+                {"role": "user", "content": "Then 2?"},
+                {"role": "assistant", "content": f"The sum is {i + 2}..", "reward": second},
+            ]
+        }
+        if i == 2:  # a row-level reward beside per-turn rows: both its turns get it
+            row["reward"] = first
+            for message in row["messages"]:
+                message.pop("reward", None)
+        return row
+
+    turns = [(1.0, -0.5), (-0.2, 1.0), (0.5, 0.5), (1.0, 0.0)]
+    src = tmp_path / "turns.jsonl"
+    src.write_text("".join(json.dumps(talk(i, *t)) + "\n" for i, t in enumerate(turns)))
+    data = tmp_path / "lf_data"
+    cli = Path(sys.executable).parent / "rift-losses"
+    done = subprocess.run(
+        [str(cli), "convert", str(src), "-o", str(data / "turns.jsonl"), "--to", "llamafactory"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    config = lf.config(
+        "convert_turns",
+        use_rift_loss=True,
+        dataset="turns",
+        dataset_dir=str(data),
+        cutoff_len=256,
+        max_steps=1,
+        per_device_train_batch_size=4,
+        tokenized_path=str(tmp_path / "tok"),
+    )
+    run = ok(lf.train(config))
+    rows = _train_rows(config["tokenized_path"])
+    for row, t in zip(rows, turns):
+        runs = _runs(row["labels"])
+        assert len(runs) == 2
+        assert [row["rift_token_rewards"][r[0]] for r in runs] == pytest.approx(list(t), rel=1e-7)
+    log = run.train_logs[0]
+    assert log["rift/neg_tokens"] > 0 and log["rift/pos_tokens"] > 0

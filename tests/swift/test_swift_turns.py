@@ -257,3 +257,33 @@ def test_reference_finds_each_turn_by_its_text(tiny_model):
     _, token_rewards = turn_targets(tiny_model, turns_rows())
     for rs, (first, second) in zip(token_rewards, TURN_REWARDS):
         assert set(rs) == {first, second} and not math.isnan(sum(rs))
+
+
+def test_the_data_commands_per_turn_output_trains_as_the_original_rows(swift_runs, turn_dir):
+    """``rift-losses convert --to swift`` keeps each message's reward where ``swift sft`` reads it: same curve."""
+    import subprocess
+    import sys
+
+    write_jsonl(turn_dir / "turns_src.jsonl", turns_rows())
+    cli = Path(sys.executable).parent / "rift-losses"
+    done = subprocess.run(
+        [
+            str(cli),
+            "convert",
+            str(turn_dir / "turns_src.jsonl"),
+            "-o",
+            str(turn_dir / "turns_conv.jsonl"),
+            "--to",
+            "swift",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    batch = ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--loss_type", "rift"]
+    original = train(swift_runs, turn_dir, "turns_src", *batch, data="turns_src.jsonl").ok()
+    converted = train(swift_runs, turn_dir, "turns_conv", *batch, data="turns_conv.jsonl").ok()
+    assert_same_curve(converted, original)
+    assert converted.train[0]["rift_neg_tokens"] > 0 and converted.train[0]["rift_pos_tokens"] > 0
+    assert "8 with per-turn rewards" in converted.output
