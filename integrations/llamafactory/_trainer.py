@@ -126,36 +126,20 @@ class RiftLoss:
         fused = fused_logprobs(self.fused_step, logits)
         if fused is not None:  # the fused head's (B, T) log-probs: the logits were never built
             logprobs, mask = fused
-            loss, stats = batch_loss(
-                labels,
-                rewards,
-                loss=self.loss,
-                level=self.level,
-                num_items_in_batch=num_items_in_batch,
-                logprobs=logprobs,
-                mask=mask,
-            )
-            return self._record(loss, stats, num_items_in_batch)
-        if logits is None:
+            source = {"logprobs": logprobs, "mask": mask}
+        elif logits is None:
             raise RuntimeError(
                 "use_rift_loss needs the model's logits, got none: a fused linear + cross-entropy kernel skipped "
                 "them (the Trainer calls the model without labels for a custom loss, which should keep them)"
             )
-        # In place only in a training step that will run backward: the Trainer's training_step drops
-        # the outputs after compute_loss; evaluation and prediction (which keep the logits) run none.
-        inplace = inplace_grad_allowed(self.inplace_grad, training=self.training, logits=logits)
+        else:
+            # In place only in a training step that will run backward: the Trainer's training_step drops
+            # the outputs after compute_loss; evaluation and prediction (which keep the logits) run none.
+            inplace = inplace_grad_allowed(self.inplace_grad, training=self.training, logits=logits)
+            source = {"logits": logits, "inplace_grad": inplace}
         loss, stats = batch_loss(
-            labels,
-            rewards,
-            loss=self.loss,
-            level=self.level,
-            num_items_in_batch=num_items_in_batch,
-            logits=logits,
-            inplace_grad=inplace,
+            labels, rewards, loss=self.loss, level=self.level, num_items_in_batch=num_items_in_batch, **source
         )
-        return self._record(loss, stats, num_items_in_batch)
-
-    def _record(self, loss, stats, num_items_in_batch):
         if self.training and self.trainer is not None:  # the Trainer's own rule: this is its compute_loss_func
             scale = logged_loss_scale(self.trainer, num_items_in_batch)
             self.stats.add(stats, scale=scale, global_step=self.trainer.state.global_step)

@@ -156,23 +156,14 @@ class RiftLoss(BaseLoss):
             # The fused head's (B, T) log-probs came back as outputs.logits: MS-Swift's token accuracy
             # (argmax over the logits) has no logits to read in this step.
             outputs.logits = None
-            logprobs, mask = fused
+            logprobs, mask = fused  # (B, T-1): MS-Swift's (B * T,) weights cut to the same positions
             weights = loss_scale.reshape(labels.shape)[:, :-1] if loss_scale is not None else None
-            loss, stats = batch_loss(
-                labels,
-                rewards,
-                loss=self.core_loss,
-                level=self.level,
-                num_items_in_batch=denominator,
-                logprobs=logprobs,
-                mask=mask,
-                token_weights=weights,
-            )
-            self.metrics[mode].add(stats, scale=self._logged_scale(trainer, num_items_in_batch))
-            return loss
-        # MS-Swift reads the logits after this call (token accuracy in compute_loss) before the
-        # backward, never after it: in place is safe in a training step.
-        inplace = inplace_grad_allowed(self.knobs.inplace_grad, training=mode == "train", logits=logits)
+            source = {"logprobs": logprobs, "mask": mask, "token_weights": weights}
+        else:
+            # MS-Swift reads the logits after this call (token accuracy in compute_loss) before the
+            # backward, never after it: in place is safe in a training step.
+            inplace = inplace_grad_allowed(self.knobs.inplace_grad, training=mode == "train", logits=logits)
+            source = {"logits": logits, "inplace_grad": inplace, "token_weights": loss_scale}
         # MS-Swift's per-token loss weights, already shifted: token terms scale linearly in r
         # for a fixed sign, so a weight s >= 0 on the term is a reward r * s.
         loss, stats = batch_loss(
@@ -181,9 +172,7 @@ class RiftLoss(BaseLoss):
             loss=self.core_loss,
             level=self.level,
             num_items_in_batch=denominator,
-            logits=logits,
-            inplace_grad=inplace,
-            token_weights=loss_scale,
+            **source,
         )
         self.metrics[mode].add(stats, scale=self._logged_scale(trainer, num_items_in_batch))
         return loss

@@ -25,8 +25,30 @@ TRL_LOSS_TYPES = ("nll", "dft", "chunked_nll")
 RIFT_LOSS_TYPES = loss_variants()
 
 
+class RiftLossChoice:
+    """What the SFT and GRPO configs share: which ``loss_type`` is a RIFT one, and ``rift_level``'s rule."""
+
+    @property
+    def is_rift(self) -> bool:
+        """Whether ``loss_type`` is one of the RIFT loss types."""
+        return self.loss_type in RIFT_LOSS_TYPES
+
+    @property
+    def rift_loss(self) -> tuple[str, str | None]:
+        """``(core loss name, normalization or None)`` of a RIFT ``loss_type``."""
+        return RIFT_LOSS_TYPES[self.loss_type]
+
+    def _check_level_for_loss(self) -> None:
+        """``rift_level`` other than ``"token"`` with a loss that ignores it: refused (it would be ignored)."""
+        if not self.is_rift and self.rift_level != "token":
+            raise ValueError(
+                f"rift_level must stay 'token' unless loss_type is a RIFT loss, got rift_level={self.rift_level!r} "
+                f"with loss_type={self.loss_type!r}: the option would be ignored"
+            )
+
+
 @dataclass
-class RiftSFTConfig(SFTConfig):
+class RiftSFTConfig(RiftLossChoice, SFTConfig):
     """``SFTConfig`` plus the RIFT options (see the module docstring and docs/trl.md).
 
     Args (beyond ``SFTConfig``'s):
@@ -84,24 +106,9 @@ class RiftSFTConfig(SFTConfig):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{name} must be a non-empty column name, got {value!r}")
-        if not self.is_rift:
-            if self.rift_level != "token":
-                raise ValueError(
-                    f"rift_level must stay 'token' unless loss_type is a RIFT loss, got rift_level={self.rift_level!r} "
-                    f"with loss_type={self.loss_type!r}: the option would be ignored"
-                )
-            return
-        self._refuse_bypasses()
-
-    @property
-    def is_rift(self) -> bool:
-        """Whether ``loss_type`` is one of the RIFT loss types."""
-        return self.loss_type in RIFT_LOSS_TYPES
-
-    @property
-    def rift_loss(self) -> tuple[str, str | None]:
-        """``(core loss name, normalization or None)`` of a RIFT ``loss_type``."""
-        return RIFT_LOSS_TYPES[self.loss_type]
+        self._check_level_for_loss()
+        if self.is_rift:
+            self._refuse_bypasses()
 
     def _refuse_bypasses(self) -> None:
         """Options that would drop the rewards or replace the RIFT loss: refused with the reason."""

@@ -53,13 +53,11 @@ from trl import GRPOConfig, GRPOTrainer
 
 from rift_losses import LEVELS, logprob_loss, normalize_rewards
 
-from .._common import loss_variants
 from .._core.stats import StatsWindow
+from .config import RIFT_LOSS_TYPES, RiftLossChoice
 
 #: TRL 1.16's own GRPO loss types (``GRPOTrainer._compute_loss``).
 TRL_GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "cispo", "sapo", "vespo")
-#: RIFT loss type -> (core loss name, normalization or None), from the core's registry.
-RIFT_LOSS_TYPES = loss_variants()
 
 #: Keys ``_generate_and_score_completions`` adds to TRL's batch for the RIFT loss.
 REWARDS_KEY = "rift_rewards"
@@ -85,7 +83,7 @@ _MEANINGLESS = {
 
 
 @dataclass
-class RiftGRPOConfig(GRPOConfig):
+class RiftGRPOConfig(RiftLossChoice, GRPOConfig):
     """``GRPOConfig`` plus the RIFT options (see the module docstring).
 
     Args (beyond ``GRPOConfig``'s):
@@ -115,24 +113,9 @@ class RiftGRPOConfig(GRPOConfig):
             raise ValueError(f"loss_type must be one of {valid}, got {self.loss_type!r}")
         if self.rift_level not in LEVELS:
             raise ValueError(f"rift_level must be one of {list(LEVELS)}, got {self.rift_level!r}")
-        if not self.is_rift:
-            if self.rift_level != "token":
-                raise ValueError(
-                    f"rift_level must stay 'token' unless loss_type is a RIFT loss, got rift_level={self.rift_level!r} "
-                    f"with loss_type={self.loss_type!r}: the option would be ignored"
-                )
-            return
-        self._refuse_meaningless()
-
-    @property
-    def is_rift(self) -> bool:
-        """Whether ``loss_type`` is one of the RIFT loss types."""
-        return self.loss_type in RIFT_LOSS_TYPES
-
-    @property
-    def rift_loss(self) -> tuple[str, str | None]:
-        """``(core loss name, normalization or None)`` of a RIFT ``loss_type``."""
-        return RIFT_LOSS_TYPES[self.loss_type]
+        self._check_level_for_loss()
+        if self.is_rift:
+            self._refuse_meaningless()
 
     def _refuse_meaningless(self) -> None:
         """TRL options that would be ignored by (or silently change) the RIFT loss: refused with the reason."""
