@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         "--problems", type=Path, required=True, help="JSONL rows {'messages': [user, (assistant)], 'answer': ...}"
     )
     parser.add_argument(
-        "--out", type=Path, required=True, help="one JSONL per model: OUT/<i>.jsonl, in the order given"
+        "--out", type=Path, required=True, help="one JSONL per model: OUT/<first-index + i>.jsonl, in the order given"
     )
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--temperature", type=float, default=0.7)
@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--batch", type=int, default=512, help="requests per generate call")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--first-index", type=int, default=0, help="number the outputs from this index (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     from swift.infer_engine import TransformersEngine
 
@@ -80,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             max_new_tokens=args.max_new_tokens,
             seed=args.seed,
         )
-        with open(args.out / f"{i}.jsonl", "w", encoding="utf-8") as f:
+        path = args.out / f"{args.first_index + i}.jsonl"
+        with open(path, "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        print(f"evaluate: {model} -> {args.out / f'{i}.jsonl'} ({len(rows)} samples)", flush=True)
+        print(f"evaluate: {model} -> {path} ({len(rows)} samples)", flush=True)
         del engine
     return 0
 

@@ -109,6 +109,13 @@ PROTOCOL = {
         "fixed in advance from issue 19's one-seed probe (SFT and RFT best at 3e-5 there), before this protocol ran"
     ),
     "fifth_of_rft_lr": {"methods": list(AT_FIFTH), "factor": FIFTH},
+    "sizes": {"base": 2000, "train": 128, "val": 64, "eval": 256},
+    "sizes_note": (
+        "train 128 problems (a 1,024-sample buffer), down from 256 before this version's first complete run: "
+        "at 256 the run was estimated at about 85 minutes on an idle 2-core CPU (measured per-sample rates: "
+        "about 100 rows/s for swift sft, 40 pairs/s for DPO, 10 s per MS-Swift start), over issue 19's 90 "
+        "minutes on a shared machine; the 256 version was stopped in its learning-rate grid before any val score"
+    ),
     "seeds": [0, 1, 2, 3, 4],
     "seed_controls": "training data order (--seed, --data_seed) and the evaluation sampling seed",
     "base": (
@@ -128,7 +135,7 @@ PROTOCOL = {
 }
 
 FULL = dict(  # noqa: C408 (keyword arguments read as a table)
-    sizes={"base": 2000, "train": 256, "val": 64, "eval": 256},
+    sizes=PROTOCOL["sizes"],
     k=8,
     base_steps=800,
     base_batch=32,
@@ -209,7 +216,7 @@ def run(cmd: list, log: Path, *, extra_env: dict | None = None) -> float:
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - start
-    what = str(log.parent.relative_to(REPO) if log.is_relative_to(REPO) else log.parent)
+    what = str(log.relative_to(REPO) if log.is_relative_to(REPO) else log)
     with _lock:
         _cpu["children"] += usage.ru_utime + usage.ru_stime
         _timings[what] = round(wall, 1)
@@ -419,8 +426,8 @@ def buffer_from_samples(samples: Path, problems: Path, work: Path) -> dict:
     return {"buffer": buffer, "positives": positives, "pairs": pairs, "stats": stats_, "table": table}
 
 
-def sample_for_eval(models: list[Path], problems: Path, out: Path, *, k: int, seed: int) -> Path:
-    """K samples per problem from each model (reproduce/evaluate.py, one process): out/<i>.jsonl."""
+def sample_for_eval(models: list[Path], problems: Path, out: Path, *, k: int, seed: int, first: int = 0) -> Path:
+    """K samples per problem from each model (reproduce/evaluate.py, one process): out/<first + i>.jsonl."""
     out.mkdir(parents=True, exist_ok=True)
     run(
         [
@@ -431,6 +438,8 @@ def sample_for_eval(models: list[Path], problems: Path, out: Path, *, k: int, se
             problems,
             "--out",
             out,
+            "--first-index",
+            first,
             "--k",
             k,
             "--seed",
@@ -442,9 +451,21 @@ def sample_for_eval(models: list[Path], problems: Path, out: Path, *, k: int, se
             "--max-new-tokens",
             MAX_NEW_TOKENS,
         ],
-        out / "evaluate.log",
+        out / f"evaluate-{first}.log",
     )
     return out
+
+
+def evaluate_all(jobs: int, batches: list[tuple[list[Path], Path, int]], problems: Path, *, k: int) -> None:
+    """Sample every batch ``(models, out, seed)``, each split into ``jobs`` chunks run at once.
+
+    A chunk is one reproduce/evaluate.py process; model i of a batch still lands in out/<i>.jsonl.
+    """
+    items = []
+    for models, out, seed in batches:
+        size = -(-len(models) // jobs)
+        items += [(models[i : i + size], out, seed, i) for i in range(0, len(models), size)]
+    parallel(jobs, lambda it: sample_for_eval(it[0], problems, it[1], k=k, seed=it[2], first=it[3]), items)
 
 
 def grade(out: Path, names: list[str], *, k: int) -> list[dict]:
@@ -679,7 +700,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
         for (m, lr), ckpt in zip(todo, done):
             ckpts[(m, lr, seeds[0])] = ckpt
         names = [run_name(m, lr, seeds[0]) for m, lr in todo]
-        val_dir = sample_for_eval(done, data["val"], out / "eval" / f"val{round_no}", k=k, seed=seeds[0])
+        val_dir = out / "eval" / f"val{round_no}"
+        evaluate_all(args.jobs, [(done, val_dir, seeds[0])], data["val"], k=k)
         for (m, lr), res in zip(todo, grade(val_dir, names, k=k)):
             selection[m][lr] = res["mean_at_k"]
         todo = []
@@ -737,11 +759,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
         + [(f"{m}_round2", run_name(m, chosen[m], s, "_round2"), r2[(m, s)][0]) for m in ROUND2]
         for s in seeds
     }
-    dirs = parallel(
-        args.jobs,
-        lambda s: sample_for_eval([e[2] for e in entries[s]], data["eval"], out / "eval" / f"s{s}", k=k, seed=s),
-        seeds,
-    )
+    dirs = [out / "eval" / f"s{s}" for s in seeds]
+    evaluate_all(args.jobs, [([e[2] for e in entries[s]], d, s) for s, d in zip(seeds, dirs)], data["eval"], k=k)
     by: dict = {}
     for d, s in zip(dirs, seeds):
         for (key, _, _), res in zip(entries[s], grade(d, [e[1] for e in entries[s]], k=k)):
