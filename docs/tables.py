@@ -44,6 +44,17 @@ def _report(root: Path):
     return module
 
 
+def _reproduce_online(data: dict, root: Path) -> str:
+    """``reproduce/online.py``'s own report of its results.json, then where the figures come from."""
+    spec = importlib.util.spec_from_file_location("_rift_reproduce_online", root / "reproduce" / "online.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return (
+        module.report(data)
+        + f"\nMeasured {data['measured']}: {data['machine']}; {data['seconds']:.0f} s wall for the whole run.\n"
+    )
+
+
 def _reproduce(data: dict, root: Path) -> str:
     return _report(root).markdown(data)
 
@@ -108,6 +119,7 @@ def _rows(data: dict, root: Path) -> str:
 TABLES: dict[str, tuple[str, Callable[[dict, Path], str]]] = {
     "reproduce": ("reproduce.json", _reproduce),
     "reproduce-headline": ("reproduce.json", _reproduce_headline),
+    "reproduce-online": ("reproduce_online.json", _reproduce_online),
     "host-memory": ("host_memory.json", _host_memory),
     "trl-memory": ("trl_memory.json", _trl_memory),
     "fused-host-memory": ("fused_host_memory.json", _rows),

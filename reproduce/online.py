@@ -431,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
         "train_logs": logs,
         "seconds": time.monotonic() - started,
         "measured": time.strftime("%Y-%m-%d", time.gmtime()),
+        "machine": offline.machine(),
     }
     problems = check_results(results)
     results["problems"] = problems

@@ -541,6 +541,14 @@ def next_lr(lr: float, *, up: bool) -> float:
     return float(f"{value:.0e}")
 
 
+def machine() -> str:
+    """The machine in words: CPU cores, memory, and the load average when the run ended."""
+    memory = ""
+    if Path("/proc/meminfo").exists():
+        memory = f", {int(Path('/proc/meminfo').read_text().split()[1]) / 2**20:.0f} GiB"
+    return f"{os.cpu_count()} CPU cores{memory}, load average at the end {os.getloadavg()[0]:.1f}"
+
+
 def choose_lr(scores: dict[float, float]) -> float:
     """The learning rate with the best val score; ties go to the lower rate."""
     return max(scores, key=lambda lr: (scores[lr], -lr))
@@ -829,13 +837,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
         "cpu_seconds": round(_cpu["children"] + me.ru_utime + me.ru_stime, 1),
         "measured": time.strftime("%Y-%m-%d", time.gmtime()),  # docs/data/reproduce.json keeps the date
         "timings_seconds": dict(sorted(_timings.items())),
-        "machine": f"{os.cpu_count()} CPU cores"
-        + (
-            ""
-            if not Path("/proc/meminfo").exists()
-            else f", {int(Path('/proc/meminfo').read_text().split()[1]) / 2**20:.0f} GiB"
-        )
-        + f", load average at the end {os.getloadavg()[0]:.1f}",
+        "machine": machine(),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     bad = check_results(results)

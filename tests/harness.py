@@ -21,6 +21,7 @@ in pytest's terminal summary (``tests/conftest.py``), so a CI log shows it.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -56,3 +57,19 @@ def run_command(cmd, **kwargs) -> subprocess.CompletedProcess:
         print(f"tests/harness.py: {EXIT_ABORT!r} (exit {done.returncode}); running once more: {shown}", file=sys.stderr)
         done = subprocess.run(cmd, **kwargs)
     return done
+
+
+def leave_without_teardown() -> None:
+    """End a multi-process worker script whose outputs are written and closed: ``os._exit(0)``.
+
+    Destroys the process group (when one is up), flushes stdout and stderr, and leaves without the
+    interpreter's teardown, where gloo's threads can still be joinable when C++ destroys them (the
+    exit abort above, docs/distributed.md). Call it only after the script's last collective and its
+    last write.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(0)
