@@ -94,14 +94,15 @@ demo: venvs
 # protocol): a base trained with `swift sft`, K = 8 samples per problem with `swift sample`, labelled,
 # SFT/DFT/RFT/DPO/naive/RIFT arms (3 epochs each, LR chosen on val), a second RFT and RIFT round,
 # mean@8 and pass@8 on held-out problems, 5 seeds, paired statistics. Writes reproduce_out/results.json,
-# results.md, results.png and the labelled evaluation files (checked by reproduce/verify.py). Hours on
-# 2 CPU cores; REPRODUCE_ARGS=--smoke: a few minutes.
+# results.md, results.png and the labelled evaluation files (checked by reproduce/verify.py). 53 minutes
+# on an idle 2-core CPU (2026-12-04); REPRODUCE_ARGS=--smoke: about 2 minutes.
 reproduce: $(SWIFT_VENV)/.ready
 	$(SWIFT_PY) reproduce/run.py $(REPRODUCE_ARGS)
 
 # Online RIFT (TRL's GRPOTrainer, loss_type=rift) against TRL's dapo on the same task, from a base
-# trained with TRL's SFTTrainer; 3 seeds, mean@8/pass@8 on held-out problems (reproduce/online.py
-# explains each step). Writes reproduce_out/online/results.{json,md}. ONLINE_ARGS=--smoke: a minute or two.
+# trained with TRL's SFTTrainer; LR chosen on val as offline, 3 seeds, mean@8/pass@8 on held-out problems
+# (reproduce/online.py explains each step). Writes reproduce_out/online/results.{json,md}. 5 minutes on an
+# idle 2-core CPU (2026-12-04); ONLINE_ARGS=--smoke: under a minute.
 reproduce-online: $(TRL_VENV)/.ready
 	$(TRL_PY) reproduce/online.py $(ONLINE_ARGS)
 
