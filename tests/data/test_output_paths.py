@@ -257,14 +257,12 @@ def test_missing_write_permission_is_a_message(tmp_path, command):
 def test_a_signal_mid_label_removes_the_temporary_file(tmp_path, signum):
     """A real signal to the real command while it grades: old output intact, no hidden temporary file left."""
     src = tmp_path / "rollouts.jsonl"
-    with open(src, "w") as f:  # ~1 ms a row to grade: about 10 s of work
+    # ~1 ms a row to grade: about 10 s of work. Every response is distinct: the grader caches repeated
+    # ones, and 13 distinct answers made it about 2 s, a race with the signal on a loaded machine.
+    with open(src, "w") as f:
         for i in range(10_000):
-            f.write(
-                json.dumps(
-                    {"prompt": f"q{i // 8}", "response": f"The answer is \\boxed{{{i % 13}}}.", "answer": str(i % 11)}
-                )
-                + "\n"
-            )
+            response = f"The answer is \\boxed{{{i * 7 + 3}/{i % 13 + 2}}}."
+            f.write(json.dumps({"prompt": f"q{i // 8}", "response": response, "answer": str(i % 11)}) + "\n")
     out = tmp_path / "out.jsonl"
     out.write_text("the previous, complete output\n")
     proc = subprocess.Popen(
