@@ -315,10 +315,15 @@ def _raise_signalled(signum, frame):
 
 
 def _catch_signals() -> dict:
+    """Raise :class:`_Signalled` on SIGTERM and SIGHUP, unless the signal was ignored when we started.
+
+    An ignored signal stays ignored: under ``nohup`` a hang-up must not stop the command (Python
+    keeps an ignored SIGINT ignored the same way, for commands started in the background).
+    """
     previous = {}
     for name in ("SIGTERM", "SIGHUP"):
         signum = getattr(signal, name, None)
-        if signum is not None:
+        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
             try:
                 previous[signum] = signal.signal(signum, _raise_signalled)
             except ValueError:  # not the main thread: leave the signals alone

@@ -253,12 +253,22 @@ def test_missing_write_permission_is_a_message(tmp_path, command):
 # ------------------------------------------------------------------ case 4: signals
 
 
+def _as_in_a_terminal() -> None:
+    """The child's SIGINT, SIGTERM and SIGHUP at their defaults, as for a command typed in a terminal.
+
+    A test run started in the background by a shell without job control (``make test &`` in a
+    script) inherits SIGINT ignored, and the command rightly keeps ignoring it (as under ``nohup``
+    for SIGHUP; see the next test).
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: signal.Signals(s).name)
 def test_a_signal_mid_label_removes_the_temporary_file(tmp_path, signum):
     """A real signal to the real command while it grades: old output intact, no hidden temporary file left."""
     src = tmp_path / "rollouts.jsonl"
-    # ~1 ms a row to grade: about 10 s of work. Every response is distinct: the grader caches repeated
-    # ones, and 13 distinct answers made it about 2 s, a race with the signal on a loaded machine.
+    # ~1 ms a row to grade: about 10 s of work (every response distinct: the grader caches repeated ones)
     with open(src, "w") as f:
         for i in range(10_000):
             response = f"The answer is \\boxed{{{i * 7 + 3}/{i % 13 + 2}}}."
@@ -271,6 +281,7 @@ def test_a_signal_mid_label_removes_the_temporary_file(tmp_path, signum):
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, RIFT_LOSSES_PROGRESS_SECONDS="0.2"),
+        preexec_fn=_as_in_a_terminal,
     )
     try:
         first = proc.stderr.readline()  # a progress line: the input is being read and graded
@@ -292,6 +303,41 @@ def test_a_signal_mid_label_removes_the_temporary_file(tmp_path, signum):
         assert last == f"rift-losses label: stopped by {signal.Signals(signum).name}; no output written"
     assert out.read_text() == "the previous, complete output\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl", "rollouts.jsonl"]
+
+
+def test_under_nohup_a_hang_up_does_not_stop_label(tmp_path):
+    """SIGHUP ignored at start (``nohup``) stays ignored; SIGTERM still stops the command cleanly."""
+    src = tmp_path / "rollouts.jsonl"
+    with open(src, "w") as f:  # about 10 s of work, as above
+        for i in range(10_000):
+            response = f"The answer is \\boxed{{{i * 7 + 3}/{i % 13 + 2}}}."
+            f.write(json.dumps({"prompt": f"q{i // 8}", "response": response, "answer": str(i % 11)}) + "\n")
+
+    def nohup() -> None:
+        _as_in_a_terminal()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = subprocess.Popen(
+        [ENTRY, "label", str(src), "-o", str(tmp_path / "out.jsonl"), "--progress", "plain"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, RIFT_LOSSES_PROGRESS_SECONDS="0.2"),
+        preexec_fn=nohup,
+    )
+    try:
+        assert proc.stderr.readline().startswith("label: ")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert proc.poll() is None, "a hang-up stopped label under nohup"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines()[-1] == "rift-losses label: stopped by SIGTERM; no output written"
+    assert not (tmp_path / "out.jsonl").exists()
 
 
 # ------------------------------------------------------------------ case 5: dataset_info.json first
