@@ -253,6 +253,15 @@ def test_missing_write_permission_is_a_message(tmp_path, command):
 # ------------------------------------------------------------------ case 4: signals
 
 
+def _ten_seconds_of_grading(src: Path) -> Path:
+    """10,000 rows at ~1 ms each to grade; every response distinct (the grader caches repeated ones)."""
+    with open(src, "w") as f:
+        for i in range(10_000):
+            response = f"The answer is \\boxed{{{i * 7 + 3}/{i % 13 + 2}}}."
+            f.write(json.dumps({"prompt": f"q{i // 8}", "response": response, "answer": str(i % 11)}) + "\n")
+    return src
+
+
 def _as_in_a_terminal() -> None:
     """The child's SIGINT, SIGTERM and SIGHUP at their defaults, as for a command typed in a terminal.
 
@@ -267,12 +276,7 @@ def _as_in_a_terminal() -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: signal.Signals(s).name)
 def test_a_signal_mid_label_removes_the_temporary_file(tmp_path, signum):
     """A real signal to the real command while it grades: old output intact, no hidden temporary file left."""
-    src = tmp_path / "rollouts.jsonl"
-    # ~1 ms a row to grade: about 10 s of work (every response distinct: the grader caches repeated ones)
-    with open(src, "w") as f:
-        for i in range(10_000):
-            response = f"The answer is \\boxed{{{i * 7 + 3}/{i % 13 + 2}}}."
-            f.write(json.dumps({"prompt": f"q{i // 8}", "response": response, "answer": str(i % 11)}) + "\n")
+    src = _ten_seconds_of_grading(tmp_path / "rollouts.jsonl")
     out = tmp_path / "out.jsonl"
     out.write_text("the previous, complete output\n")
     proc = subprocess.Popen(
@@ -307,11 +311,7 @@ def test_a_signal_mid_label_removes_the_temporary_file(tmp_path, signum):
 
 def test_under_nohup_a_hang_up_does_not_stop_label(tmp_path):
     """SIGHUP ignored at start (``nohup``) stays ignored; SIGTERM still stops the command cleanly."""
-    src = tmp_path / "rollouts.jsonl"
-    with open(src, "w") as f:  # about 10 s of work, as above
-        for i in range(10_000):
-            response = f"The answer is \\boxed{{{i * 7 + 3}/{i % 13 + 2}}}."
-            f.write(json.dumps({"prompt": f"q{i // 8}", "response": response, "answer": str(i % 11)}) + "\n")
+    src = _ten_seconds_of_grading(tmp_path / "rollouts.jsonl")
 
     def nohup() -> None:
         _as_in_a_terminal()
