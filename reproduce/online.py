@@ -1,7 +1,8 @@
 """`make reproduce-online`: online RIFT (TRL's GRPOTrainer with loss_type="rift") against TRL's own GRPO loss.
 
 A first measured look, on the task of `make reproduce` (reproduce/task.py: the same generated
-arithmetic problems and splits, the same small Qwen2-shaped model and tokenizer), with the
+arithmetic problems and its protocol version 2's splits, the same small Qwen2-shaped model and
+tokenizer), with the
 protocol in :data:`PROTOCOL`, fixed before its first complete run and written into results.json:
 
 1. Base: the init model trained on the base split's reference solutions with TRL's ``SFTTrainer``
@@ -51,7 +52,9 @@ PAIRS = (("rift", "dapo"), ("rift", "base"), ("dapo", "base"))
 
 #: the protocol, fixed before the first complete run of this version (issue 22); written into results.json
 PROTOCOL = {
-    "sizes": offline.PROTOCOL["sizes"],
+    # make reproduce's version 2 splits and grid, the ones this protocol ran with (written out: make reproduce's
+    # version 3 changed its own, not this one's)
+    "sizes": {"base": 2000, "train": 128, "val": 64, "eval": 256},
     "base": (
         "TRL SFTTrainer on the base split's reference solutions: 800 steps x 32, AdamW, cosine from 3e-3 "
         "with 5% warm-up (make reproduce's swift sft base: the same steps, batch, rate and schedule)"
@@ -65,7 +68,7 @@ PROTOCOL = {
         "128 train problems, the problems whose samples form make reproduce's offline buffer"
     ),
     "optimizer": "AdamW (adamw_torch, weight decay 0.1 as make reproduce), cosine schedule, 5% warm-up",
-    "lr_grid": offline.PROTOCOL["lr_grid"],
+    "lr_grid": [1e-5, 3e-5, 1e-4, 3e-4],
     "lr_selection": "the offline rule: per arm, the grid value with the best val mean@k (seed 0); ties to the lower",
     "lr_edge_rule": offline.PROTOCOL["lr_edge_rule"],
     "lr_edge_max_extensions": offline.PROTOCOL["lr_edge_max_extensions"],

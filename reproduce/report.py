@@ -33,7 +33,19 @@ def _verdict(flag) -> str:
 
 
 def _cell(m: dict, key: str) -> str:
+    if len(m["per_seed"]) == 1:  # one seed: no spread to show
+        return f"{100 * m[key]:.1f}"
     return f"{100 * m[key]:.1f} ± {100 * m[key + '_sd']:.1f}{_ci(m, key)}"
+
+
+def _side(group: dict, n: int) -> str:
+    """ ", seed 0" when a group (the shared- or fifth-rate runs) ran on fewer seeds than the main runs."""
+    if not group:
+        return ""
+    seeds = [r["seed"] for r in next(iter(group.values()))["per_seed"]]
+    if len(seeds) == n:
+        return ""
+    return f", seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)}"
 
 
 def _seeds(m: dict, key: str) -> str:
@@ -44,16 +56,17 @@ def markdown(results: dict) -> str:
     k = results["k"]
     n = len(results["methods"]["base"]["per_seed"])
     new_protocol = "protocol" in results  # results of the protocol fixed for issue 19 (intervals, edge rule)
+    shared = results["methods_shared_lr"]
+    fifth = results.get("methods_fifth_rft_lr", {})
     lines = [
         f"Held-out eval: mean@{k} and pass@{k} in %, mean ± sample standard deviation over {n} seed(s)"
         + (", [95% t-interval] " if new_protocol else " ")
         + "(per seed in brackets).",
         "",
-        f"| method | LR (chosen on val) | mean@{k} | pass@{k} | LR {results['shared_lr']:g} (shared): "
-        f"mean@{k} | pass@{k} |",
+        f"| method | LR (chosen on val) | mean@{k} | pass@{k} | "
+        f"LR {results['shared_lr']:g} (shared{_side(shared, n)}): mean@{k} | pass@{k} |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    shared = results["methods_shared_lr"]
     for name, m in results["methods"].items():
         lr = f"{m['lr']:g}" if "lr" in m else "-"
         row = [
@@ -82,9 +95,8 @@ def markdown(results: dict) -> str:
     for name, sel in sels.items():
         cells = [f"{100 * sel[f'{lr:g}']:.1f}" if f"{lr:g}" in sel else "-" for lr in grid]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    fifth = results.get("methods_fifth_rft_lr", {})
     if fifth:
-        lines += ["", f"At one fifth of RFT's chosen rate ({results['fifth_rft_lr']:g}):", ""]
+        lines += ["", f"At one fifth of RFT's chosen rate ({results['fifth_rft_lr']:g}{_side(fifth, n)}):", ""]
         lines += [f"| method | mean@{k} | pass@{k} |", "| --- | --- | --- |"]
         for name, m in fifth.items():
             lines.append(f"| {LABELS.get(name, name)} | {_cell(m, 'mean_at_k')} | {_cell(m, 'pass_at_k')} |")
@@ -98,7 +110,10 @@ def markdown(results: dict) -> str:
             + ("" if gate["assessable"] else " (not assessable with one seed)")
             + ".",
         ]
-    for title, key in (("at the chosen rates", "paired"), ("at the shared rate", "paired_shared_lr")):
+    for title, key in (
+        ("at the chosen rates", "paired"),
+        (f"at the shared rate{_side(shared, n)}", "paired_shared_lr"),
+    ):
         if key not in results:
             continue
         lines += [
