@@ -26,10 +26,11 @@ def test_protocol_is_fixed_and_meets_the_issue():
     p = run.PROTOCOL
     assert p["epochs"] == 3 and p["lr_scheduler"] == "cosine" and p["warmup_ratio"] == 0.05
     grid = p["lr_grid"]
-    assert min(grid) == pytest.approx(1e-5) and round(max(grid) / min(grid)) >= 30
+    assert min(grid) <= 1e-5 and round(max(grid) / min(grid)) >= 30 and p["shared_lr"] in grid
     ratios = [b / a for a, b in zip(grid, grid[1:])]
     assert all(2.9 < r < 3.5 for r in ratios)  # log-spaced, 1-3 per decade
     assert len(p["seeds"]) >= 5 and p["lr_edge_max_extensions"] == 2
+    assert p["side_seeds"] and set(p["side_seeds"]) <= set(p["seeds"]) and run.FULL["side_seeds"] == (0,)
     assert run.FULL["grid"] == tuple(grid) and run.FULL["seeds"] == tuple(p["seeds"])
     assert run.FULL["epochs"] == p["epochs"] and run.FULL["batch"] == p["global_batch"]
     assert set(run.METHODS) >= {"sft", "dft", "rft", "dpo", "naive", "rift", "rift_seq", "rift_gaussian"}
@@ -186,5 +187,10 @@ def test_the_committed_results_equal_their_committed_evaluation_files(tmp_path):
     assert verify.verify(results, tmp_path) == []
     named = {f for files in results["eval_files"].values() for f in files}
     assert named and all((tmp_path / f).is_file() for f in named)
+    assert run.check_results(results) == []
     results["methods"]["rift"]["per_seed"][0]["pass_at_k"] -= 0.01  # one figure off: caught
     assert any("rift seed 0: pass_at_k" in p for p in verify.verify(results, tmp_path))
+    side = results["methods_shared_lr"]["rft"]["per_seed"]
+    side.append(dict(side[0]))  # a shared-rate group with more runs than the side seeds: caught
+    want = f"methods_shared_lr.rft.per_seed must have {len(results['config']['side_seeds'])} entries, got"
+    assert any(want in p for p in run.check_results(results))
