@@ -2,8 +2,8 @@
 
 A first measured look, on the task of `make reproduce` (reproduce/task.py: the same generated
 arithmetic problems and its protocol version 2's splits, the same small Qwen2-shaped model and
-tokenizer), with the
-protocol in :data:`PROTOCOL`, fixed before its first complete run and written into results.json:
+tokenizer), with the protocol in :data:`PROTOCOL`, fixed before its first complete run and written
+into results.json:
 
 1. Base: the init model trained on the base split's reference solutions with TRL's ``SFTTrainer``
    (plain NLL; `make reproduce` does this step with `swift sft`: the same steps, batch, rate and

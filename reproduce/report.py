@@ -58,13 +58,14 @@ def markdown(results: dict) -> str:
     new_protocol = "protocol" in results  # results of the protocol fixed for issue 19 (intervals, edge rule)
     shared = results["methods_shared_lr"]
     fifth = results.get("methods_fifth_rft_lr", {})
+    shared_seeds = _side(shared, n)
     lines = [
         f"Held-out eval: mean@{k} and pass@{k} in %, mean ± sample standard deviation over {n} seed(s)"
         + (", [95% t-interval] " if new_protocol else " ")
         + "(per seed in brackets).",
         "",
         f"| method | LR (chosen on val) | mean@{k} | pass@{k} | "
-        f"LR {results['shared_lr']:g} (shared{_side(shared, n)}): mean@{k} | pass@{k} |",
+        f"LR {results['shared_lr']:g} (shared{shared_seeds}): mean@{k} | pass@{k} |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, m in results["methods"].items():
@@ -110,10 +111,7 @@ def markdown(results: dict) -> str:
             + ("" if gate["assessable"] else " (not assessable with one seed)")
             + ".",
         ]
-    for title, key in (
-        ("at the chosen rates", "paired"),
-        (f"at the shared rate{_side(shared, n)}", "paired_shared_lr"),
-    ):
+    for title, key in (("at the chosen rates", "paired"), (f"at the shared rate{shared_seeds}", "paired_shared_lr")):
         if key not in results:
             continue
         lines += [

@@ -273,20 +273,25 @@ def _as_in_a_terminal() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
+def _start_label(src, out, *, preexec_fn) -> subprocess.Popen:
+    """`rift-losses label src -o out` in a child, printing a progress line every 0.2 s on its stderr."""
+    return subprocess.Popen(
+        [ENTRY, "label", str(src), "-o", str(out), "--progress", "plain"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, RIFT_LOSSES_PROGRESS_SECONDS="0.2"),
+        preexec_fn=preexec_fn,
+    )
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: signal.Signals(s).name)
 def test_a_signal_mid_label_removes_the_temporary_file(tmp_path, signum):
     """A real signal to the real command while it grades: old output intact, no hidden temporary file left."""
     src = _ten_seconds_of_grading(tmp_path / "rollouts.jsonl")
     out = tmp_path / "out.jsonl"
     out.write_text("the previous, complete output\n")
-    proc = subprocess.Popen(
-        [ENTRY, "label", str(src), "-o", str(out), "--progress", "plain"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, RIFT_LOSSES_PROGRESS_SECONDS="0.2"),
-        preexec_fn=_as_in_a_terminal,
-    )
+    proc = _start_label(src, out, preexec_fn=_as_in_a_terminal)
     try:
         first = proc.stderr.readline()  # a progress line: the input is being read and graded
         assert first.startswith("label: "), first
@@ -317,14 +322,7 @@ def test_under_nohup_a_hang_up_does_not_stop_label(tmp_path):
         _as_in_a_terminal()
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
-    proc = subprocess.Popen(
-        [ENTRY, "label", str(src), "-o", str(tmp_path / "out.jsonl"), "--progress", "plain"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, RIFT_LOSSES_PROGRESS_SECONDS="0.2"),
-        preexec_fn=nohup,
-    )
+    proc = _start_label(src, tmp_path / "out.jsonl", preexec_fn=nohup)
     try:
         assert proc.stderr.readline().startswith("label: ")
         proc.send_signal(signal.SIGHUP)
