@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
     splits = task.make_splits(cfg["sizes"])
     init = task.build_model(
         out / "init",
-        task.corpus_of([r for rows in splits.values() for r in rows]),
+        task.tokenizer_corpus(),
         hidden_size=cfg["hidden"],
         num_layers=cfg["layers"],
     )
