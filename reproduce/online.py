@@ -53,7 +53,8 @@ PAIRS = (("rift", "dapo"), ("rift", "base"), ("dapo", "base"))
 #: the protocol, fixed before the first complete run of this version (issue 22); written into results.json
 PROTOCOL = {
     # make reproduce's version 2 splits and grid, the ones this protocol ran with (written out: make reproduce's
-    # version 3 changed its own, not this one's)
+    # later versions changed their own, not this one's; the tokenizer's fixed corpus, task.TOKENIZER_SPLITS, is
+    # these splits, so its tokenizer is the one this protocol ran with too)
     "sizes": {"base": 2000, "train": 128, "val": 64, "eval": 256},
     "base": (
         "TRL SFTTrainer on the base split's reference solutions: 800 steps x 32, AdamW, cosine from 3e-3 "

@@ -38,3 +38,13 @@ def test_reference_solutions_are_graded_correct_and_a_slip_wrong(tmp_path, capsy
     res = cli("label", tmp_path / "s.jsonl", "-o", tmp_path / "l.jsonl")
     assert res.code == 0, res.err
     assert [r["reward"] for r in read_jsonl(tmp_path / "l.jsonl")] == [1.0] * 60 + [-0.2] * 60
+
+
+def test_the_tokenizer_corpus_is_the_online_protocols_splits():
+    # make reproduce's tokenizer no longer follows its own sizes (version 3's new sizes gave a new base); the
+    # fixed corpus is the splits the online protocol was measured on, so its tokenizer did not change either
+    import online
+
+    assert online.PROTOCOL["sizes"] == task.TOKENIZER_SPLITS
+    split_rows = task.make_splits(online.PROTOCOL["sizes"]).values()
+    assert task.tokenizer_corpus() == task.corpus_of([r for rows in split_rows for r in rows])
