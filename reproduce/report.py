@@ -86,7 +86,8 @@ def markdown(results: dict) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
-        f"Learning rate selection (val mean@{k} in %, seed {results['methods']['base']['per_seed'][0]['seed']}):",
+        f"Learning rate selection (val mean@{results['config'].get('val_k', k)} in %, "
+        f"{results['config']['sizes']['val']} val problems, seed {results['methods']['base']['per_seed'][0]['seed']}):",
         "",
     ]
     sels = results["lr_selection_val_mean_at_k"]
