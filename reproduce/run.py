@@ -653,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
     args = parser.parse_args(argv)
     cfg = SMOKE if args.smoke else FULL
     out: Path = args.out.resolve()
-    k, seeds = cfg["k"], list(cfg["seeds"])
+    k, val_k, seeds = cfg["k"], cfg["val_k"], list(cfg["seeds"])
     started = time.monotonic()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -746,8 +746,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
             ckpts[(m, lr, seeds[0])] = ckpt
         names = [run_name(m, lr, seeds[0]) for m, lr in todo]
         val_dir = out / "eval" / f"val{round_no}"
-        evaluate_all(args.jobs, [(done, val_dir, seeds[0])], data["val"], k=cfg["val_k"])
-        for (m, lr), res in zip(todo, grade(val_dir, names, k=cfg["val_k"])):
+        evaluate_all(args.jobs, [(done, val_dir, seeds[0])], data["val"], k=val_k)
+        for (m, lr), res in zip(todo, grade(val_dir, names, k=val_k)):
             selection[m][lr] = res["mean_at_k"]
         todo = []
         for m in METHODS:
@@ -758,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
                 say(f"   edge rule: {m} also at {ext[0]:g} ({ext[1]})")
         round_no += 1
     chosen = {m: choose_lr(selection[m]) for m in METHODS}
-    say(f"4. learning rates chosen on val (mean@{cfg['val_k']}, seed {seeds[0]}; {time.monotonic() - t:.0f} s):")
+    say(f"4. learning rates chosen on val (mean@{val_k}, seed {seeds[0]}; {time.monotonic() - t:.0f} s):")
     for m in METHODS:
         say(
             f"   {m:<14} "
