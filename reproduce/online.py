@@ -71,8 +71,12 @@ PROTOCOL = {
     "optimizer": "AdamW (adamw_torch, weight decay 0.1 as make reproduce), cosine schedule, 5% warm-up",
     "lr_grid": [1e-5, 3e-5, 1e-4, 3e-4],
     "lr_selection": "the offline rule: per arm, the grid value with the best val mean@k (seed 0); ties to the lower",
-    "lr_edge_rule": offline.PROTOCOL["lr_edge_rule"],
-    "lr_edge_max_extensions": offline.PROTOCOL["lr_edge_max_extensions"],
+    "lr_grid_mantissas": [1.0, 3.0],
+    "lr_edge_rule": (
+        "if a method's best value is the lowest (highest) it was tried at, it is also tried one grid step "
+        "lower (higher), at most twice per method; every extension is logged in lr_extensions"
+    ),
+    "lr_edge_max_extensions": 2,
     "seeds": [0, 1, 2],
     "seed_controls": "training order and generation sampling (the trainer's seed) and the evaluation sampling seed",
     "evaluation": "8 samples per eval problem, T 0.7, top-p 0.8, graded by the last 'The answer is N'",
@@ -402,7 +406,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
             selection[a][lr] = evaluate(train(a, lr, seeds[0]), splits["val"], seed=seeds[0], **sampling)["mean@k"]
         todo = []
         for a in ARMS:
-            ext = offline.edge_extension(selection[a], len(extensions[a]), cfg["max_extensions"])
+            ext = offline.edge_extension(
+                selection[a], len(extensions[a]), cfg["max_extensions"], mantissas=tuple(PROTOCOL["lr_grid_mantissas"])
+            )
             if ext is not None:
                 extensions[a].append({"lr": ext[0], "reason": ext[1]})
                 todo.append((a, ext[0]))

