@@ -38,6 +38,7 @@ def test_protocol_is_fixed_and_meets_the_issue():
     assert set(run.METHODS) >= {"sft", "dft", "rft", "dpo", "naive", "rift", "rift_seq", "rift_gaussian"}
     assert run.ARMS["dpo"].command == "dpo" and run.ARMS["dft"].dft and run.ARMS["rft"].loss_type is None
     assert set(run.ROUND2) == {"rft", "rift"} and set(run.AT_FIFTH) == {"rift", "dpo"}
+    assert f"s * {run.evaluate.SEED_STRIDE} + c" in p["evaluation_sampling"]  # what evaluate.py does
 
 
 @pytest.mark.parametrize(
