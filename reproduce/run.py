@@ -93,6 +93,8 @@ PAIRS = (("rift", "rft"), ("rift", "dpo"), ("rft", "base"))
 
 #: requests per generate call in the evaluation: each chunk has its own seed (PROTOCOL "evaluation_sampling")
 EVAL_CHUNK = 512
+#: the reward of a wrong evaluation sample: `rift-losses label`'s own (+1.0 / -0.2, paper section 4.1)
+NEGATIVE = -0.2
 
 #: the protocol, fixed before any run of this version (issue 19); written into results.json
 PROTOCOL = {
@@ -121,6 +123,14 @@ PROTOCOL = {
         f"{evaluate.SEED_STRIDE} + c); "
         "torch.multinomial draws one token as argmax(p / q), q ~ Exp(1) per vocabulary entry, so row r of a chunk "
         "gets the same noise at each step whatever the model (reproduce/evaluate.py)"
+    ),
+    "evaluation_grading": (
+        "rift-losses label (math-verify, +1.0 / -0.2, at most 5 s per step of one response); a sample whose "
+        "grading runs out of time counts as wrong: it stays in its evaluation file with reward -0.2 and "
+        '"grading": "timed out", and results.json "grading_timed_out" counts it per file (label leaves '
+        "such a sample out of a training buffer; in an evaluation a dropped sample would leave its problem "
+        "with fewer than k samples). Added after version 7's first attempt stopped on it, before any score of "
+        "that attempt was read"
     ),
     "tokenizer": (
         "byte-level BPE, 384 tokens, digits single, trained on the problems of the fixed splits "
@@ -228,6 +238,7 @@ _lock = threading.Lock()
 _cpu = {"children": 0.0}
 _timings: dict[str, float] = {}
 _timings_file: list[Path] = []
+_grading_timed_out: dict[str, int] = {}  # evaluation file -> samples counted wrong (keep_timed_out)
 
 
 def say(text: str = "") -> None:
@@ -529,6 +540,27 @@ def evaluate_all(jobs: int, batches: list[tuple[list[Path], Path, int]], problem
     parallel(jobs, lambda it: sample_for_eval(it[0], problems, it[1], k=k, seed=it[2], first=it[3]), items)
 
 
+def keep_timed_out(raw: Path, labelled: Path, expected: int) -> None:
+    """Put back into ``labelled`` the samples of ``raw`` whose grading ran out of time, as wrong.
+
+    `rift-losses label` leaves such a sample out (no verdict is no reward in a training buffer); in an
+    evaluation it counts as wrong (``PROTOCOL["evaluation_grading"]``): each is written in its place with
+    reward ``NEGATIVE`` and ``"grading": "timed out"``, and counted in results.json ``"grading_timed_out"``.
+    """
+    graded, rows, j = read_jsonl(labelled), [], 0
+    for row in read_jsonl(raw):
+        if j < len(graded) and {key: v for key, v in graded[j].items() if key != "reward"} == row:
+            rows.append(graded[j])
+            j += 1
+        else:
+            rows.append({**row, "reward": NEGATIVE, "grading": "timed out"})
+    if j != len(graded) or len(rows) - j != expected:
+        raise SystemExit(f"reproduce: {labelled} does not follow {raw} in order; cannot restore its timed-out samples")
+    task.write_jsonl(labelled, rows)
+    _grading_timed_out[os.path.relpath(labelled, REPO)] = expected
+    print(f"   {labelled.name}: {expected} sample(s) whose grading ran out of time count as wrong", flush=True)
+
+
 def grade(out: Path, names: list[str], *, k: int) -> list[dict]:
     """`rift-losses label` and `stats --k` of each model's samples (the same functions, in-process).
 
@@ -541,9 +573,11 @@ def grade(out: Path, names: list[str], *, k: int) -> list[dict]:
     results = []
     for i, name in enumerate(names):
         raw, labelled = out / f"{i}.jsonl", out / f"{name}.jsonl"
-        summary = commands.label(raw, labelled, progress="none")
+        summary = commands.label(raw, labelled, negative=NEGATIVE, progress="none")
         if summary["unlabelled"]:
             raise SystemExit(f"reproduce: {summary['unlabelled']} eval samples in {raw} could not be graded")
+        if summary["timed_out"]:
+            keep_timed_out(raw, labelled, summary["timed_out"])
         raw.unlink()
         res = at_k(labelled, k=k)
         res["eval_file"] = os.path.relpath(labelled, REPO)
@@ -934,6 +968,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
         "cpu_seconds": round(_cpu["children"] + me.ru_utime + me.ru_stime, 1),
         "measured": time.strftime("%Y-%m-%d", time.gmtime()),  # docs/data/reproduce.json keeps the date
         "timings_seconds": dict(sorted(_timings.items())),
+        "grading_timed_out": dict(sorted(_grading_timed_out.items())),
         "machine": machine(),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

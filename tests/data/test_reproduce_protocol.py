@@ -217,3 +217,27 @@ def test_the_committed_results_equal_their_committed_evaluation_files(tmp_path):
     side.append(dict(side[0]))  # a shared-rate group with more runs than the side seeds: caught
     want = f"methods_shared_lr.rft.per_seed must have {len(results['config']['side_seeds'])} entries, got"
     assert any(want in p for p in run.check_results(results))
+
+
+def test_samples_whose_grading_timed_out_are_kept_as_wrong(tmp_path, monkeypatch):
+    """`rift-losses label` leaves a timed-out sample out; the evaluation puts it back, in its place, as wrong."""
+    monkeypatch.setattr(run, "_grading_timed_out", {})
+    rows = [
+        {
+            "messages": [{"role": "user", "content": f"q{i // 2}"}, {"role": "assistant", "content": f"a{i}"}],
+            "answer": "1",
+        }
+        for i in range(6)
+    ]
+    raw = write_jsonl(tmp_path / "raw.jsonl", rows)
+    graded = [dict(r, reward=1.0 if i % 3 == 0 else -0.2) for i, r in enumerate(rows) if i not in (1, 4)]
+    labelled = write_jsonl(tmp_path / "m.jsonl", graded)
+    run.keep_timed_out(raw, labelled, 2)
+    back = [json.loads(line) for line in labelled.read_text().splitlines()]
+    assert [r["messages"] for r in back] == [r["messages"] for r in rows]
+    assert [r["reward"] for r in back] == [1.0, run.NEGATIVE, -0.2, 1.0, run.NEGATIVE, -0.2]
+    assert [r.get("grading") for r in back] == [None, "timed out", None, None, "timed out", None]
+    assert list(run._grading_timed_out.values()) == [2]
+    write_jsonl(labelled, graded[::-1])  # not in raw's order: refuse rather than guess
+    with pytest.raises(SystemExit, match="does not follow"):
+        run.keep_timed_out(raw, labelled, 2)
