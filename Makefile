@@ -95,8 +95,8 @@ demo: venvs
 # SFT/DFT/RFT/DPO/naive/RIFT arms (3 epochs each, LR chosen on val), a second RFT and RIFT round,
 # mean@8 and pass@8 on held-out problems, 5 seeds, paired statistics. Writes reproduce_out/results.json,
 # results.md, results.png and the labelled evaluation files (checked by reproduce/verify.py). Protocol
-# version 6: 97.5 minutes on an idle 2-core CPU (2026-12-05; estimated at about 100 before it ran,
-# over the issue's 90). REPRODUCE_ARGS=--smoke: about 2 minutes.
+# version 7: 81.6 minutes on an idle 2-core Intel Xeon (2026-12-05; estimated at about 84 before it
+# ran). REPRODUCE_ARGS=--smoke: about 2 minutes.
 reproduce: $(SWIFT_VENV)/.ready
 	$(SWIFT_PY) reproduce/run.py $(REPRODUCE_ARGS)
 
