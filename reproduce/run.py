@@ -125,8 +125,8 @@ PROTOCOL = {
         "gets the same noise at each step whatever the model (reproduce/evaluate.py)"
     ),
     "evaluation_grading": (
-        "rift-losses label (math-verify, +1.0 / -0.2, at most 5 s per step of one response); a sample whose "
-        "grading runs out of time counts as wrong: it stays in its evaluation file with reward -0.2 and "
+        f"rift-losses label (math-verify, +1.0 / {NEGATIVE}, at most 5 s per step of one response); a sample "
+        f"whose grading runs out of time counts as wrong: it stays in its evaluation file with reward {NEGATIVE} and "
         '"grading": "timed out", and results.json "grading_timed_out" counts it per file (label leaves '
         "such a sample out of a training buffer; in an evaluation a dropped sample would leave its problem "
         "with fewer than k samples). Added after version 7's first attempt stopped on it, before any score of "
