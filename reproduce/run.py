@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import hashlib
 import json
 import os
 import shutil
@@ -98,24 +99,23 @@ NEGATIVE = -0.2
 
 #: the protocol, fixed before any run of this version (issue 19); written into results.json
 PROTOCOL = {
-    "version": 7,
-    "changes_from_version_6": (
-        "version 6 (docs/reproduce.md) ran complete (97.5 min) and failed its gate: val chose RFT's 1e-5 (val "
-        "mean@8 26.0) over 1e-4 (25.6); held-out, RFT at 1e-5 was +0.31 above the base against a seed spread of "
-        "0.38. The val scores were independent draws: each model was sampled with torch.manual_seed(0) once, so "
-        "only the first 512-request chunk shared its random numbers across models. Measured after version 6 "
-        "(exploratory, docs/reproduce.md): the same seed-0 base and RFT models, val problems, 8 samples, sampling "
-        "seeds 0-3 with common random numbers: RFT 1e-4 above 1e-5 on all four seeds (+0.44 to +0.90, sd 0.20), "
-        "where the models' own scores moved together by up to 2.4 points from seed to seed. Version 7 (1) seeds "
-        "every evaluation chunk on its own (common random numbers, see evaluation_sampling): each model's samples "
-        "are still exact draws from it, and models compared on the same problems and seed share the sampling "
-        "noise, so val ranks rates by their difference, not by two draws' noise; the held-out evaluation does the "
-        "same, so seed-paired differences share it too. (2) runs faster with no result changed: training without "
-        "gradient checkpointing (MS-Swift's default is on; the weights are bit for bit the same: checked on "
-        "version 6's seed-0 RFT model, and on 24-step DPO, RIFT sequence-level and DFT runs), and the "
-        "evaluation computes each prompt once for its 8 samples (the samples are token for token the same). "
-        "Nothing else changed: task, splits, tokenizer, model, base, buffer, grid, edge rule, val size, epochs, "
-        "schedule, batch, seeds, side seeds, round 2, gate and statistics"
+    "version": 8,
+    "changes_from_version_7": (
+        "version 7 (docs/reproduce.md) ran complete (81.6 min) on an Intel Xeon, where the same code and seeds "
+        "trained a different base than on the AMD EPYC of versions 4-6, and failed its gate: val put every method "
+        "at the bottom of the grid (RFT 20.6 / 20.1 / 19.4 at 1e-6 / 1e-5 / 1e-4, base 20.5), and held-out RFT was "
+        "0.0 points above the base. Measured after version 7 (exploratory, docs/reproduce.md; version 7's base, "
+        "RFT only, 3 epochs, 512 other val problems x 8 samples, sampling seeds 0 and 1 with common random "
+        "numbers; base 18.9 / 19.3): with the same 4,096-sample buffer, RFT at 1e-4 scored -0.6 / -1.6 points "
+        "from 512 problems x 8 samples, +0.5 / +0.4 from 1,024 x 4 and +1.5 / +0.5 from 2,048 x 2 (and +2.1 / "
+        "+1.0 from 1,024 x 8, a buffer twice the size that does not fit in 90 minutes). Near-duplicate correct "
+        "answers to one problem teach this model little; more distinct problems teach it more. Version 8 (1) "
+        "trains on 2,048 problems with 2 samples each (samples_per_train_problem; the paper ablates K in 2, 4, 8, "
+        "16, Table 8): the same 4,096-sample buffer, so the buffer arms, DPO and round 2 cost what they did; "
+        "SFT and DFT now train on 2,048 reference solutions. Nothing else changed: task, tokenizer, model, base "
+        "recipe, val and eval sizes, grid, edge rule, epochs, schedule, batch, seeds, evaluation (k = 8, common "
+        "random numbers), gate and statistics. The base is still trained at run time; on this machine it is "
+        'version 7\'s (results.json "base_sha256" names it), on another CPU it may differ'
     ),
     "evaluation_sampling": (
         "common random numbers: the requests (each prompt val_k or k times in a row) go to MS-Swift's "
@@ -161,12 +161,13 @@ PROTOCOL = {
         "fixed before this protocol ran"
     ),
     "fifth_of_rft_lr": {"methods": list(AT_FIFTH), "factor": FIFTH},
-    "sizes": {"base": 2000, "train": 512, "val": 512, "eval": 512},
+    "sizes": {"base": 2000, "train": 2048, "val": 512, "eval": 512},
+    "samples_per_train_problem": 2,
     "sizes_note": (
-        "train 512 problems (a 4,096-sample buffer), val 512 (8 samples each), eval 512 (4,096 held-out samples "
-        "per model), as version 6; estimated at about 84 minutes on an idle 2-core CPU: version 6's measured "
-        "97.5 less the training time saved without gradient checkpointing (14 to 24% per run, measured) and the "
-        "evaluation time saved by computing each prompt once (about 27% per evaluation, measured)"
+        "train 2,048 problems x 2 samples (a 4,096-sample buffer, as versions 5-7; round 2 samples the same way), "
+        "val 512 (8 samples each), eval 512 (4,096 held-out samples per model); estimated at about 87 minutes on "
+        "an idle 2-core CPU: version 7's measured 81.6 plus SFT and DFT on four times the references (16 runs, "
+        "about 34 s more each)"
     ),
     "seeds": [0, 1, 2, 3, 4],
     "side_seeds": [0],
@@ -195,6 +196,7 @@ PROTOCOL = {
 FULL = dict(  # noqa: C408 (keyword arguments read as a table)
     sizes=PROTOCOL["sizes"],
     k=8,
+    buffer_k=PROTOCOL["samples_per_train_problem"],
     val_k=PROTOCOL["val_k"],
     base_steps=800,
     base_batch=32,
@@ -213,8 +215,9 @@ FULL = dict(  # noqa: C408 (keyword arguments read as a table)
 )
 #: toy size for `make test`: one grid value (so no extension), one seed, every arm and both round-2 arms
 SMOKE = dict(  # noqa: C408
-    sizes={"base": 200, "train": 16, "val": 8, "eval": 16},
+    sizes={"base": 200, "train": 64, "val": 8, "eval": 16},
     k=8,
+    buffer_k=PROTOCOL["samples_per_train_problem"],
     val_k=PROTOCOL["val_k"],
     base_steps=40,
     base_batch=32,
@@ -735,13 +738,14 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
     args = parser.parse_args(argv)
     cfg = SMOKE if args.smoke else FULL
     out: Path = args.out.resolve()
-    k, val_k, seeds = cfg["k"], cfg["val_k"], list(cfg["seeds"])
+    k, buffer_k, val_k, seeds = cfg["k"], cfg["buffer_k"], cfg["val_k"], list(cfg["seeds"])
     started = time.monotonic()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     _timings_file[:] = [out / "timings.jsonl"]
     say(
-        f"reproduce ({'smoke' if args.smoke else 'full'}): K = {k}, seeds {seeds}, LR grid "
+        f"reproduce ({'smoke' if args.smoke else 'full'}): K = {buffer_k} per train problem, {k} per eval problem, "
+        f"seeds {seeds}, LR grid "
         f"{list(cfg['grid'])} (edge rule: at most {cfg['max_extensions']} extensions), shared LR "
         f"{cfg['shared_lr']:g}, {cfg['epochs']} epochs x batch {cfg['batch']} per arm, cosine, "
         f"{cfg['warmup']:.0%} warm-up, {args.jobs} jobs -> {out}"
@@ -771,16 +775,19 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
         seed=0,
         warmup=0.05,
     )
+    base_sha256 = hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest()
     say(
         f"2. base: swift sft on {len(splits['base'])} reference solutions of the base split, "
-        f"{cfg['base_steps']} steps ({time.monotonic() - t:.0f} s)"
+        f"{cfg['base_steps']} steps ({time.monotonic() - t:.0f} s); model.safetensors sha256 {base_sha256[:16]}"
     )
 
     # 3. buffer
     t = time.monotonic()
-    samples = swift_sample(base, data["train"], out / "round1" / "sample", k=k, seed=0, n_problems=len(splits["train"]))
+    samples = swift_sample(
+        base, data["train"], out / "round1" / "sample", k=buffer_k, seed=0, n_problems=len(splits["train"])
+    )
     say(
-        f"3. swift sample: {k} answers to each of {len(splits['train'])} train problems from the base "
+        f"3. swift sample: {buffer_k} answers to each of {len(splits['train'])} train problems from the base "
         f"({time.monotonic() - t:.0f} s)"
     )
     round1 = buffer_from_samples(samples, data["train"], out / "round1")
@@ -873,7 +880,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
         method, seed = ms
         model = ckpts[(method, chosen[method], seed)]
         work = out / "round2" / f"{method}-s{seed}"
-        smp = swift_sample(model, data["train"], work / "sample", k=k, seed=seed, n_problems=len(splits["train"]))
+        smp = swift_sample(
+            model, data["train"], work / "sample", k=buffer_k, seed=seed, n_problems=len(splits["train"])
+        )
         buf = buffer_from_samples(smp, data["train"], work)
         return train(method, chosen[method], seed, start=model, datasets=buf, tag="_round2"), buf["stats"]
 
@@ -934,7 +943,16 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
             else {
                 "smoke_overrides": {
                     key: cfg[key]
-                    for key in ("grid", "max_extensions", "shared_lr", "seeds", "side_seeds", "batch", "sizes")
+                    for key in (
+                        "grid",
+                        "max_extensions",
+                        "shared_lr",
+                        "seeds",
+                        "side_seeds",
+                        "batch",
+                        "sizes",
+                        "buffer_k",
+                    )
                 }
             }
         ),
@@ -970,6 +988,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
         "timings_seconds": dict(sorted(_timings.items())),
         "grading_timed_out": dict(sorted(_grading_timed_out.items())),
         "machine": machine(),
+        "base_sha256": base_sha256,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     bad = check_results(results)
