@@ -91,11 +91,11 @@ demo: venvs
 	$(SWIFT_PY) demo/run_demo.py $(DEMO_ARGS)
 
 # The paper's recipe end to end, offline (reproduce/run.py explains each step; docs/reproduce.md the
-# protocol): a base trained with `swift sft`, K = 8 samples per problem with `swift sample`, labelled,
+# protocol): a base trained with `swift sft`, 2 samples per train problem with `swift sample`, labelled,
 # SFT/DFT/RFT/DPO/naive/RIFT arms (3 epochs each, LR chosen on val), a second RFT and RIFT round,
 # mean@8 and pass@8 on held-out problems, 5 seeds, paired statistics. Writes reproduce_out/results.json,
 # results.md, results.png and the labelled evaluation files (checked by reproduce/verify.py). Protocol
-# version 7: 81.6 minutes on an idle 2-core Intel Xeon (2026-12-05; estimated at about 84 before it
+# version 8: 86.5 minutes on an idle 2-core Intel Xeon (2026-12-05; estimated at about 87 before it
 # ran). REPRODUCE_ARGS=--smoke: about 2 minutes.
 reproduce: $(SWIFT_VENV)/.ready
 	$(SWIFT_PY) reproduce/run.py $(REPRODUCE_ARGS)
