@@ -148,10 +148,8 @@ def markdown(results: dict) -> str:
     lines += [
         "",
         f"Round-1 buffer: {b['responses']:,} samples of {b['problems']:,} problems, {b['positive_pct']}% positive, "
-        f"{b['mixed_pct']}% of problems mixed (Table 1/4)"
-        + (
-            f"; the base's model.safetensors sha256 {results['base_sha256'][:16]}." if "base_sha256" in results else "."
-        ),
+        f"{b['mixed_pct']}% of problems mixed (Table 1/4); the base's model.safetensors sha256 "
+        f"{results['base_sha256'][:16]}.",
         f"Wall time {results['wall_seconds']:.0f} s, CPU {results['cpu_seconds']:.0f} s ({results['machine']}).",
     ]
     return "\n".join(lines) + "\n"

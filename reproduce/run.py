@@ -943,16 +943,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (the pipeline read
             else {
                 "smoke_overrides": {
                     key: cfg[key]
-                    for key in (
-                        "grid",
-                        "max_extensions",
-                        "shared_lr",
-                        "seeds",
-                        "side_seeds",
-                        "batch",
-                        "sizes",
-                        "buffer_k",
-                    )
+                    for key in ("grid", "max_extensions", "shared_lr", "seeds", "side_seeds", "batch", "sizes")
                 }
             }
         ),
